@@ -1,0 +1,100 @@
+"""The HTTP API: an app factory that wires settings, services, auth, errors and blueprints."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from flask import Flask, g, request
+from flask.wrappers import Response
+from flask_smorest import Api
+
+from workerrmq import __version__
+from workerrmq.api import connections, health, keys, messages, queues, schemas, seed
+from workerrmq.api.auth import init_auth
+from workerrmq.api.errors import register_error_handlers
+from workerrmq.api.services import Services
+from workerrmq.settings import Settings
+
+__all__ = ["create_app"]
+
+
+class _Api(Api):
+    ERROR_SCHEMA = schemas.Error
+
+log = logging.getLogger("workerrmq.api")
+access_log = logging.getLogger("workerrmq.access")
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the API. Migrates the database and makes sure an admin key exists."""
+    settings = settings or Settings.from_env()
+    app = Flask("workerrmq")
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        API_TITLE="WorkerRMQ",
+        API_VERSION=__version__,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        API_SPEC_OPTIONS={
+            "components": {
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
+            },
+            "security": [{"bearer": []}],
+        },
+    )
+    services = Services.build(settings)
+    services.db.migrate()
+    _announce_bootstrap_key(services)
+    app.extensions["workerrmq"] = services
+
+    app.before_request(_start_timer)
+    init_auth(app)
+    api = _Api(app)
+    for module in (queues, messages, connections, keys, seed):
+        api.register_blueprint(module.blp)
+    app.register_blueprint(health.blp)
+    register_error_handlers(app)
+    app.after_request(_log_request)
+    return app
+
+
+def _announce_bootstrap_key(services: Services) -> None:
+    token = services.keys.bootstrap(services.settings.bootstrap_api_key)
+    if token:
+        # Printed, not logged: the token must not reach log storage.
+        print(
+            f"\nWorkerRMQ created an admin API key; it is shown only this once:\n\n    {token}\n\n"
+            "Send it as 'Authorization: Bearer <key>'. Create more with 'workerrmq keys create'.\n",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _start_timer() -> None:
+    g.started = time.perf_counter()
+
+
+def _log_request(response: Response) -> Response:
+    elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+    key = g.get("key")
+    access_log.info(
+        "%s %s %s %.1fms key=%s",
+        request.method,
+        request.path,
+        response.status_code,
+        elapsed_ms,
+        key.name if key else "-",
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "duration_ms": round(elapsed_ms, 2),
+            "key_name": key.name if key else None,
+        },
+    )
+    return response

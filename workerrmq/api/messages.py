@@ -1,0 +1,59 @@
+"""Publishing: ``POST /api/v1/queues/{name}/messages`` and ``/api/v1/exchanges/{name}/messages``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import jsonify
+
+from workerrmq.api import schemas
+from workerrmq.api.auth import requires
+from workerrmq.api.blueprint import Blueprint
+from workerrmq.api.services import services
+
+blp = Blueprint("messages", __name__, url_prefix="/api/v1", description="Publishing")
+
+
+
+def _answer(results: list[dict[str, Any]], batch: bool) -> Any:
+    if not batch:
+        return results[0], 201
+    # A Response passes the 201 schema by; the batch shape is documented as the 200 answer.
+    failed = sum(r["status"] != "published" for r in results)
+    body = {"published": len(results) - failed, "failed": failed, "results": results}
+    return jsonify(schemas.BatchResult().dump(body))
+
+
+@blp.route("/queues/<name>/messages", methods=["POST"])
+@requires("publish")
+@blp.arguments(schemas.PublishRequest)
+@blp.response(201, schemas.PublishResult, description="published (one message)")
+@blp.alt_response(200, schema=schemas.BatchResult, description="a batch, per-message outcome")
+@blp.alt_response(404, schema=schemas.Error, description="no such queue")
+def publish_to_queue(body: dict[str, Any], name: str) -> Any:
+    """Publish to a queue: one message, or a batch as `{"messages": [...]}`.
+
+    The answer comes after the broker's publisher confirm. A message no queue
+    takes is 404; a batch reports each message's outcome.
+    """
+    batch = "messages" in body
+    results = services().messages.publish_to_queue(name, body["messages"] if batch else [body])
+    return _answer(results, batch)
+
+
+@blp.route("/exchanges/<name>/messages", methods=["POST"])
+@requires("publish")
+@blp.arguments(schemas.ExchangePublishRequest)
+@blp.response(201, schemas.PublishResult, description="published (one message)")
+@blp.alt_response(200, schema=schemas.BatchResult, description="a batch, per-message outcome")
+@blp.alt_response(404, schema=schemas.Error, description="no such exchange, or nothing bound")
+def publish_to_exchange(body: dict[str, Any], name: str) -> Any:
+    """Publish through an exchange (`amq.default` is the default exchange).
+
+    Each message may carry its own `routing_key`. Confirms and outcomes as for queues.
+    """
+    batch = "messages" in body
+    messages = body["messages"] if batch else [body]
+    results = services().messages.publish_to_exchange(name, messages, body.get("routing_key", ""))
+    return _answer(results, batch)
+

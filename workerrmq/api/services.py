@@ -1,0 +1,57 @@
+"""The per-app service container and its accessor for views."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from flask import current_app
+
+from workerrmq.broker.management import ManagementClient
+from workerrmq.broker.publisher import Publisher
+from workerrmq.services.connections import ConnectionService
+from workerrmq.services.messages import MessageService
+from workerrmq.services.queues import QueueService
+from workerrmq.settings import Settings
+from workerrmq.store import Database
+from workerrmq.store.keys import KeyStore
+
+__all__ = ["Services", "services"]
+
+
+@dataclasses.dataclass
+class Services:
+    settings: Settings
+    db: Database
+    keys: KeyStore
+    management: ManagementClient
+    publisher: Publisher
+    queues: QueueService
+    messages: MessageService
+    connections: ConnectionService
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        db = Database(settings.database_url)
+        management = ManagementClient(
+            settings.rabbitmq_management_url, settings.vhost, timeout=settings.broker_timeout
+        )
+        publisher = Publisher(settings.rabbitmq_url, timeout=settings.broker_timeout)
+        return cls(
+            settings=settings,
+            db=db,
+            keys=KeyStore(db),
+            management=management,
+            publisher=publisher,
+            queues=QueueService(management),
+            messages=MessageService(publisher, max_batch=settings.max_batch),
+            connections=ConnectionService(management),
+        )
+
+    def close(self) -> None:
+        self.publisher.close()
+        self.db.dispose()
+
+
+def services() -> Services:
+    """The services of the app handling the current request."""
+    return current_app.extensions["workerrmq"]  # type: ignore[no-any-return]

@@ -1,0 +1,1 @@
+"""The broker gateway: management HTTP API client and AMQP publisher."""

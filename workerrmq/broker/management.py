@@ -1,0 +1,169 @@
+"""A small client for the RabbitMQ management HTTP API.
+
+Queue, binding and connection administration go through it; publishing goes
+over AMQP (:mod:`workerrmq.broker.publisher`). Every method raises a
+:mod:`workerrmq.errors` error, never a ``requests`` one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import requests
+
+from workerrmq.errors import BrokerUnavailable, Conflict, InvalidInput, NotFound, WorkerRMQError
+
+__all__ = ["ManagementClient"]
+
+
+def _q(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+class ManagementClient:
+    """Talks to one management endpoint for one virtual host."""
+
+    def __init__(self, url: str, vhost: str, *, timeout: float = 5.0) -> None:
+        parts = urlsplit(url)
+        self._auth = (parts.username or "guest", parts.password or "guest")
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        self._base = urlunsplit(parts._replace(netloc=netloc, path=parts.path.rstrip("/")))
+        self.vhost = vhost
+        self.timeout = timeout
+        self._http = requests.Session()
+        self._http.auth = self._auth
+
+    # -- queues -----------------------------------------------------------------
+
+    def list_queues(self, *, name: str | None, page: int, page_size: int) -> dict[str, Any]:
+        """One page of queues, as the management API's paged answer."""
+        params: dict[str, Any] = {"page": page, "page_size": page_size, "pagination": "true"}
+        if name:
+            params["name"] = name
+        return self._call("GET", f"/api/queues/{_q(self.vhost)}", params=params)
+
+    def get_queue(self, name: str) -> dict[str, Any]:
+        return self._call("GET", self._queue_path(name), missing=f"queue {name!r} not found")
+
+    def declare_queue(self, name: str, *, durable: bool, arguments: dict[str, Any]) -> bool:
+        """Declare a queue; True when it was created, False when an identical one existed.
+
+        An existing queue with other settings raises :class:`Conflict`.
+        """
+        body = {"durable": durable, "auto_delete": False, "arguments": arguments}
+        response = self._request("PUT", self._queue_path(name), json=body)
+        if response.status_code == 400 and "inequivalent" in response.text:
+            raise Conflict(f"queue {name!r} exists with other settings: {_reason(response)}")
+        self._raise_for(response)
+        return response.status_code == 201
+
+    def delete_queue(self, name: str, *, if_empty: bool, if_unused: bool) -> None:
+        params = {}
+        if if_empty:
+            params["if-empty"] = "true"
+        if if_unused:
+            params["if-unused"] = "true"
+        response = self._request("DELETE", self._queue_path(name), params=params)
+        if response.status_code == 400 and (if_empty or if_unused):
+            raise Conflict(f"queue {name!r} not deleted: {_reason(response)}")
+        self._raise_for(response, missing=f"queue {name!r} not found")
+
+    def purge_queue(self, name: str) -> None:
+        self._call("DELETE", self._queue_path(name) + "/contents", missing=f"queue {name!r} not found")
+
+    def queue_bindings(self, name: str) -> list[dict[str, Any]]:
+        return self._call(
+            "GET", self._queue_path(name) + "/bindings", missing=f"queue {name!r} not found"
+        )
+
+    def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
+        path = f"/api/bindings/{_q(self.vhost)}/e/{_q(exchange)}/q/{_q(queue)}"
+        self._call(
+            "POST",
+            path,
+            json={"routing_key": routing_key, "arguments": {}},
+            missing=f"queue {queue!r} or exchange {exchange!r} not found",
+        )
+
+    def unbind_queue(self, queue: str, exchange: str, properties_key: str) -> None:
+        path = f"/api/bindings/{_q(self.vhost)}/e/{_q(exchange)}/q/{_q(queue)}/{_q(properties_key)}"
+        self._call("DELETE", path, missing=f"binding of {queue!r} to {exchange!r} not found")
+
+    # -- connections and consumers -------------------------------------------------
+
+    def list_connections(self) -> list[dict[str, Any]]:
+        return self._call("GET", f"/api/vhosts/{_q(self.vhost)}/connections")
+
+    def close_connection(self, name: str, reason: str) -> None:
+        self._call(
+            "DELETE",
+            f"/api/connections/{_q(name)}",
+            headers={"X-Reason": reason},
+            missing=f"connection {name!r} not found",
+        )
+
+    def get_connection(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/connections/{_q(name)}", missing=f"connection {name!r} not found")
+
+    def queue_consumers(self, name: str) -> list[dict[str, Any]]:
+        self.get_queue(name)  # 404 for an unknown queue rather than an empty list
+        consumers = self._call("GET", f"/api/consumers/{_q(self.vhost)}")
+        return [c for c in consumers if c.get("queue", {}).get("name") == name]
+
+    def publish(self, routing_key: str, body: str) -> bool:
+        """Publish through the management API (used by the benchmark as a baseline)."""
+        result = self._call(
+            "POST",
+            f"/api/exchanges/{_q(self.vhost)}/amq.default/publish",
+            json={"properties": {}, "routing_key": routing_key, "payload": body,
+                  "payload_encoding": "string"},
+        )
+        return bool(result.get("routed"))
+
+    def ping(self) -> None:
+        self._call("GET", "/api/overview")
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _queue_path(self, name: str) -> str:
+        return f"/api/queues/{_q(self.vhost)}/{_q(name)}"
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self._http.request(method, self._base + path, timeout=self.timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise BrokerUnavailable(
+                f"RabbitMQ management API unreachable ({type(exc).__name__})"
+            ) from None
+
+    def _call(self, method: str, path: str, *, missing: str = "not found", **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        self._raise_for(response, missing=missing)
+        if response.status_code == 204 or not response.content:
+            return {}
+        return response.json()
+
+    @staticmethod
+    def _raise_for(response: requests.Response, *, missing: str = "not found") -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        if status == 404:
+            raise NotFound(missing)
+        if status in (401, 403):
+            raise BrokerUnavailable("RabbitMQ management API refused WorkerRMQ's credentials")
+        if status == 400:
+            raise InvalidInput(f"RabbitMQ refused the request: {_reason(response)}")
+        if status >= 500:
+            raise BrokerUnavailable(f"RabbitMQ management API answered {status}")
+        raise WorkerRMQError(f"RabbitMQ management API answered {status}: {_reason(response)}")
+
+
+def _reason(response: requests.Response) -> str:
+    try:
+        return str(response.json().get("reason", response.text))[:300]
+    except ValueError:
+        return response.text[:300]

@@ -1,0 +1,202 @@
+"""Publishing over AMQP with publisher confirms, for the synchronous API.
+
+Flask handlers run in threads; the AMQP client (aio-pika) runs on one event
+loop in a background thread per process. A handler hands its messages to that
+loop and waits for the broker's confirms, so every publish the API reports as
+done is one the broker has taken responsibility for. The connection is opened
+on first use and again after it drops, so a broker restart needs no API restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import threading
+from collections.abc import Coroutine, Sequence
+from typing import Any, Literal, TypeVar
+
+import aio_pika
+import aiormq
+from pamqp.commands import Basic
+
+from workerrmq.errors import BrokerUnavailable, NotFound
+
+__all__ = ["OutgoingMessage", "Outcome", "Publisher", "new_event_loop"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Outcome = Literal["published", "unroutable", "rejected"]
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop where it is installed, else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OutgoingMessage:
+    routing_key: str
+    body: bytes
+    message_id: str
+    content_type: str | None = None
+    headers: dict[str, Any] | None = None
+    correlation_id: str | None = None
+    priority: int | None = None
+    expiration: int | None = None  # milliseconds
+    persistent: bool = True
+
+    def to_amqp(self) -> aio_pika.Message:
+        return aio_pika.Message(
+            self.body,
+            headers=self.headers,
+            content_type=self.content_type,
+            message_id=self.message_id,
+            correlation_id=self.correlation_id,
+            priority=self.priority,
+            expiration=self.expiration / 1000 if self.expiration is not None else None,
+            delivery_mode=(
+                aio_pika.DeliveryMode.PERSISTENT
+                if self.persistent
+                else aio_pika.DeliveryMode.NOT_PERSISTENT
+            ),
+        )
+
+
+class Publisher:
+    """Thread-safe publisher; one per process (it re-creates itself after a fork)."""
+
+    def __init__(self, url: str, *, timeout: float = 5.0, name: str = "workerrmq-api") -> None:
+        self.url = url
+        self.timeout = timeout
+        self.name = name
+        self._guard = threading.Lock()
+        self._pid: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connection: aio_pika.abc.AbstractConnection | None = None
+        self._channel: aio_pika.abc.AbstractChannel | None = None
+        self._lock: asyncio.Lock | None = None
+
+    # -- public, called from any thread ------------------------------------------------
+
+    def publish(self, exchange: str, messages: Sequence[OutgoingMessage]) -> list[Outcome]:
+        """Publish *messages* to *exchange* and wait for every confirm.
+
+        Returns one outcome per message: ``published`` (confirmed), ``unroutable``
+        (no queue took it) or ``rejected`` (the broker nacked it). Raises
+        :class:`NotFound` for an unknown exchange and :class:`BrokerUnavailable`
+        when the broker cannot be reached in time.
+        """
+        return self._run(self._publish(exchange, messages))
+
+    def ping(self) -> None:
+        """Raise :class:`BrokerUnavailable` unless an AMQP channel is open or can be opened."""
+        self._run(self._ensure_channel())
+
+    def close(self) -> None:
+        with self._guard:
+            loop, self._loop = self._loop, None
+        if loop is None or self._pid != os.getpid():
+            return
+        asyncio.run_coroutine_threadsafe(self._close(), loop).result(self.timeout)
+        loop.call_soon_threadsafe(loop.stop)
+
+    # -- event-loop side ------------------------------------------------------------------
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self._get_loop())
+        try:
+            return future.result(self.timeout * 2)
+        except TimeoutError:
+            future.cancel()
+            raise BrokerUnavailable("RabbitMQ did not confirm in time") from None
+
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        with self._guard:
+            if self._loop is None or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._connection = self._channel = None
+                self._loop = new_event_loop()
+                self._lock = None
+                threading.Thread(
+                    target=self._loop.run_forever, name="workerrmq-publisher", daemon=True
+                ).start()
+            return self._loop
+
+    async def _ensure_channel(self) -> aio_pika.abc.AbstractChannel:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._channel is not None and not self._channel.is_closed:
+                return self._channel
+            try:
+                if self._connection is None or self._connection.is_closed:
+                    self._connection = await aio_pika.connect(
+                        self.url,
+                        timeout=self.timeout,
+                        client_properties={"connection_name": self.name},
+                    )
+                self._channel = await self._connection.channel(
+                    publisher_confirms=True, on_return_raises=False
+                )
+            except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
+                await self._drop_connection()
+                raise BrokerUnavailable(f"RabbitMQ unreachable ({type(exc).__name__})") from None
+            return self._channel
+
+    async def _publish(self, exchange: str, messages: Sequence[OutgoingMessage]) -> list[Outcome]:
+        channel = await self._ensure_channel()
+        if exchange:
+            await self._check_exchange(exchange)
+        target = channel.default_exchange
+        if exchange:
+            target = await channel.get_exchange(exchange, ensure=False)
+        results = await asyncio.gather(
+            *(
+                target.publish(m.to_amqp(), m.routing_key, mandatory=True, timeout=self.timeout)
+                for m in messages
+            ),
+            return_exceptions=True,
+        )
+        outcomes: list[Outcome] = []
+        for result in results:
+            if isinstance(result, Basic.Ack):
+                outcomes.append("published")
+            elif isinstance(result, aiormq.abc.DeliveredMessage):
+                outcomes.append("unroutable")
+            elif isinstance(result, aiormq.exceptions.DeliveryError):
+                outcomes.append("rejected")
+            else:
+                log.warning("publish failed: %s", type(result).__name__)
+                await self._drop_connection()
+                raise BrokerUnavailable(
+                    f"RabbitMQ connection lost while publishing ({type(result).__name__})"
+                )
+        return outcomes
+
+    async def _check_exchange(self, exchange: str) -> None:
+        """Passive declare on a throwaway channel, so a 404 cannot close the shared one."""
+        assert self._connection is not None
+        try:
+            async with self._connection.channel() as probe:
+                await probe.declare_exchange(exchange, passive=True, timeout=self.timeout)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            raise NotFound(f"exchange {exchange!r} not found") from None
+        except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
+            raise BrokerUnavailable(f"RabbitMQ unreachable ({type(exc).__name__})") from None
+
+    async def _drop_connection(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and not connection.is_closed:
+            try:
+                await asyncio.wait_for(connection.close(), self.timeout)
+            except Exception:  # noqa: BLE001 - it is being thrown away
+                pass
+
+    async def _close(self) -> None:
+        await self._drop_connection()

@@ -1,0 +1,148 @@
+"""The ``workerrmq`` command: ``api``, ``keys``, and (with the engine) ``worker`` and ``run``."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+from gunicorn.app.base import BaseApplication
+
+from workerrmq.errors import ConfigError, WorkerRMQError
+from workerrmq.logs import configure_logging
+from workerrmq.settings import Settings, redact_url
+from workerrmq.store import Database
+from workerrmq.store.keys import KeyStore
+from workerrmq.store.models import SCOPES
+
+__all__ = ["main"]
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc.message}") from None
+
+
+def check_broker(settings: Settings, timeout: float = 3.0) -> None:
+    """Exit with one clear line when RabbitMQ's AMQP port does not answer."""
+    parts = urlsplit(settings.rabbitmq_url)
+    port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot reach RabbitMQ at {redact_url(settings.rabbitmq_url)} ({exc.strerror or exc}); "
+            "start a broker (e.g. 'rabbitmq-server -detached') or set RABBITMQ_URL"
+        ) from None
+
+
+class _Gunicorn(BaseApplication):  # type: ignore[misc]
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        options = {
+            "bind": self.settings.bind,
+            "workers": self.settings.api_workers,
+            "threads": self.settings.api_threads,
+            "worker_class": "gthread",
+            "timeout": 60,
+            "graceful_timeout": 30,
+            "accesslog": None,
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from workerrmq.api import create_app
+
+        return create_app(self.settings)
+
+
+@click.group()
+def main() -> None:
+    """WorkerRMQ: manage RabbitMQ queues and relay their messages to HTTP endpoints."""
+
+
+@main.command()
+def api() -> None:
+    """Serve the REST API with Gunicorn on BIND (default 0.0.0.0:5000)."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    check_broker(settings)
+    prepare_database(settings)
+    _Gunicorn(settings).run()
+
+
+def prepare_database(settings: Settings) -> None:
+    """Migrate the schema and create the first admin key before any worker process starts."""
+    from workerrmq.api import _announce_bootstrap_key
+    from workerrmq.api.services import Services
+
+    services = Services.build(settings)
+    try:
+        services.db.migrate()
+        _announce_bootstrap_key(services)
+    except WorkerRMQError as exc:
+        raise click.ClickException(f"database {exc.message}") from None
+    finally:
+        services.close()
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys directly in the database."""
+
+
+def _key_store() -> tuple[KeyStore, Database]:
+    settings = load_settings()
+    db = Database(settings.database_url)
+    db.migrate()
+    return KeyStore(db), db
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option("--scope", type=click.Choice(SCOPES), default="read", show_default=True)
+def keys_create(name: str, scope: str) -> None:
+    """Create a key NAME and print its token (shown only this once).
+
+    Example: workerrmq keys create ci-publisher --scope publish
+    """
+    store, _ = _key_store()
+    try:
+        info, token = store.create(name, scope)
+    except WorkerRMQError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"created key {info.id} {info.name!r} with scope {info.scope}:", err=True)
+    click.echo(token)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List keys (never their tokens)."""
+    store, _ = _key_store()
+    for k in store.list():
+        state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+        click.echo(f"{k.id:>4}  {k.name:<30} {k.scope:<8} {k.prefix}…  {state}")
+
+
+@keys.command("revoke")
+@click.argument("key_id", type=int)
+def keys_revoke(key_id: int) -> None:
+    """Revoke the key with id KEY_ID."""
+    store, _ = _key_store()
+    try:
+        info = store.revoke(key_id)
+    except WorkerRMQError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"revoked key {info.id} {info.name!r}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Operations shared by the REST API (``/api/v1``) and the seed's routes."""

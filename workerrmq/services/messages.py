@@ -1,0 +1,87 @@
+"""Publishing: turn request messages into AMQP messages and report each outcome."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from workerrmq.broker.publisher import OutgoingMessage, Publisher
+from workerrmq.errors import InvalidInput, NotFound
+from workerrmq.services.names import check_name
+
+__all__ = ["MessageService", "encode_body"]
+
+
+def encode_body(message: dict[str, Any], *, field: str = "body") -> tuple[bytes, str]:
+    """The bytes to publish and their default content type.
+
+    ``body_base64`` carries raw bytes; a string ``body`` is sent as UTF-8 text;
+    any other JSON value is sent as JSON.
+    """
+    if message.get("body_base64") is not None:
+        try:
+            return base64.b64decode(message["body_base64"], validate=True), "application/octet-stream"
+        except (binascii.Error, ValueError):
+            raise InvalidInput("body_base64 is not valid base64", field="body_base64") from None
+    body = message.get("body")
+    if isinstance(body, str):
+        return body.encode(), "text/plain; charset=utf-8"
+    return orjson.dumps(body), "application/json"
+
+
+def to_outgoing(message: dict[str, Any], routing_key: str) -> OutgoingMessage:
+    body, content_type = encode_body(message)
+    return OutgoingMessage(
+        routing_key=routing_key,
+        body=body,
+        content_type=message.get("content_type") or content_type,
+        headers=message.get("headers") or None,
+        message_id=message.get("message_id") or uuid.uuid4().hex,
+        correlation_id=message.get("correlation_id"),
+        priority=message.get("priority"),
+        expiration=message.get("expiration"),
+        persistent=message.get("persistent", True),
+    )
+
+
+class MessageService:
+    def __init__(self, publisher: Publisher, *, max_batch: int) -> None:
+        self.publisher = publisher
+        self.max_batch = max_batch
+
+    def publish_to_queue(self, queue: str, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Publish to *queue* through the default exchange; NotFound if no queue took any."""
+        check_name(queue)
+        results = self._publish("", [to_outgoing(m, queue) for m in messages])
+        if all(r["status"] == "unroutable" for r in results):
+            raise NotFound(f"queue {queue!r} not found: the message was not routed to any queue")
+        return results
+
+    def publish_to_exchange(
+        self, exchange: str, messages: Sequence[dict[str, Any]], default_routing_key: str = ""
+    ) -> list[dict[str, Any]]:
+        """Publish through *exchange*; NotFound if no queue took any message."""
+        check_name(exchange, field="exchange", kind="exchange")
+        name = "" if exchange == "amq.default" else exchange
+        outgoing = [to_outgoing(m, m.get("routing_key") or default_routing_key) for m in messages]
+        results = self._publish(name, outgoing)
+        if all(r["status"] == "unroutable" for r in results):
+            raise NotFound(f"no queue is bound to {exchange!r} for the given routing key")
+        return results
+
+    def _publish(self, exchange: str, outgoing: list[OutgoingMessage]) -> list[dict[str, Any]]:
+        if len(outgoing) > self.max_batch:
+            raise InvalidInput(
+                f"a batch holds at most {self.max_batch} messages, got {len(outgoing)}",
+                field="messages",
+            )
+        outcomes = self.publisher.publish(exchange, outgoing)
+        return [
+            {"message_id": m.message_id, "status": outcome}
+            for m, outcome in zip(outgoing, outcomes, strict=True)
+        ]

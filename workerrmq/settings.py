@@ -1,0 +1,146 @@
+"""The one place that reads the environment.
+
+Everything else receives a :class:`Settings`. Values come from the process
+environment, then from a ``.env`` file in the working directory (the
+environment wins). An invalid value raises :class:`ConfigError` naming the
+variable, so start-up stops with a message instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from dotenv import dotenv_values
+
+from workerrmq.errors import ConfigError
+
+__all__ = ["Settings", "redact_url"]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def redact_url(url: str) -> str:
+    """Return *url* with any password replaced by ``***``, safe to log or show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username}:***@{host}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Runtime configuration. ``repr`` never shows a secret."""
+
+    rabbitmq_url: str = dataclasses.field(
+        default="amqp://guest:guest@127.0.0.1:5672/%2F", repr=False
+    )
+    rabbitmq_management_url: str = dataclasses.field(
+        default="http://guest:guest@127.0.0.1:15672", repr=False
+    )
+    database_url: str = dataclasses.field(default="sqlite:///var/workerrmq.sqlite3", repr=False)
+    secret_key: str = dataclasses.field(default="", repr=False)
+    default_target_url: str = ""
+    bootstrap_api_key: str = dataclasses.field(default="", repr=False)
+    bind: str = "0.0.0.0:5000"
+    log_level: str = "INFO"
+    log_format: str = "text"
+    max_batch: int = 1000
+    max_request_bytes: int = 16 * 1024 * 1024
+    broker_timeout: float = 5.0
+    api_workers: int = 2
+    api_threads: int = 8
+
+    @property
+    def vhost(self) -> str:
+        """The virtual host named by ``RABBITMQ_URL`` (``/`` when it names none)."""
+        path = urlsplit(self.rabbitmq_url).path
+        return unquote(path[1:]) if len(path) > 1 else "/"
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+    ) -> Settings:
+        """Build settings from *environ* (default ``os.environ``) over *env_file*."""
+        values: dict[str, str] = {}
+        if env_file is not None and Path(env_file).is_file():
+            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        values.update(os.environ if environ is None else environ)
+        return cls._parse(values)
+
+    @classmethod
+    def _parse(cls, env: Mapping[str, str]) -> Settings:
+        kwargs: dict[str, object] = {}
+
+        def text(var: str, field: str) -> None:
+            if env.get(var, "").strip():
+                kwargs[field] = env[var].strip()
+
+        def integer(var: str, field: str, minimum: int) -> None:
+            raw = env.get(var, "").strip()
+            if not raw:
+                return
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(var, f"must be a whole number, got {raw!r}") from None
+            if value < minimum:
+                raise ConfigError(var, f"must be at least {minimum}, got {value}")
+            kwargs[field] = value
+
+        text("RABBITMQ_URL", "rabbitmq_url")
+        text("RABBITMQ_MANAGEMENT_URL", "rabbitmq_management_url")
+        text("DATABASE_URL", "database_url")
+        text("SECRET_KEY", "secret_key")
+        text("EPINTOWER_API_PROCESS_ORDER", "default_target_url")
+        text("DEFAULT_TARGET_URL", "default_target_url")
+        text("WORKERRMQ_API_KEY", "bootstrap_api_key")
+        text("BIND", "bind")
+        integer("MAX_BATCH", "max_batch", 1)
+        integer("MAX_REQUEST_BYTES", "max_request_bytes", 1024)
+        integer("API_WORKERS", "api_workers", 1)
+        integer("API_THREADS", "api_threads", 1)
+        if env.get("LOG_LEVEL", "").strip():
+            kwargs["log_level"] = env["LOG_LEVEL"].strip().upper()
+        if env.get("LOG_FORMAT", "").strip():
+            kwargs["log_format"] = env["LOG_FORMAT"].strip().lower()
+        settings = cls(**kwargs)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for the first invalid value."""
+        _check_url("RABBITMQ_URL", self.rabbitmq_url, ("amqp", "amqps"))
+        _check_url("RABBITMQ_MANAGEMENT_URL", self.rabbitmq_management_url, ("http", "https"))
+        if self.default_target_url:
+            _check_url("DEFAULT_TARGET_URL", self.default_target_url, ("http", "https"))
+        if "://" not in self.database_url:
+            raise ConfigError("DATABASE_URL", "must be a URL such as sqlite:///path/to/file.db")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError("LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("LOG_FORMAT", "must be 'text' or 'json'")
+        host, sep, port = self.bind.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError("BIND", f"must be HOST:PORT, got {self.bind!r}")
+
+
+def _check_url(var: str, url: str, schemes: tuple[str, ...]) -> None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError(var, f"is not a valid URL ({exc})") from None
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ConfigError(
+            var, f"must be a {' or '.join(schemes)} URL with a host, got {redact_url(url)!r}"
+        )
