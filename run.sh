@@ -43,7 +43,7 @@ case "${1:-}" in
     ;;
   "")
     setup ""
-    exec "$venv/bin/workerrmq" api
+    exec "$venv/bin/workerrmq" run
     ;;
   *)
     setup ""

@@ -94,6 +94,29 @@ def prepare_database(settings: Settings) -> None:
         services.close()
 
 
+@main.command()
+def worker() -> None:
+    """Run the consumer engine: deliver every running consumer's messages until SIGTERM."""
+    from workerrmq.worker.engine import run_worker
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    check_broker(settings)
+    run_worker(settings)
+
+
+@main.command()
+def run() -> None:
+    """Run the API and one worker together; Ctrl-C or SIGTERM stops both cleanly."""
+    from workerrmq.supervisor import supervise
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    check_broker(settings)
+    prepare_database(settings)
+    sys.exit(supervise([["api"], ["worker"]]))
+
+
 @main.group()
 def keys() -> None:
     """Manage API keys directly in the database."""

@@ -102,6 +102,10 @@ class Settings:
         text("DATABASE_URL", "database_url")
         text("SECRET_KEY", "secret_key")
         text("EPINTOWER_API_PROCESS_ORDER", "default_target_url")
+        if "default_target_url" in kwargs and not env.get("DEFAULT_TARGET_URL", "").strip():
+            # Only the seed's alias is set: name it, not DEFAULT_TARGET_URL, if it is invalid.
+            _check_url("EPINTOWER_API_PROCESS_ORDER", str(kwargs["default_target_url"]),
+                       ("http", "https"))
         text("DEFAULT_TARGET_URL", "default_target_url")
         text("WORKERRMQ_API_KEY", "bootstrap_api_key")
         text("BIND", "bind")

@@ -11,7 +11,7 @@ from flask.wrappers import Response
 from flask_smorest import Api
 
 from workerrmq import __version__
-from workerrmq.api import connections, health, keys, messages, queues, schemas, seed
+from workerrmq.api import connections, consumers, health, keys, messages, queues, schemas, seed
 from workerrmq.api.auth import init_auth
 from workerrmq.api.errors import register_error_handlers
 from workerrmq.api.services import Services
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.before_request(_start_timer)
     init_auth(app)
     api = _Api(app)
-    for module in (queues, messages, connections, keys, seed):
+    for module in (queues, messages, consumers, connections, keys, seed):
         api.register_blueprint(module.blp)
     app.register_blueprint(health.blp)
     register_error_handlers(app)

@@ -45,15 +45,26 @@ def error_response(
     return response
 
 
-def _first_problem(messages: Any, path: tuple[str, ...] = ()) -> tuple[str | None, str]:
-    """The first leaf of a webargs/marshmallow error tree, as (dotted field, text)."""
+def _first_problem(messages: Any) -> tuple[str | None, str]:
+    """The first leaf of a webargs error tree, as (dotted field, text).
+
+    webargs keys the tree by location first; only that level is dropped, so a
+    field that happens to be named like a location (``headers``) is still named.
+    """
+    if isinstance(messages, dict) and messages:
+        location, errors = next(iter(messages.items()))
+        if location in ("json", "query", "form", "view_args", "headers"):
+            return _first_leaf(errors)
+    return _first_leaf(messages)
+
+
+def _first_leaf(messages: Any, path: tuple[str, ...] = ()) -> tuple[str | None, str]:
+    """The first leaf of a marshmallow error tree, as (dotted field, text)."""
     if isinstance(messages, dict) and messages:
         key, value = next(iter(messages.items()))
-        if path == () and key in ("json", "query", "form", "view_args", "headers"):
-            return _first_problem(value, path)
-        return _first_problem(value, (*path, str(key)))
+        return _first_leaf(value, (*path, str(key)))
     if isinstance(messages, list) and messages:
-        return _first_problem(messages[0], path)
+        return _first_leaf(messages[0], path)
     field = ".".join(p for p in path if p != "_schema") or None
     return field, str(messages)
 

@@ -82,7 +82,7 @@ def delete_binding(args: dict[str, Any], name: str) -> Response:
 
 
 @blp.route("/<name>/consumers", methods=["GET"])
-@blp.response(200, schemas.Consumer(many=True))
+@blp.response(200, schemas.BrokerConsumer(many=True))
 def list_consumers(name: str) -> list[dict[str, Any]]:
     """The broker's consumers on this queue, whichever client they belong to."""
     return services().queues.consumers(name)

@@ -101,7 +101,7 @@ class BindingView(Binding):
     properties_key = fields.String()
 
 
-class Consumer(Schema):
+class BrokerConsumer(Schema):
     consumer_tag = fields.String()
     connection = fields.String(allow_none=True)
     channel = fields.String(allow_none=True)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from workerrmq.api import schemas
+from workerrmq.api import consumer_schemas, schemas
 from workerrmq.api.auth import requires
 from workerrmq.api.blueprint import Blueprint
-from workerrmq.api.responses import ResponseMessages
+from workerrmq.api.responses import ResponseError, ResponseMessages
 from workerrmq.api.services import services
+from workerrmq.errors import NotFound
 
 blp = Blueprint("seed", __name__, description="The original routes, kept for existing clients")
 
@@ -62,3 +63,41 @@ def message_publish(body: dict[str, Any]) -> dict[str, str]:
 def get_connections() -> list[dict[str, Any]]:
     """Broker connections as `{"connectionId": ...}` (and the fields of `/api/v1/connections`)."""
     return [{"connectionId": c["name"], **c} for c in services().connections.list()]
+
+
+@blp.route("/createConsumer", methods=["POST"])
+@blp.arguments(consumer_schemas.SeedConsumerCreate)
+@blp.response(200, schemas.SeedMessage)
+def create_consumer(body: dict[str, Any]) -> dict[str, str]:
+    """Create a consumer on `queueName` sending to DEFAULT_TARGET_URL (or `target_url`).
+
+    Accepts every field of `POST /api/v1/consumers` besides.
+    """
+    values = {**body, "queue": body.pop("queueName")}
+    services().consumers.create(values)
+    return {"message": ResponseMessages.CONSUMER_CREATED}
+
+
+@blp.route("/deleteConsumer", methods=["POST"])
+@blp.arguments(consumer_schemas.SeedConsumerRef)
+@blp.response(200, schemas.SeedMessage)
+def delete_consumer(body: dict[str, Any]) -> dict[str, str]:
+    """Delete a consumer by `id`, `name`, or the `queueName` it was created with."""
+    consumers = services().consumers
+    ref = body.get("id") or body.get("name")
+    if ref is None:
+        matches = consumers.store.list(queue=body["queueName"])
+        if not matches:
+            raise NotFound(ResponseError.CONSUMER_NOT_FOUND)
+        ref = matches[0].id
+    consumers.delete(ref)
+    return {"message": ResponseMessages.CONSUMER_DELETED}
+
+
+@blp.route("/getConsumers", methods=["GET"])
+@blp.response(200, consumer_schemas.SeedConsumer(many=True))
+def get_consumers() -> list[dict[str, Any]]:
+    """Every consumer as `{"queueName": ..., "consumerId": ...}` plus its details."""
+    return [
+        {"queueName": c["queue"], "consumerId": c["id"], **c} for c in services().consumers.list()
+    ]

@@ -9,10 +9,12 @@ from flask import current_app
 from workerrmq.broker.management import ManagementClient
 from workerrmq.broker.publisher import Publisher
 from workerrmq.services.connections import ConnectionService
+from workerrmq.services.consumers import ConsumerService
 from workerrmq.services.messages import MessageService
 from workerrmq.services.queues import QueueService
 from workerrmq.settings import Settings
 from workerrmq.store import Database
+from workerrmq.store.consumers import ConsumerStore
 from workerrmq.store.keys import KeyStore
 
 __all__ = ["Services", "services"]
@@ -28,6 +30,7 @@ class Services:
     queues: QueueService
     messages: MessageService
     connections: ConnectionService
+    consumers: ConsumerService
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -36,15 +39,20 @@ class Services:
             settings.rabbitmq_management_url, settings.vhost, timeout=settings.broker_timeout
         )
         publisher = Publisher(settings.rabbitmq_url, timeout=settings.broker_timeout)
+        queues = QueueService(management)
         return cls(
             settings=settings,
             db=db,
             keys=KeyStore(db),
             management=management,
             publisher=publisher,
-            queues=QueueService(management),
+            queues=queues,
             messages=MessageService(publisher, max_batch=settings.max_batch),
             connections=ConnectionService(management),
+            consumers=ConsumerService(
+                ConsumerStore(db), queues, management, publisher,
+                default_target_url=settings.default_target_url,
+            ),
         )
 
     def close(self) -> None:

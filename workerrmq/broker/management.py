@@ -75,6 +75,8 @@ class ManagementClient:
         self._call("DELETE", self._queue_path(name) + "/contents", missing=f"queue {name!r} not found")
 
     def queue_bindings(self, name: str) -> list[dict[str, Any]]:
+        # The broker lists the implicit default binding even for a queue that does not exist.
+        self.get_queue(name)
         return self._call(
             "GET", self._queue_path(name) + "/bindings", missing=f"queue {name!r} not found"
         )
@@ -122,6 +124,16 @@ class ManagementClient:
                   "payload_encoding": "string"},
         )
         return bool(result.get("routed"))
+
+    def peek_messages(self, queue: str, count: int) -> list[dict[str, Any]]:
+        """Up to *count* messages from the head of *queue*, put back as they were."""
+        return self._call(
+            "POST",
+            self._queue_path(queue) + "/get",
+            json={"count": count, "ackmode": "ack_requeue_true", "encoding": "auto",
+                  "truncate": 65536},
+            missing=f"queue {queue!r} not found",
+        )
 
     def ping(self) -> None:
         self._call("GET", "/api/overview")

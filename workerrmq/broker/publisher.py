@@ -14,11 +14,12 @@ import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal, TypeVar
 
 import aio_pika
 import aiormq
+from aio_pika.abc import AbstractIncomingMessage
 from pamqp.commands import Basic
 
 from workerrmq.errors import BrokerUnavailable, NotFound
@@ -28,6 +29,7 @@ __all__ = ["OutgoingMessage", "Outcome", "Publisher", "new_event_loop"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Outcome = Literal["published", "unroutable", "rejected"]
+_MOVE_BATCH = 100
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -94,6 +96,22 @@ class Publisher:
         """
         return self._run(self._publish(exchange, messages))
 
+    def broadcast(self, exchange: str, body: bytes) -> None:
+        """Publish *body* to the fanout *exchange* (declared if missing); no queue needed."""
+        self._run(self._broadcast(exchange, body))
+
+    def move(
+        self, source: str, dest: str, limit: int | None,
+        transform: Callable[[AbstractIncomingMessage], aio_pika.Message],
+        *, timeout: float = 300.0,
+    ) -> int:
+        """Move up to *limit* messages (all when None) from queue *source* to queue *dest*.
+
+        Each message is published as ``transform(message)`` and removed from
+        *source* only after the broker confirmed it in *dest*. Returns how many moved.
+        """
+        return self._run(self._move(source, dest, limit, transform), timeout=timeout)
+
     def ping(self) -> None:
         """Raise :class:`BrokerUnavailable` unless an AMQP channel is open or can be opened."""
         self._run(self._ensure_channel())
@@ -108,10 +126,10 @@ class Publisher:
 
     # -- event-loop side ------------------------------------------------------------------
 
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+    def _run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
         future = asyncio.run_coroutine_threadsafe(coro, self._get_loop())
         try:
-            return future.result(self.timeout * 2)
+            return future.result(timeout or self.timeout * 2)
         except TimeoutError:
             future.cancel()
             raise BrokerUnavailable("RabbitMQ did not confirm in time") from None
@@ -178,6 +196,57 @@ class Publisher:
                     f"RabbitMQ connection lost while publishing ({type(result).__name__})"
                 )
         return outcomes
+
+    async def _broadcast(self, exchange: str, body: bytes) -> None:
+        channel = await self._ensure_channel()
+        try:
+            target = await channel.declare_exchange(
+                exchange, aio_pika.ExchangeType.FANOUT, durable=True, timeout=self.timeout
+            )
+            await target.publish(aio_pika.Message(body), "", mandatory=False, timeout=self.timeout)
+        except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
+            await self._drop_connection()
+            raise BrokerUnavailable(f"RabbitMQ unreachable ({type(exc).__name__})") from None
+
+    async def _move(
+        self, source: str, dest: str, limit: int | None,
+        transform: Callable[[AbstractIncomingMessage], aio_pika.Message],
+    ) -> int:
+        await self._ensure_channel()
+        assert self._connection is not None
+        moved = 0
+        try:
+            async with self._connection.channel(publisher_confirms=True) as channel:
+                try:
+                    queue = await channel.get_queue(source, ensure=True)
+                except aiormq.exceptions.ChannelNotFoundEntity:
+                    raise NotFound(f"queue {source!r} not found") from None
+                while limit is None or moved < limit:
+                    batch = []
+                    for _ in range(min(_MOVE_BATCH, (limit - moved) if limit else _MOVE_BATCH)):
+                        message = await queue.get(no_ack=False, fail=False, timeout=self.timeout)
+                        if message is None:
+                            break
+                        batch.append(message)
+                    if not batch:
+                        break
+                    results = await asyncio.gather(*(
+                        channel.default_exchange.publish(transform(m), dest, mandatory=True)
+                        for m in batch
+                    ), return_exceptions=True)
+                    for message, result in zip(batch, results, strict=True):
+                        if isinstance(result, Basic.Ack):
+                            await message.ack()
+                            moved += 1
+                        else:
+                            await message.nack(requeue=True)
+                    if not all(isinstance(r, Basic.Ack) for r in results):
+                        raise NotFound(f"queue {dest!r} did not take the messages")
+        except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
+            raise BrokerUnavailable(
+                f"RabbitMQ connection lost after moving {moved} messages ({type(exc).__name__})"
+            ) from None
+        return moved
 
     async def _check_exchange(self, exchange: str) -> None:
         """Passive declare on a throwaway channel, so a 404 cannot close the shared one."""

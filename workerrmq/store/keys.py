@@ -48,7 +48,13 @@ class KeyInfo:
 
     @classmethod
     def of(cls, row: ApiKey) -> KeyInfo:
-        return cls(row.id, row.name, row.scope, row.prefix, row.created_at, row.revoked_at)
+        return cls(row.id, row.name, row.scope, row.prefix, _utc(row.created_at),
+                   _utc(row.revoked_at) if row.revoked_at else None)
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """*moment* with its time zone; SQLite gives back naive UTC timestamps."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 class KeyStore:

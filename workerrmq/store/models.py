@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
-from sqlalchemy import DateTime, String, func
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "ApiKey", "SCOPES"]
+__all__ = ["Base", "ApiKey", "ConsumerDef", "ConsumerStats", "SCOPES"]
 
 SCOPES = ("read", "publish", "admin")
 
@@ -34,3 +35,59 @@ class ApiKey(Base):
         DateTime(timezone=True), default=utcnow, server_default=func.now()
     )
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class ConsumerDef(Base):
+    """A consumer: forwards each message of ``queue`` to ``target_url``."""
+
+    __tablename__ = "consumers"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    queue: Mapped[str] = mapped_column(String(255), index=True)
+    target_url: Mapped[str] = mapped_column(String(2048))
+    method: Mapped[str] = mapped_column(String(8), default="POST")
+    headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    timeout: Mapped[float] = mapped_column(Float, default=10.0)
+    concurrency: Mapped[int] = mapped_column(Integer, default=32)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=8)
+    initial_delay: Mapped[float] = mapped_column(Float, default=1.0)
+    max_delay: Mapped[float] = mapped_column(Float, default=3600.0)
+    retry_on: Mapped[list[str]] = mapped_column(JSON)
+    signing_secret: Mapped[str | None] = mapped_column(String(255))
+    rate_limit: Mapped[float | None] = mapped_column(Float)
+    ordered: Mapped[bool] = mapped_column(Boolean, default=False)
+    circuit_threshold: Mapped[int] = mapped_column(Integer, default=10)
+    circuit_cooldown: Mapped[float] = mapped_column(Float, default=30.0)
+    dead_letter_queue: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ConsumerStats(Base):
+    """One worker's running totals for one consumer, written every few seconds."""
+
+    __tablename__ = "consumer_stats"
+
+    worker_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    consumer_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("consumers.id", ondelete="CASCADE"), primary_key=True
+    )
+    delivered: Mapped[int] = mapped_column(BigInteger, default=0)
+    failed: Mapped[int] = mapped_column(BigInteger, default=0)
+    retried: Mapped[int] = mapped_column(BigInteger, default=0)
+    dead_lettered: Mapped[int] = mapped_column(BigInteger, default=0)
+    in_flight: Mapped[int] = mapped_column(BigInteger, default=0)
+    circuit: Mapped[str] = mapped_column(String(16), default="closed")
+    status: Mapped[str] = mapped_column(String(32), default="consuming")
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    last_error_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    latency_p50_ms: Mapped[float | None] = mapped_column(Float)
+    latency_p99_ms: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

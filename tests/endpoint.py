@@ -1,0 +1,92 @@
+"""A real HTTP endpoint for tests: an aiohttp server on a background thread.
+
+It records every request it receives. What it answers is up to a handler the
+test sets (``endpoint.respond = lambda req: (503, {})``); by default 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from tests.support import free_port
+
+
+@dataclasses.dataclass(frozen=True)
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    @property
+    def message_id(self) -> str:
+        return self.headers.get("X-WorkerRMQ-Message-Id", "")
+
+
+Responder = Callable[[Received], tuple[int, dict[str, str]]]
+
+
+class Endpoint:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.received: list[Received] = []
+        self.respond: Responder = lambda _r: (200, {})
+        self.delay: float = 0.0
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> Endpoint:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    async def _start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        received = Received(
+            request.method, request.path, dict(request.headers), await request.read(), time.monotonic()
+        )
+        with self._lock:
+            self.received.append(received)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        status, headers = self.respond(received)
+        return web.Response(status=status, headers=headers, text="endpoint says" if status >= 300 else "")
+
+    # -- for assertions --------------------------------------------------------------------
+
+    def bodies(self) -> list[bytes]:
+        with self._lock:
+            return [r.body for r in self.received]
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return [r.message_id for r in self.received]
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.received)

@@ -1,0 +1,87 @@
+"""``/api/v1/consumers``: consumers, their state and their dead letters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response
+
+from workerrmq.api import consumer_schemas as schemas
+from workerrmq.api.blueprint import Blueprint
+from workerrmq.api.schemas import Error
+from workerrmq.api.services import services
+
+blp = Blueprint("consumers", __name__, url_prefix="/api/v1/consumers", description="Consumers")
+
+
+@blp.route("", methods=["GET"])
+@blp.response(200, schemas.Consumer(many=True))
+def list_consumers() -> list[dict[str, Any]]:
+    """Every consumer with live statistics summed over all workers."""
+    return services().consumers.list()
+
+
+@blp.route("", methods=["POST"])
+@blp.arguments(schemas.ConsumerCreate)
+@blp.response(201, schemas.Consumer)
+@blp.alt_response(404, schema=Error, description="the queue does not exist")
+@blp.alt_response(409, schema=Error, description="a consumer of that name exists")
+def create_consumer(body: dict[str, Any]) -> dict[str, Any]:
+    """Create a consumer: every message of `queue` goes to `target_url`.
+
+    Running workers start it within a second.
+    """
+    return services().consumers.create(body)
+
+
+@blp.route("/<ref>", methods=["GET"])
+@blp.response(200, schemas.Consumer)
+def get_consumer(ref: str) -> dict[str, Any]:
+    """One consumer (by id or name) with live statistics."""
+    return services().consumers.get(ref)
+
+
+@blp.route("/<ref>", methods=["PATCH"])
+@blp.arguments(schemas.ConsumerUpdate)
+@blp.response(200, schemas.Consumer)
+def update_consumer(body: dict[str, Any], ref: str) -> dict[str, Any]:
+    """Change a consumer; running workers apply it within a second."""
+    return services().consumers.update(ref, body)
+
+
+@blp.route("/<ref>", methods=["DELETE"])
+@blp.response(204)
+def delete_consumer(ref: str) -> Response:
+    """Delete a consumer; its workers stop it after finishing in-flight deliveries."""
+    services().consumers.delete(ref)
+    return Response(status=204)
+
+
+@blp.route("/<ref>/pause", methods=["POST"])
+@blp.response(200, schemas.Consumer)
+def pause_consumer(ref: str) -> dict[str, Any]:
+    """Stop taking messages; in-flight deliveries finish."""
+    return services().consumers.set_state(ref, "paused")
+
+
+@blp.route("/<ref>/resume", methods=["POST"])
+@blp.response(200, schemas.Consumer)
+def resume_consumer(ref: str) -> dict[str, Any]:
+    """Take messages again."""
+    return services().consumers.set_state(ref, "running")
+
+
+@blp.route("/<ref>/dead-letters", methods=["GET"])
+@blp.arguments(schemas.DeadLetterArgs, location="query")
+@blp.response(200, schemas.DeadLetterPage)
+def dead_letters(args: dict[str, Any], ref: str) -> dict[str, Any]:
+    """Peek at the consumer's dead-lettered messages (they stay in the queue)."""
+    return services().consumers.dead_letters(ref, **args)
+
+
+@blp.route("/<ref>/dead-letters/replay", methods=["POST"])
+@blp.arguments(schemas.ReplayRequest)
+@blp.response(200, schemas.ReplayResult)
+def replay_dead_letters(body: dict[str, Any], ref: str) -> dict[str, int]:
+    """Move dead-lettered messages back to the consumer's queue, all or `count`."""
+    return {"replayed": services().consumers.replay(ref, body.get("count"))}

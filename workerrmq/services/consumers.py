@@ -1,0 +1,140 @@
+"""Consumer management: definitions in the store, workers told of every change."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from workerrmq.broker.management import ManagementClient
+from workerrmq.broker.publisher import Publisher
+from workerrmq.control import announce_change
+from workerrmq.errors import InvalidInput, NotFound
+from workerrmq.services.queues import QueueService
+from workerrmq.store.consumers import ConsumerSpec, ConsumerStore
+
+__all__ = ["ConsumerService", "replayed"]
+
+_RETRY_HEADERS = ("x-workerrmq-attempts", "x-workerrmq-source-queue", "x-workerrmq-consumer",
+                  "x-workerrmq-last-status", "x-workerrmq-last-error", "x-workerrmq-dead-lettered-at")
+
+
+def replayed(message: AbstractIncomingMessage) -> aio_pika.Message:
+    """A dead-lettered message as it goes back to its queue: attempts start again,
+    the message id (ours or the publisher's) stays."""
+    headers = {k: v for k, v in (message.headers or {}).items() if k not in _RETRY_HEADERS}
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        priority=message.priority,
+        correlation_id=message.correlation_id,
+        message_id=message.message_id or None,
+        timestamp=message.timestamp,
+        type=message.type,
+        app_id=message.app_id,
+    )
+
+
+def view(spec: ConsumerSpec) -> dict[str, Any]:
+    """What the API shows of a consumer: everything but its signing secret."""
+    shown = dataclasses.asdict(spec)
+    shown["signing"] = shown.pop("signing_secret") is not None
+    shown["retry_on"] = list(spec.retry_on)
+    return shown
+
+
+class ConsumerService:
+    def __init__(
+        self, store: ConsumerStore, queues: QueueService, management: ManagementClient,
+        publisher: Publisher, *, default_target_url: str,
+    ) -> None:
+        self.store = store
+        self.queues = queues
+        self.management = management
+        self.publisher = publisher
+        self.default_target_url = default_target_url
+
+    def create(self, values: dict[str, Any]) -> dict[str, Any]:
+        values = dict(values)
+        create_queue = values.pop("create_queue", False)
+        values.setdefault("name", values["queue"])
+        if not values.get("target_url"):
+            if not self.default_target_url:
+                raise InvalidInput(
+                    "target_url is required (no DEFAULT_TARGET_URL is configured)", field="target_url"
+                )
+            values["target_url"] = self.default_target_url
+        if not self.queues.exists(values["queue"]):
+            if not create_queue:
+                raise NotFound(
+                    f"queue {values['queue']!r} not found; create it first or send create_queue: true"
+                )
+            self.queues.create(values["queue"])
+        spec = self.store.create(values)
+        announce_change(self.publisher, spec.id, "created")
+        return self._with_stats(spec)
+
+    def list(self, queue: str | None = None) -> list[dict[str, Any]]:
+        return [self._with_stats(spec) for spec in self.store.list(queue=queue)]
+
+    def get(self, ref: str) -> dict[str, Any]:
+        return self._with_stats(self.store.get(ref))
+
+    def update(self, ref: str, changes: dict[str, Any]) -> dict[str, Any]:
+        if "queue" in changes and not self.queues.exists(changes["queue"]):
+            raise NotFound(f"queue {changes['queue']!r} not found")
+        spec = self.store.update(ref, changes)
+        announce_change(self.publisher, spec.id, "updated")
+        return self._with_stats(spec)
+
+    def set_state(self, ref: str, state: str) -> dict[str, Any]:
+        return self.update(ref, {"state": state})
+
+    def delete(self, ref: str) -> None:
+        spec = self.store.delete(ref)
+        announce_change(self.publisher, spec.id, "deleted")
+
+    def dead_letters(self, ref: str, *, offset: int, limit: int) -> dict[str, Any]:
+        """Peek at dead-lettered messages without taking them."""
+        spec = self.store.get(ref)
+        try:
+            raw = self.management.peek_messages(spec.dead_letter_queue, offset + limit)
+            total = self.queues.get(spec.dead_letter_queue)["messages"]
+        except NotFound:
+            raw, total = [], 0
+        items = [_dead_letter_view(m) for m in raw[offset:offset + limit]]
+        return {"items": items, "offset": offset, "limit": limit, "total": max(total, len(raw))}
+
+    def replay(self, ref: str, count: int | None) -> int:
+        """Move dead-lettered messages back to the consumer's queue; returns how many."""
+        spec = self.store.get(ref)
+        try:
+            return self.publisher.move(spec.dead_letter_queue, spec.queue, count, replayed)
+        except NotFound:
+            if not self.queues.exists(spec.dead_letter_queue):
+                return 0
+            raise
+
+    def _with_stats(self, spec: ConsumerSpec) -> dict[str, Any]:
+        return {**view(spec), "stats": self.store.stats(spec.id)}
+
+
+def _dead_letter_view(raw: dict[str, Any]) -> dict[str, Any]:
+    props = raw.get("properties") or {}
+    headers = props.get("headers") or {}
+    return {
+        "message_id": props.get("message_id") or headers.get("x-workerrmq-message-id"),
+        "payload": raw.get("payload"),
+        "payload_encoding": raw.get("payload_encoding"),
+        "content_type": props.get("content_type"),
+        "attempts": headers.get("x-workerrmq-attempts"),
+        "last_status": headers.get("x-workerrmq-last-status"),
+        "last_error": headers.get("x-workerrmq-last-error"),
+        "dead_lettered_at": headers.get("x-workerrmq-dead-lettered-at"),
+        "headers": {k: v for k, v in headers.items() if not k.startswith("x-workerrmq-")},
+    }

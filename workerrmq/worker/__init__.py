@@ -1,0 +1,1 @@
+"""The consumer engine: it takes messages from queues and delivers them to HTTP endpoints."""

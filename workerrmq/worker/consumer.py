@@ -1,0 +1,242 @@
+"""One consumer inside a worker: take messages from its queue, deliver, then ack.
+
+A message is acked only after its endpoint answered 2xx, or after it was
+republished with a confirm to a delay queue (retry) or to the dead-letter
+queue. If anything dies before that, the broker delivers it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import statistics
+
+import aiohttp
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from aiolimiter import AsyncLimiter
+
+from workerrmq.store.consumers import ConsumerSpec, StatsReport
+from workerrmq.worker.circuit import CircuitBreaker, CircuitState
+from workerrmq.worker.delivery import Attempt, DeliveryResult, send
+from workerrmq.worker.policy import RetryPolicy, Verdict, classify, compute_backoff, pick_tier
+from workerrmq.worker.retry import FailureRouter, RouteFailed
+
+__all__ = ["ConsumerRunner"]
+
+log = logging.getLogger(__name__)
+
+
+class ConsumerRunner:
+    """Runs one :class:`ConsumerSpec` on one AMQP channel."""
+
+    def __init__(
+        self, spec: ConsumerSpec, *, connection: AbstractConnection, router: FailureRouter,
+        http: aiohttp.ClientSession, stats: StatsReport | None = None,
+    ) -> None:
+        self.spec = spec
+        self._connection = connection
+        self._router = router
+        self._http = http
+        self._policy = RetryPolicy(
+            max_attempts=spec.max_attempts, initial_delay=spec.initial_delay,
+            max_delay=spec.max_delay, retry_on=spec.retry_on,
+        )
+        self._circuit = CircuitBreaker(spec.circuit_threshold, spec.circuit_cooldown)
+        self._limiter = AsyncLimiter(1, 1 / spec.rate_limit) if spec.rate_limit else None
+        self._prefetch = 1 if spec.ordered else spec.concurrency
+        self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._accepting = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reopen: asyncio.TimerHandle | None = None
+        self.status = "starting"
+        self.stats = stats or StatsReport(consumer_id=spec.id)
+        self._latencies: collections.deque[float] = collections.deque(maxlen=2048)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> bool:
+        """Open a channel and consume; False (status ``queue_missing``) if the queue is absent."""
+        channel = await self._connection.channel()
+        try:
+            self._queue = await channel.get_queue(self.spec.queue, ensure=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            self.status = "queue_missing"
+            return False
+        await channel.declare_queue(self.spec.dead_letter_queue, durable=True)
+        underlay = await channel.get_underlay_channel()
+        underlay.on_consumer_cancel_callbacks.add(self._on_broker_cancel)
+        self._channel = channel
+        await self._consume(self._prefetch)
+        return True
+
+    async def stop(self, *, grace: float | None = None) -> None:
+        """Stop taking messages, let in-flight deliveries finish (up to *grace* s), close."""
+        self.status = "stopping"
+        if self._reopen is not None:
+            self._reopen.cancel()
+        await self._cancel_consumer()
+        if self._tasks:
+            timeout = grace if grace is not None else self.spec.timeout + 5
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+        if self._channel is not None and not self._channel.is_closed:
+            with contextlib.suppress(Exception):
+                await self._channel.close()
+
+    @property
+    def healthy(self) -> bool:
+        """False once the channel is gone and the runner needs restarting."""
+        return self._channel is not None and not self._channel.is_closed and self.status != "queue_missing"
+
+    def report(self) -> StatsReport:
+        self.stats.in_flight = len(self._tasks)
+        self.stats.circuit = self._circuit.state.value
+        self.stats.status = self.status
+        if self._latencies:
+            ordered = sorted(self._latencies)
+            self.stats.latency_p50_ms = statistics.median(ordered) * 1000
+            self.stats.latency_p99_ms = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+        return self.stats
+
+    # -- consuming --------------------------------------------------------------------------
+
+    async def _consume(self, prefetch: int, status: str = "consuming") -> None:
+        assert self._channel is not None and self._queue is not None
+        await self._channel.set_qos(prefetch_count=prefetch)
+        self.status = status
+        self._accepting = True
+        self._tag = await self._queue.consume(self._on_message)
+
+    async def _cancel_consumer(self) -> None:
+        self._accepting = False
+        tag, self._tag = self._tag, None
+        if tag and self._queue is not None and self._channel is not None and not self._channel.is_closed:
+            with contextlib.suppress(Exception):
+                await self._queue.cancel(tag)
+
+    def _on_broker_cancel(self, _frame: object) -> None:
+        # The broker cancels consumers of a deleted queue; the engine restarts us.
+        self._accepting = False
+        self._tag = None
+        self.status = "queue_missing"
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if not self._accepting:
+            # Arrived after we stopped consuming: hand it back once, untouched.
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+            return
+        task = asyncio.create_task(self._handle(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- one message -------------------------------------------------------------------------
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
+        try:
+            await self._deliver(message)
+        except RouteFailed as exc:
+            log.warning("consumer %s: %s; the message goes back to the queue", self.spec.name, exc)
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("consumer %s: unexpected error; message returned to the queue", self.spec.name)
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+
+    async def _deliver(self, message: AbstractIncomingMessage) -> None:
+        attempt = Attempt.of(message)
+        while True:
+            result = await self._attempt(attempt)
+            verdict = classify(result.status, result.error, self._policy.retry_on)
+            self._circuit.record(verdict is Verdict.DELIVERED)
+            self._after_circuit_change()
+            if verdict is Verdict.DELIVERED:
+                await self._ack(message)
+                self.stats.delivered += 1
+                return
+            self._note_failure(result)
+            last = attempt.number >= self._policy.max_attempts
+            if verdict is Verdict.RETRY and not last:
+                delay = compute_backoff(attempt.number, self._policy, retry_after=result.retry_after)
+                self.stats.retried += 1
+                if self.spec.ordered:
+                    await asyncio.sleep(delay)  # retry in place: order over throughput
+                    attempt = dataclasses.replace(attempt, number=attempt.number + 1)
+                    continue
+                await self._router.retry(
+                    message, queue=self.spec.queue, message_id=attempt.message_id,
+                    attempts=attempt.number, tier=pick_tier(delay),
+                )
+            else:
+                reason = "attempts exhausted" if verdict is Verdict.RETRY else "permanent failure"
+                await self._router.dead_letter(
+                    message, dlq=self.spec.dead_letter_queue, source_queue=self.spec.queue,
+                    message_id=attempt.message_id, attempts=attempt.number, status=result.status,
+                    error=f"{reason}: {result.error}: {result.detail}".strip(": "),
+                    consumer=self.spec.name,
+                )
+                self.stats.dead_lettered += 1
+            await self._ack(message)
+            return
+
+    async def _attempt(self, attempt: Attempt) -> DeliveryResult:
+        if self._limiter is not None:
+            await self._limiter.acquire()
+        result = await send(self._http, self.spec, attempt, self.spec.queue)
+        if result.status is not None and 200 <= result.status < 300:
+            self._latencies.append(result.seconds)
+        return result
+
+    async def _ack(self, message: AbstractIncomingMessage) -> None:
+        try:
+            await message.ack()
+        except Exception as exc:  # noqa: BLE001 - the channel died: the broker redelivers
+            log.info("consumer %s: ack lost (%s); the broker will redeliver", self.spec.name,
+                     type(exc).__name__)
+
+    def _note_failure(self, result: DeliveryResult) -> None:
+        self.stats.failed += 1
+        self.stats.last_error = f"{result.error}: {result.detail}"[:500]
+        self.stats.last_error_at = dt.datetime.now(dt.UTC)
+
+    # -- circuit breaker -----------------------------------------------------------------------
+
+    def _after_circuit_change(self) -> None:
+        state = self._circuit.state
+        if state is CircuitState.OPEN and self._accepting:
+            log.warning("consumer %s: circuit open after %d failures; pausing %.0fs",
+                        self.spec.name, self._circuit.failures, self._circuit.cooldown)
+            self.status = "circuit_open"
+            asyncio.get_running_loop().create_task(self._cancel_consumer())
+            self._schedule_probe()
+        elif state is CircuitState.CLOSED and self._tag is not None and self.status == "probing":
+            self.status = "consuming"
+            asyncio.get_running_loop().create_task(self._set_prefetch(self._prefetch))
+
+    def _schedule_probe(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._reopen = loop.call_later(
+            self._circuit.remaining(), lambda: loop.create_task(self._probe())
+        )
+
+    async def _probe(self) -> None:
+        """Half-open: take one message at a time until one is delivered."""
+        if self.status != "circuit_open" or self._channel is None or self._channel.is_closed:
+            return
+        await self._consume(1, status="probing")
+
+    async def _set_prefetch(self, prefetch: int) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            with contextlib.suppress(Exception):
+                await self._channel.set_qos(prefetch_count=prefetch)

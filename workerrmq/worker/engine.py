@@ -1,0 +1,231 @@
+"""The worker process: runs every enabled consumer and keeps them running.
+
+It owns one AMQP connection. When that connection drops (broker restart,
+network cut) every consumer is rebuilt on a new connection; unacked messages
+of the old one go back to their queues on the broker's side, so none is lost.
+Consumer definitions come from the database, re-read on a control message
+and every ``reconcile_interval`` seconds; while the database is down the
+worker keeps running what it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import uuid
+
+import aio_pika
+import aiohttp
+import aiormq
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
+
+from workerrmq import __version__
+from workerrmq.control import CONTROL_EXCHANGE
+from workerrmq.errors import WorkerRMQError
+from workerrmq.settings import Settings
+from workerrmq.store import Database
+from workerrmq.store.consumers import ConsumerStore, StatsReport
+from workerrmq.worker.consumer import ConsumerRunner
+from workerrmq.worker.retry import FailureRouter
+
+__all__ = ["Engine"]
+
+log = logging.getLogger(__name__)
+_BROKER_ERRORS = (OSError, TimeoutError, aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPException)
+
+
+class Engine:
+    def __init__(
+        self, settings: Settings, *, reconcile_interval: float = 5.0, report_interval: float = 2.0,
+        reconnect_delay: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.db = Database(settings.database_url)
+        self.store = ConsumerStore(self.db)
+        self.reconcile_interval = reconcile_interval
+        self.report_interval = report_interval
+        self.reconnect_delay = reconnect_delay
+        self.runners: dict[str, ConsumerRunner] = {}
+        # Running totals per consumer; they outlive runner restarts.
+        self.stats: dict[str, StatsReport] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._poke: asyncio.Event | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self.connected = asyncio.Event()
+
+    # -- control from outside --------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop; safe from any thread or a signal handler."""
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+
+    async def run(self, *, handle_signals: bool = False) -> None:
+        """Run until :meth:`request_stop` (or SIGTERM/SIGINT with *handle_signals*)."""
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        self._poke = asyncio.Event()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self._stopping.set)
+        await asyncio.to_thread(self.db.migrate)
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            self._http = http
+            reporter = asyncio.create_task(self._report_forever())
+            try:
+                await self._connect_forever()
+            finally:
+                reporter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reporter
+                await self._report()
+        log.info("worker %s stopped", self.worker_id)
+
+    # -- connection supervision ----------------------------------------------------------------
+
+    async def _connect_forever(self) -> None:
+        assert self._stopping is not None
+        while not self._stopping.is_set():
+            try:
+                connection = await aio_pika.connect(
+                    self.settings.rabbitmq_url,
+                    timeout=self.settings.broker_timeout,
+                    client_properties={"connection_name": f"workerrmq-worker {self.worker_id}"},
+                )
+            except _BROKER_ERRORS as exc:
+                log.warning("broker unreachable (%s); retrying in %.0fs", type(exc).__name__,
+                            self.reconnect_delay)
+                await self._wait(self.reconnect_delay)
+                continue
+            try:
+                await self._serve(connection)
+            except _BROKER_ERRORS as exc:
+                log.warning("broker connection lost (%s); reconnecting", type(exc).__name__)
+            finally:
+                self.connected.clear()
+                graceful = self._stopping.is_set() and not connection.is_closed
+                await self._stop_all(grace=None if graceful else 0)
+                with contextlib.suppress(Exception):
+                    await connection.close()
+            if not self._stopping.is_set():
+                await self._wait(self.reconnect_delay)
+
+    async def _serve(self, connection: AbstractConnection) -> None:
+        assert self._stopping is not None and self._poke is not None
+        router = await FailureRouter.open(connection)
+        await self._listen_for_changes(connection)
+        log.info("worker %s connected", self.worker_id)
+        closed = asyncio.ensure_future(connection.closed())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while True:
+                await self._reconcile(connection, router)
+                self.connected.set()
+                poke = asyncio.ensure_future(self._poke.wait())
+                await asyncio.wait(
+                    {closed, stopping, poke}, timeout=self.reconcile_interval,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                poke.cancel()
+                self._poke.clear()
+                if stopping.done():
+                    return
+                if closed.done():
+                    raise aiormq.exceptions.ConnectionClosed(320, "connection closed")
+        finally:
+            closed.cancel()
+            stopping.cancel()
+
+    async def _listen_for_changes(self, connection: AbstractConnection) -> None:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            CONTROL_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange)
+        await queue.consume(self._on_control, no_ack=True)
+
+    async def _on_control(self, _message: AbstractIncomingMessage) -> None:
+        if self._poke is not None:
+            self._poke.set()
+
+    async def _wait(self, seconds: float) -> None:
+        assert self._stopping is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    # -- consumers --------------------------------------------------------------------------------
+
+    async def _reconcile(self, connection: AbstractConnection, router: FailureRouter) -> None:
+        """Make the running consumers match the definitions."""
+        try:
+            specs = await asyncio.to_thread(self.store.list)
+        except WorkerRMQError as exc:
+            log.warning("cannot read consumer definitions (%s); keeping %d running",
+                        exc.message, len(self.runners))
+            return
+        wanted = {s.id: s for s in specs if s.state == "running"}
+        outdated = [
+            runner for cid, runner in self.runners.items()
+            if cid not in wanted or wanted[cid].version != runner.spec.version or not runner.healthy
+        ]
+        for runner in outdated:
+            del self.runners[runner.spec.id]
+        await asyncio.gather(*(r.stop() for r in outdated))
+        for cid, spec in wanted.items():
+            if cid in self.runners:
+                continue
+            assert self._http is not None
+            stats = self.stats.setdefault(cid, StatsReport(consumer_id=cid))
+            runner = ConsumerRunner(
+                spec, connection=connection, router=router, http=self._http, stats=stats
+            )
+            self.runners[cid] = runner
+            if await runner.start():
+                log.info("consumer %s: consuming %s -> %s", spec.name, spec.queue, spec.target_url)
+            else:
+                log.warning("consumer %s: queue %r does not exist; retrying", spec.name, spec.queue)
+
+    async def _stop_all(self, *, grace: float | None) -> None:
+        runners, self.runners = list(self.runners.values()), {}
+        await asyncio.gather(*(r.stop(grace=grace) for r in runners), return_exceptions=True)
+
+    # -- statistics ----------------------------------------------------------------------------------
+
+    async def _report_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.report_interval)
+            await self._report()
+
+    async def _report(self) -> None:
+        for cid, stats in self.stats.items():
+            runner = self.runners.get(cid)
+            if runner is not None:
+                runner.report()
+            else:
+                stats.in_flight, stats.status = 0, "stopped"
+        reports = list(self.stats.values())
+        try:
+            await asyncio.to_thread(self.store.report, self.worker_id, reports)
+        except WorkerRMQError as exc:
+            log.debug("could not report statistics: %s", exc.message)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run one worker in this process until SIGTERM or SIGINT."""
+    from workerrmq.broker.publisher import new_event_loop
+
+    engine = Engine(settings)
+    log.info("worker %s (WorkerRMQ %s) starting", engine.worker_id, __version__)
+    loop = new_event_loop()
+    try:
+        loop.run_until_complete(engine.run(handle_signals=True))
+    finally:
+        loop.close()

@@ -1,0 +1,113 @@
+"""Pure delivery policy: what an outcome means, how long to wait, which delay tier.
+
+No I/O here, so every rule can be tested directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import email.utils
+import enum
+import random
+from collections.abc import Sequence
+
+__all__ = [
+    "Verdict",
+    "RetryPolicy",
+    "classify",
+    "compute_backoff",
+    "parse_retry_after",
+    "pick_tier",
+    "DELAY_TIERS",
+    "DEFAULT_RETRY_ON",
+]
+
+#: Outcomes that are retried unless a consumer says otherwise. "connection" and
+#: "timeout" are transport errors; "5xx" is any server error.
+DEFAULT_RETRY_ON = ("connection", "timeout", "408", "425", "429", "5xx")
+
+#: Delay queues, in seconds. A wait falls between two tiers and goes to one of
+#: them at random, weighted so the expected wait is the wanted one: this keeps
+#: the jitter while every queue has one fixed TTL (so none blocks at its head).
+DELAY_TIERS: tuple[float, ...] = (
+    0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600,
+)
+
+
+class Verdict(enum.Enum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    initial_delay: float = 1.0
+    max_delay: float = 3600.0
+    jitter: float = 0.2
+    retry_on: Sequence[str] = DEFAULT_RETRY_ON
+
+
+def classify(status: int | None, error: str | None, retry_on: Sequence[str]) -> Verdict:
+    """What to do after one attempt that got HTTP *status*, or failed with *error*.
+
+    *error* is ``"connection"`` or ``"timeout"`` when no response came.
+    2xx is delivered; listed outcomes retry; everything else (other 4xx,
+    redirects, unknown transport errors) is permanent and dead-letters at once.
+    """
+    if status is None:
+        return Verdict.RETRY if error in retry_on else Verdict.DEAD_LETTER
+    if 200 <= status < 300:
+        return Verdict.DELIVERED
+    if str(status) in retry_on or (status >= 500 and "5xx" in retry_on):
+        return Verdict.RETRY
+    return Verdict.DEAD_LETTER
+
+
+def compute_backoff(
+    attempt: int, policy: RetryPolicy, *, retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> float:
+    """Seconds to wait after failed attempt number *attempt* (1-based).
+
+    Doubles from ``initial_delay`` up to ``max_delay``, spread by ±``jitter``;
+    a server's ``Retry-After`` raises the wait, never beyond ``max_delay``.
+    """
+    base = min(policy.max_delay, policy.initial_delay * 2 ** max(0, attempt - 1))
+    spread = (rng or random).uniform(-policy.jitter, policy.jitter)
+    delay = base * (1 + spread)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return max(0.0, min(policy.max_delay, delay))
+
+
+def pick_tier(delay: float, tiers: Sequence[float] = DELAY_TIERS, *,
+              rng: random.Random | None = None) -> float:
+    """The delay tier for a wait of *delay* seconds (randomised rounding between tiers)."""
+    if delay <= tiers[0]:
+        return tiers[0]
+    if delay >= tiers[-1]:
+        return tiers[-1]
+    for low, high in zip(tiers, tiers[1:], strict=False):
+        if low <= delay <= high:
+            chance_high = (delay - low) / (high - low)
+            return high if (rng or random).random() < chance_high else low
+    raise AssertionError("unreachable: tiers are sorted")
+
+
+def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - (now or dt.datetime.now(dt.UTC))).total_seconds())

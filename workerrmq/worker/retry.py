@@ -1,0 +1,115 @@
+"""Where a failed delivery goes: a delay queue (to come back later) or the dead-letter queue.
+
+Delay queues are tiered by wait (see :data:`~workerrmq.worker.policy.DELAY_TIERS`).
+Each tier is a fanout exchange and a durable queue of that name, whose fixed
+TTL dead-letters messages through the default exchange with their original
+routing key, which is the source queue's name. All messages in a tier wait
+the same time, so expiry at the head never blocks another message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from pamqp.commands import Basic
+
+from workerrmq.worker.delivery import ATTEMPTS_HEADER, ID_HEADER
+from workerrmq.worker.policy import DELAY_TIERS
+
+__all__ = ["FailureRouter", "tier_name", "RouteFailed"]
+
+
+class RouteFailed(Exception):
+    """The broker did not confirm the republish; the message must not be acked."""
+
+
+def tier_name(seconds: float) -> str:
+    return f"workerrmq.delay.{round(seconds * 1000)}ms"
+
+
+def _copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        priority=message.priority,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        message_id=message.message_id or None,
+        timestamp=message.timestamp,
+        type=message.type,
+        app_id=message.app_id,
+        user_id=None,  # the broker checks user_id against our login; drop it
+    )
+
+
+class FailureRouter:
+    """Republishes failed messages with publisher confirms, on its own channel."""
+
+    def __init__(self, channel: AbstractChannel) -> None:
+        self.channel = channel
+
+    @classmethod
+    async def open(cls, connection: aio_pika.abc.AbstractConnection) -> FailureRouter:
+        channel = await connection.channel(publisher_confirms=True)
+        for seconds in DELAY_TIERS:
+            name = tier_name(seconds)
+            exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.FANOUT, durable=True)
+            queue = await channel.declare_queue(
+                name,
+                durable=True,
+                arguments={"x-message-ttl": round(seconds * 1000), "x-dead-letter-exchange": ""},
+            )
+            await queue.bind(exchange)
+        return cls(channel)
+
+    async def retry(
+        self, message: AbstractIncomingMessage, *, queue: str, message_id: str, attempts: int,
+        tier: float,
+    ) -> None:
+        """Send *message* back to *queue* after *tier* seconds, counting *attempts* made."""
+        headers = self._headers(message, message_id, attempts)
+        exchange = await self.channel.get_exchange(tier_name(tier), ensure=False)
+        await self._confirm(exchange, _copy(message, headers), queue)
+
+    async def dead_letter(
+        self, message: AbstractIncomingMessage, *, dlq: str, source_queue: str, message_id: str,
+        attempts: int, status: int | None, error: str, consumer: str,
+    ) -> None:
+        """Park *message* in *dlq* with why it failed in its headers."""
+        headers = self._headers(message, message_id, attempts)
+        headers.update(
+            {
+                "x-workerrmq-source-queue": source_queue,
+                "x-workerrmq-consumer": consumer,
+                "x-workerrmq-last-status": status if status is not None else "none",
+                "x-workerrmq-last-error": error[:500],
+                "x-workerrmq-dead-lettered-at": dt.datetime.now(dt.UTC).isoformat(),
+            }
+        )
+        await self._confirm(self.channel.default_exchange, _copy(message, headers), dlq)
+
+    @staticmethod
+    def _headers(message: AbstractIncomingMessage, message_id: str, attempts: int) -> dict[str, Any]:
+        headers = {
+            k: v for k, v in (message.headers or {}).items()
+            if not k.startswith(("x-death", "x-first-death-", "x-last-death-"))
+        }
+        headers[ATTEMPTS_HEADER] = attempts
+        if not message.message_id:
+            headers[ID_HEADER] = message_id
+        return headers
+
+    async def _confirm(self, exchange: aio_pika.abc.AbstractExchange, message: aio_pika.Message,
+                       routing_key: str) -> None:
+        try:
+            result = await exchange.publish(message, routing_key, mandatory=True, timeout=10)
+        except Exception as exc:
+            raise RouteFailed(f"republish failed: {type(exc).__name__}: {exc}") from None
+        if not isinstance(result, Basic.Ack):
+            raise RouteFailed(f"republish to {routing_key!r} was not routed")

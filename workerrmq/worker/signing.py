@@ -1,0 +1,40 @@
+"""Standard Webhooks signatures (https://www.standardwebhooks.com/).
+
+``webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``.
+Signed over the raw body bytes, so bodies that are not UTF-8 sign correctly too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+
+__all__ = ["secret_bytes", "sign", "signature_headers"]
+
+_PREFIX = "whsec_"
+
+
+def secret_bytes(secret: str) -> bytes:
+    """The HMAC key: ``whsec_<base64>`` secrets are decoded, any other string is used as UTF-8."""
+    if secret.startswith(_PREFIX):
+        try:
+            return base64.b64decode(secret[len(_PREFIX):], validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("a whsec_ secret must be base64 after its prefix") from None
+    return secret.encode()
+
+
+def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signature_headers(key: bytes, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(key, message_id, timestamp, body),
+    }
