@@ -24,7 +24,7 @@ from pamqp.commands import Basic
 
 from workerrmq.errors import BrokerUnavailable, NotFound
 
-__all__ = ["OutgoingMessage", "Outcome", "Publisher", "new_event_loop"]
+__all__ = ["OutgoingMessage", "Outcome", "Publisher", "is_alive", "new_event_loop"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,6 +68,12 @@ class OutgoingMessage:
                 else aio_pika.DeliveryMode.NOT_PERSISTENT
             ),
         )
+
+
+def is_alive(connection: aio_pika.abc.AbstractConnection) -> bool:
+    """True while *connection* is open. aio-pika's ``is_closed`` stays False after the
+    broker closes a connection; its ``connected`` event is cleared then."""
+    return not connection.is_closed and connection.connected.is_set()
 
 
 class Publisher:
@@ -153,7 +159,7 @@ class Publisher:
             if self._channel is not None and not self._channel.is_closed:
                 return self._channel
             try:
-                if self._connection is None or self._connection.is_closed:
+                if self._connection is None or not is_alive(self._connection):
                     self._connection = await aio_pika.connect(
                         self.url,
                         timeout=self.timeout,

@@ -128,7 +128,7 @@ def _dead_letter_view(raw: dict[str, Any]) -> dict[str, Any]:
     props = raw.get("properties") or {}
     headers = props.get("headers") or {}
     return {
-        "message_id": props.get("message_id") or headers.get("x-workerrmq-message-id"),
+        "message_id": props.get("message_id"),
         "payload": raw.get("payload"),
         "payload_encoding": raw.get("payload_encoding"),
         "content_type": props.get("content_type"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,13 +17,12 @@ from workerrmq.store.consumers import ConsumerSpec
 from workerrmq.worker.policy import parse_retry_after
 from workerrmq.worker.signing import secret_bytes, signature_headers
 
-__all__ = ["Attempt", "DeliveryResult", "send", "build_headers", "HEADER_PREFIX", "message_id_of"]
+__all__ = ["Attempt", "DeliveryResult", "send", "build_headers", "HEADER_PREFIX"]
 
 #: Every delivery header WorkerRMQ sets starts with this; the message's own AMQP
 #: headers arrive as ``X-WorkerRMQ-Header-<name>``.
 HEADER_PREFIX = "X-WorkerRMQ-"
 ATTEMPTS_HEADER = "x-workerrmq-attempts"
-ID_HEADER = "x-workerrmq-message-id"
 _ERROR_TEXT_MAX = 300
 
 
@@ -44,7 +44,8 @@ class Attempt:
         headers = dict(message.headers or {})
         prior = headers.get(ATTEMPTS_HEADER, 0)
         return cls(
-            message_id=message_id_of(message),
+            # A message published without an id gets one here; retries carry it on.
+            message_id=str(message.message_id or uuid.uuid4().hex),
             number=(prior if isinstance(prior, int) else 0) + 1,
             body=message.body,
             content_type=message.content_type,
@@ -55,15 +56,13 @@ class Attempt:
         )
 
 
+#: Headers the broker adds when it dead-letters a message (our delay queues do that).
+DEATH_HEADERS = ("x-death", "x-first-death-", "x-last-death-")
+
+
 def is_internal_header(name: str) -> bool:
     """Headers WorkerRMQ or the broker's dead-lettering add; not forwarded to endpoints."""
-    return name.startswith(("x-workerrmq-", "x-death", "x-first-death-", "x-last-death-"))
-
-
-def message_id_of(message: AbstractIncomingMessage) -> str:
-    """The message's id; a message published without one got ours on its first retry."""
-    headers = message.headers or {}
-    return str(message.message_id or headers.get(ID_HEADER) or f"tag-{message.delivery_tag}")
+    return name.startswith(("x-workerrmq-", *DEATH_HEADERS))
 
 
 @dataclasses.dataclass(frozen=True)

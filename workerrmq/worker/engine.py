@@ -24,6 +24,7 @@ import aiormq
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from workerrmq import __version__
+from workerrmq.broker.publisher import is_alive, new_event_loop
 from workerrmq.control import CONTROL_EXCHANGE
 from workerrmq.errors import WorkerRMQError
 from workerrmq.settings import Settings
@@ -110,7 +111,7 @@ class Engine:
                 log.warning("broker connection lost (%s); reconnecting", type(exc).__name__)
             finally:
                 self.connected.clear()
-                graceful = self._stopping.is_set() and not connection.is_closed
+                graceful = self._stopping.is_set() and is_alive(connection)
                 await self._stop_all(grace=None if graceful else 0)
                 with contextlib.suppress(Exception):
                     await connection.close()
@@ -122,7 +123,9 @@ class Engine:
         router = await FailureRouter.open(connection)
         await self._listen_for_changes(connection)
         log.info("worker %s connected", self.worker_id)
-        closed = asyncio.ensure_future(connection.closed())
+        lost = asyncio.Event()
+        connection.close_callbacks.add(lambda *_: lost.set())
+        closed = asyncio.ensure_future(lost.wait())
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             while True:
@@ -220,8 +223,6 @@ class Engine:
 
 def run_worker(settings: Settings) -> None:
     """Run one worker in this process until SIGTERM or SIGINT."""
-    from workerrmq.broker.publisher import new_event_loop
-
     engine = Engine(settings)
     log.info("worker %s (WorkerRMQ %s) starting", engine.worker_id, __version__)
     loop = new_event_loop()

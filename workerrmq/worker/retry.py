@@ -16,7 +16,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pamqp.commands import Basic
 
-from workerrmq.worker.delivery import ATTEMPTS_HEADER, ID_HEADER
+from workerrmq.worker.delivery import ATTEMPTS_HEADER, DEATH_HEADERS
 from workerrmq.worker.policy import DELAY_TIERS
 
 __all__ = ["FailureRouter", "tier_name", "RouteFailed"]
@@ -30,7 +30,9 @@ def tier_name(seconds: float) -> str:
     return f"workerrmq.delay.{round(seconds * 1000)}ms"
 
 
-def _copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+def _copy(
+    message: AbstractIncomingMessage, headers: dict[str, Any], message_id: str
+) -> aio_pika.Message:
     return aio_pika.Message(
         message.body,
         headers=headers,
@@ -40,7 +42,7 @@ def _copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika
         priority=message.priority,
         correlation_id=message.correlation_id,
         reply_to=message.reply_to,
-        message_id=message.message_id or None,
+        message_id=message_id,
         timestamp=message.timestamp,
         type=message.type,
         app_id=message.app_id,
@@ -73,16 +75,16 @@ class FailureRouter:
         tier: float,
     ) -> None:
         """Send *message* back to *queue* after *tier* seconds, counting *attempts* made."""
-        headers = self._headers(message, message_id, attempts)
+        headers = self._headers(message, attempts)
         exchange = await self.channel.get_exchange(tier_name(tier), ensure=False)
-        await self._confirm(exchange, _copy(message, headers), queue)
+        await self._confirm(exchange, _copy(message, headers, message_id), queue)
 
     async def dead_letter(
         self, message: AbstractIncomingMessage, *, dlq: str, source_queue: str, message_id: str,
         attempts: int, status: int | None, error: str, consumer: str,
     ) -> None:
         """Park *message* in *dlq* with why it failed in its headers."""
-        headers = self._headers(message, message_id, attempts)
+        headers = self._headers(message, attempts)
         headers.update(
             {
                 "x-workerrmq-source-queue": source_queue,
@@ -92,17 +94,15 @@ class FailureRouter:
                 "x-workerrmq-dead-lettered-at": dt.datetime.now(dt.UTC).isoformat(),
             }
         )
-        await self._confirm(self.channel.default_exchange, _copy(message, headers), dlq)
+        await self._confirm(self.channel.default_exchange, _copy(message, headers, message_id), dlq)
 
     @staticmethod
-    def _headers(message: AbstractIncomingMessage, message_id: str, attempts: int) -> dict[str, Any]:
+    def _headers(message: AbstractIncomingMessage, attempts: int) -> dict[str, Any]:
         headers = {
             k: v for k, v in (message.headers or {}).items()
-            if not k.startswith(("x-death", "x-first-death-", "x-last-death-"))
+            if not k.startswith(DEATH_HEADERS)
         }
         headers[ATTEMPTS_HEADER] = attempts
-        if not message.message_id:
-            headers[ID_HEADER] = message_id
         return headers
 
     async def _confirm(self, exchange: aio_pika.abc.AbstractExchange, message: aio_pika.Message,

@@ -19,8 +19,10 @@ _PREFIX = "whsec_"
 def secret_bytes(secret: str) -> bytes:
     """The HMAC key: ``whsec_<base64>`` secrets are decoded, any other string is used as UTF-8."""
     if secret.startswith(_PREFIX):
+        encoded = secret[len(_PREFIX):]
         try:
-            return base64.b64decode(secret[len(_PREFIX):], validate=True)
+            # Padding is optional, as in the Standard Webhooks reference libraries.
+            return base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("a whsec_ secret must be base64 after its prefix") from None
     return secret.encode()

@@ -1,0 +1,183 @@
+"""Fixtures over the real RabbitMQ, its management API, SQLite and PostgreSQL.
+
+Without a reachable broker the suite is skipped on a developer's machine and
+fails in CI (``CI`` set), so a green CI run always means the broker was there.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
+
+import pika
+import psycopg
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.endpoint import Endpoint
+from tests.workers import EngineThread
+from workerrmq.api import create_app
+from workerrmq.broker.management import ManagementClient
+from workerrmq.errors import NotFound
+from workerrmq.settings import Settings
+
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+MANAGEMENT_URL = os.environ.get("TEST_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname, parts.port or default_port), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+def _require(url: str, port: int, what: str) -> None:
+    if _reachable(url, port):
+        return
+    message = f"{what} is not reachable at {urlsplit(url).hostname}:{urlsplit(url).port or port}"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def broker() -> str:
+    """The AMQP URL of a running RabbitMQ with the management plugin."""
+    _require(RABBITMQ_URL, 5672, "RabbitMQ")
+    _require(MANAGEMENT_URL, 15672, "the RabbitMQ management API")
+    return RABBITMQ_URL
+
+
+@pytest.fixture(scope="session")
+def mgmt(broker: str) -> ManagementClient:
+    return ManagementClient(MANAGEMENT_URL, "/")
+
+
+@pytest.fixture
+def make_settings(tmp_path, broker: str) -> Callable[..., Settings]:
+    """Settings over the test broker and a throwaway SQLite file; keywords override."""
+
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "rabbitmq_url": RABBITMQ_URL,
+            "rabbitmq_management_url": MANAGEMENT_URL,
+            "database_url": f"sqlite:///{tmp_path}/workerrmq.sqlite3",
+            "broker_timeout": 3.0,
+        }
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Flask]:
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    yield app
+    app.extensions["workerrmq"].close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def make_key(app: Flask) -> Callable[[str], dict[str, str]]:
+    """Create a key of a scope; returns the Authorization header to send it."""
+
+    def make(scope: str) -> dict[str, str]:
+        _, token = app.extensions["workerrmq"].keys.create(f"{scope}-{uuid.uuid4().hex[:8]}", scope)
+        return {"Authorization": f"Bearer {token}"}
+
+    return make
+
+
+@pytest.fixture
+def admin(make_key: Callable[[str], dict[str, str]]) -> dict[str, str]:
+    return make_key("admin")
+
+
+@pytest.fixture
+def queue_name(mgmt: ManagementClient) -> Iterator[Callable[[], str]]:
+    """Unique queue names, deleted from the broker after the test."""
+    names: list[str] = []
+
+    def make(prefix: str = "t") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        names.append(name)
+        return name
+
+    yield make
+    for name in names:
+        for suffix in ("", ".dlq"):
+            try:
+                mgmt.delete_queue(name + suffix, if_empty=False, if_unused=False)
+            except NotFound:
+                pass
+
+
+@pytest.fixture
+def amqp(broker: str) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
+    """A plain pika channel, to look at what reached the broker."""
+    connection = pika.BlockingConnection(pika.URLParameters(broker))
+    yield connection.channel()
+    if connection.is_open:
+        connection.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
+    _require(POSTGRES_URL, 5432, "PostgreSQL")
+    name = f"workerrmq_test_{uuid.uuid4().hex[:10]}"
+    admin_dsn = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """Each test that takes this runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store.sqlite3"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    """A real HTTP endpoint that records what it receives."""
+    with Endpoint() as ep:
+        yield ep
+
+
+@pytest.fixture
+def start_engine() -> Iterator[Callable[..., EngineThread]]:
+    """Start worker engines on threads; each is stopped gracefully after the test."""
+    engines: list[EngineThread] = []
+
+    def start(settings: Settings, **options: float) -> EngineThread:
+        engine = EngineThread(settings, **options).start()
+        engines.append(engine)
+        return engine
+
+    yield start
+    for engine in engines:
+        engine.stop()

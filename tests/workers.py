@@ -1,0 +1,69 @@
+"""Running the real worker engine in tests: on a thread, or as a process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+
+from tests.support import wait_for
+from workerrmq.settings import Settings
+from workerrmq.worker.engine import Engine
+
+
+class EngineThread:
+    """A worker engine on its own event loop in a background thread."""
+
+    def __init__(self, settings: Settings, **options: float) -> None:
+        options.setdefault("reconcile_interval", 1.0)
+        options.setdefault("report_interval", 0.5)
+        options.setdefault("reconnect_delay", 0.2)
+        self.engine = Engine(settings, **options)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self.engine.run())
+        except BaseException as exc:  # noqa: BLE001 - surfaced by stop()
+            self.error = exc
+
+    def start(self) -> EngineThread:
+        self._thread.start()
+        wait_for(self.engine.connected.is_set, timeout=30, what="the worker to connect")
+        return self
+
+    def runner(self, consumer_id: str, status: str = "consuming"):  # type: ignore[no-untyped-def]
+        """Wait until this worker runs *consumer_id* in *status*; returns the runner."""
+
+        def ready():  # type: ignore[no-untyped-def]
+            runner = self.engine.runners.get(consumer_id)
+            return runner if runner is not None and runner.status == status else None
+
+        return wait_for(ready, timeout=15, what=f"consumer {consumer_id} to be {status}")
+
+    def stop(self, timeout: float = 30) -> None:
+        if not self._thread.is_alive():
+            return
+        self.engine.request_stop()
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the worker did not stop"
+        if self.error is not None:
+            raise self.error
+
+
+def worker_process(settings: Settings, **env: str) -> subprocess.Popen[bytes]:
+    """``workerrmq worker`` as a child process configured like *settings*."""
+    environ = {
+        **os.environ,
+        "RABBITMQ_URL": settings.rabbitmq_url,
+        "RABBITMQ_MANAGEMENT_URL": settings.rabbitmq_management_url,
+        "DATABASE_URL": settings.database_url,
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "workerrmq.cli", "worker"], env=environ,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
