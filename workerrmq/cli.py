@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import click
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
 
 from workerrmq.errors import ConfigError, WorkerRMQError
 from workerrmq.logs import configure_logging
@@ -40,6 +41,15 @@ def check_broker(settings: Settings, timeout: float = 3.0) -> None:
         ) from None
 
 
+class _GunicornLog(GunicornLogger):  # type: ignore[misc]
+    """Gunicorn's own messages go through WorkerRMQ's handler, so LOG_FORMAT applies to them."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        self.error_log.handlers.clear()
+        self.error_log.propagate = True
+
+
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -54,6 +64,8 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
             "timeout": 60,
             "graceful_timeout": 30,
             "accesslog": None,
+            "logger_class": _GunicornLog,
+            "loglevel": self.settings.log_level.lower(),
         }
         for key, value in options.items():
             self.cfg.set(key, value)

@@ -9,10 +9,11 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from workerrmq.services.names import NAME_MAX, NAME_PATTERN
 from workerrmq.store.models import SCOPES
 
-_name = validate.And(
+# A list, not validate.And: apispec documents each validator (maxLength, pattern) of a list.
+_name = [
     validate.Length(min=1, max=NAME_MAX),
     validate.Regexp(NAME_PATTERN, error="may only contain ASCII letters, digits and _ . : -"),
-)
+]
 
 
 def Name(**kwargs: Any) -> fields.String:  # noqa: N802 - reads like a field class

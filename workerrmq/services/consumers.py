@@ -12,6 +12,7 @@ from workerrmq.broker.management import ManagementClient
 from workerrmq.broker.publisher import Publisher
 from workerrmq.control import announce_change
 from workerrmq.errors import InvalidInput, NotFound
+from workerrmq.services.names import check_name
 from workerrmq.services.queues import QueueService
 from workerrmq.store.consumers import ConsumerSpec, ConsumerStore
 
@@ -74,7 +75,7 @@ class ConsumerService:
                 raise NotFound(
                     f"queue {values['queue']!r} not found; create it first or send create_queue: true"
                 )
-            self.queues.create(values["queue"])
+            self.queues.create(check_name(values["queue"], field="queue"))
         spec = self.store.create(values)
         announce_change(self.publisher, spec.id, "created")
         return self._with_stats(spec)
@@ -88,6 +89,17 @@ class ConsumerService:
     def update(self, ref: str, changes: dict[str, Any]) -> dict[str, Any]:
         if "queue" in changes and not self.queues.exists(changes["queue"]):
             raise NotFound(f"queue {changes['queue']!r} not found")
+        if "initial_delay" in changes or "max_delay" in changes:
+            # The schema only sees the request; check the policy the consumer would end up with.
+            current = self.store.get(ref)
+            initial = changes.get("initial_delay", current.initial_delay)
+            maximum = changes.get("max_delay", current.max_delay)
+            if initial > maximum:
+                field = "max_delay" if "max_delay" in changes else "initial_delay"
+                raise InvalidInput(
+                    f"max_delay ({maximum}) must not be smaller than initial_delay ({initial})",
+                    field=field,
+                )
         spec = self.store.update(ref, changes)
         announce_change(self.publisher, spec.id, "updated")
         return self._with_stats(spec)

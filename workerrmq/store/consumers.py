@@ -45,12 +45,16 @@ class ConsumerSpec:
     dead_letter_queue: str = ""
     state: str = "running"
     version: int = 1
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
 
     @classmethod
     def of(cls, row: ConsumerDef) -> ConsumerSpec:
         values = {f.name: getattr(row, f.name) for f in dataclasses.fields(cls)}
         values["headers"] = dict(row.headers or {})
         values["retry_on"] = tuple(row.retry_on)
+        values["created_at"] = _aware(row.created_at)
+        values["updated_at"] = _aware(row.updated_at)
         return cls(**values)
 
 
@@ -72,7 +76,9 @@ class StatsReport:
     latency_p99_ms: float | None = None
 
 
-_EDITABLE = {f.name for f in dataclasses.fields(ConsumerSpec)} - {"id", "version"}
+_EDITABLE = {f.name for f in dataclasses.fields(ConsumerSpec)} - {
+    "id", "version", "created_at", "updated_at"
+}
 
 
 class ConsumerStore:

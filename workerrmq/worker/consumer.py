@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import logging
 import statistics
+from collections.abc import Callable
 
 import aiohttp
 import aiormq
@@ -37,8 +38,10 @@ class ConsumerRunner:
     def __init__(
         self, spec: ConsumerSpec, *, connection: AbstractConnection, router: FailureRouter,
         http: aiohttp.ClientSession, stats: StatsReport | None = None,
+        on_trouble: Callable[[], None] = lambda: None,
     ) -> None:
         self.spec = spec
+        self._on_trouble = on_trouble
         self._connection = connection
         self._router = router
         self._http = http
@@ -72,6 +75,7 @@ class ConsumerRunner:
         await channel.declare_queue(self.spec.dead_letter_queue, durable=True)
         underlay = await channel.get_underlay_channel()
         underlay.on_consumer_cancel_callbacks.add(self._on_broker_cancel)
+        channel.close_callbacks.add(self._on_channel_closed)
         self._channel = channel
         await self._consume(self._prefetch)
         return True
@@ -127,6 +131,14 @@ class ConsumerRunner:
         self._accepting = False
         self._tag = None
         self.status = "queue_missing"
+        self._on_trouble()
+
+    def _on_channel_closed(self, *_: object) -> None:
+        # E.g. the broker's consumer timeout: unacked messages go back to the queue.
+        if self.status != "stopping":
+            self._accepting = False
+            self.status = "channel_closed"
+            self._on_trouble()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         if not self._accepting:
@@ -144,13 +156,28 @@ class ConsumerRunner:
         try:
             await self._deliver(message)
         except RouteFailed as exc:
+            # The broker is in trouble; the message comes back when it recovers.
             log.warning("consumer %s: %s; the message goes back to the queue", self.spec.name, exc)
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("consumer %s: unexpected error; message returned to the queue", self.spec.name)
+        except Exception as exc:
+            # A bug of ours that this message triggers would trigger again: park it
+            # rather than requeue it into a hot loop.
+            log.exception("consumer %s: unexpected error; dead-lettering the message", self.spec.name)
+            await self._park(message, f"internal error: {type(exc).__name__}: {exc}")
+
+    async def _park(self, message: AbstractIncomingMessage, reason: str) -> None:
+        try:
+            await self._router.dead_letter(
+                message, dlq=self.spec.dead_letter_queue, source_queue=self.spec.queue,
+                message_id=str(message.message_id or ""), attempts=0, status=None,
+                error=reason, consumer=self.spec.name,
+            )
+            self.stats.dead_lettered += 1
+            await self._ack(message)
+        except Exception:  # noqa: BLE001 - last resort: let the broker keep it
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
 

@@ -181,17 +181,25 @@ class Engine:
         ]
         for runner in outdated:
             del self.runners[runner.spec.id]
-        await asyncio.gather(*(r.stop() for r in outdated))
+        # A runner whose channel died cannot ack any more: no point waiting for it.
+        await asyncio.gather(*(r.stop(grace=None if r.healthy else 0) for r in outdated))
         for cid, spec in wanted.items():
             if cid in self.runners:
                 continue
             assert self._http is not None
             stats = self.stats.setdefault(cid, StatsReport(consumer_id=cid))
             runner = ConsumerRunner(
-                spec, connection=connection, router=router, http=self._http, stats=stats
+                spec, connection=connection, router=router, http=self._http, stats=stats,
+                on_trouble=self._poke.set,
             )
             self.runners[cid] = runner
-            if await runner.start():
+            try:
+                started = await runner.start()
+            except aiormq.exceptions.ChannelClosed as exc:
+                runner.status = f"error: {exc}"[:32]
+                log.warning("consumer %s: cannot start (%s); retrying", spec.name, exc)
+                continue
+            if started:
                 log.info("consumer %s: consuming %s -> %s", spec.name, spec.queue, spec.target_url)
             else:
                 log.warning("consumer %s: queue %r does not exist; retrying", spec.name, spec.queue)
