@@ -1,7 +1,8 @@
 """A real HTTP endpoint for tests: an aiohttp server on a background thread.
 
 It records every request it receives. What it answers is up to a handler the
-test sets (``endpoint.respond = lambda req: (503, {})``); by default 200.
+test sets (``endpoint.respond = lambda req: (503, {})``); by default 200. A
+status of 0 drops the connection without answering.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from aiohttp import web
 from tests.support import free_port
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Received:
     method: str
     path: str
     headers: dict[str, str]
     body: bytes
     at: float
+
+    status: int = 0  # what the endpoint answered; set once it has
 
     @property
     def message_id(self) -> str:
@@ -75,6 +78,11 @@ class Endpoint:
         if self.delay:
             await asyncio.sleep(self.delay)
         status, headers = self.respond(received)
+        received.status = status
+        if status == 0:  # reset: drop the connection without an answer
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError
         return web.Response(status=status, headers=headers, text="endpoint says" if status >= 300 else "")
 
     # -- for assertions --------------------------------------------------------------------
@@ -86,6 +94,11 @@ class Endpoint:
     def ids(self) -> list[str]:
         with self._lock:
             return [r.message_id for r in self.received]
+
+    def delivered_ids(self) -> list[str]:
+        """Ids of the requests answered 2xx: the messages actually delivered."""
+        with self._lock:
+            return [r.message_id for r in self.received if 200 <= r.status < 300]
 
     def count(self) -> int:
         with self._lock:

@@ -337,10 +337,12 @@ def test_two_workers_share_the_load(settings, start_engine, endpoint, make_consu
     wait_for(lambda: queue_depth(mgmt, queue) == (0, 0), timeout=20, what="all acked")
 
 
-def test_sigterm_drains_in_flight_deliveries(settings, endpoint, make_consumer, amqp, client, admin):
+def test_sigterm_drains_in_flight_deliveries(settings, endpoint, make_consumer, amqp, client, admin,
+                                             tmp_path):
     endpoint.delay = 1.0
     consumer, queue = make_consumer(endpoint.url, concurrency=32)
-    worker = worker_process(settings)
+    log = tmp_path / "worker.log"
+    worker = worker_process(settings, log)
     try:
         wait_for(lambda: client.get(f"/api/v1/consumers/{consumer['id']}", headers=admin)
                  .json["stats"]["workers"] == 1, timeout=30, what="the worker process")
@@ -352,8 +354,7 @@ def test_sigterm_drains_in_flight_deliveries(settings, endpoint, make_consumer, 
     finally:
         if worker.poll() is None:
             worker.kill()
-    output = worker.stdout.read().decode() if worker.stdout else ""
-    assert endpoint.count() == 20, output
+    assert endpoint.count() == 20, log.read_text()
     # Acked, not handed back: nothing is waiting to be delivered a second time.
     assert amqp.queue_declare(queue, passive=True).method.message_count == 0
     assert sorted(endpoint.ids()) == sorted(f"drain-{i}" for i in range(20))

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from tests.support import wait_for
 from workerrmq.settings import Settings
@@ -54,8 +55,8 @@ class EngineThread:
             raise self.error
 
 
-def worker_process(settings: Settings, **env: str) -> subprocess.Popen[bytes]:
-    """``workerrmq worker`` as a child process configured like *settings*."""
+def worker_process(settings: Settings, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """``workerrmq worker`` as a child process configured like *settings*, logging to *log*."""
     environ = {
         **os.environ,
         "RABBITMQ_URL": settings.rabbitmq_url,
@@ -63,7 +64,8 @@ def worker_process(settings: Settings, **env: str) -> subprocess.Popen[bytes]:
         "DATABASE_URL": settings.database_url,
         **env,
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "workerrmq.cli", "worker"], env=environ,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "workerrmq.cli", "worker"], env=environ,
+            stdout=out, stderr=subprocess.STDOUT,
+        )

@@ -168,7 +168,7 @@ class Publisher:
                 self._channel = await self._connection.channel(
                     publisher_confirms=True, on_return_raises=False
                 )
-            except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a broker still booting fails in odd ways
                 await self._drop_connection()
                 raise BrokerUnavailable(f"RabbitMQ unreachable ({type(exc).__name__})") from None
             return self._channel

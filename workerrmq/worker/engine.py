@@ -100,7 +100,7 @@ class Engine:
                     timeout=self.settings.broker_timeout,
                     client_properties={"connection_name": f"workerrmq-worker {self.worker_id}"},
                 )
-            except _BROKER_ERRORS as exc:
+            except Exception as exc:  # noqa: BLE001 - a broker still booting fails in odd ways
                 log.warning("broker unreachable (%s); retrying in %.0fs", type(exc).__name__,
                             self.reconnect_delay)
                 await self._wait(self.reconnect_delay)
@@ -109,6 +109,8 @@ class Engine:
                 await self._serve(connection)
             except _BROKER_ERRORS as exc:
                 log.warning("broker connection lost (%s); reconnecting", type(exc).__name__)
+            except Exception:
+                log.exception("unexpected error; reconnecting")
             finally:
                 self.connected.clear()
                 graceful = self._stopping.is_set() and is_alive(connection)
