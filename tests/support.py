@@ -1,0 +1,130 @@
+"""Test helpers: waiting on conditions, free ports, and a TCP proxy for broker outages."""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(
+    condition: Callable[[], T | None], *, timeout: float = 15.0, interval: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Poll *condition* until it returns something truthy; fail after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            result = condition()
+            if result:
+                return result
+        except AssertionError as exc:
+            last_error = exc
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}") from last_error
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to a target; :meth:`cut` drops every connection and
+    refuses new ones until :meth:`heal`. Used to take the broker away from a client."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._pairs: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.connections = 0
+
+    def __enter__(self) -> TcpProxy:
+        self.heal()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cut()
+
+    def heal(self) -> None:
+        """Accept connections again."""
+        if self._listener is not None:
+            return
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        self._stopped.clear()
+        self._thread = threading.Thread(target=self._accept, args=(listener,), daemon=True)
+        self._thread.start()
+
+    def cut(self) -> None:
+        """Close the listener and every open connection."""
+        listener, self._listener = self._listener, None
+        if listener is None:
+            return
+        self._stopped.set()
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        with self._lock:
+            for sock in self._pairs:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._pairs.clear()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while not self._stopped.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._pairs.update((client, upstream))
+                self.connections += 1
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(a, selectors.EVENT_READ, b)
+        selector.register(b, selectors.EVENT_READ, a)
+        try:
+            while True:
+                for key, _ in selector.select(timeout=1):
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    if not data:
+                        return
+                    key.data.sendall(data)
+                if self._stopped.is_set():
+                    return
+        except OSError:
+            return
+        finally:
+            selector.close()
+            with self._lock:
+                self._pairs.discard(a)
+                self._pairs.discard(b)
+            a.close()
+            b.close()
