@@ -71,6 +71,8 @@ def make_settings(tmp_path, broker: str) -> Callable[..., Settings]:
             "rabbitmq_management_url": MANAGEMENT_URL,
             "database_url": f"sqlite:///{tmp_path}/workerrmq.sqlite3",
             "broker_timeout": 3.0,
+            # Tests send many bad keys on purpose; the limiter has tests of its own.
+            "auth_failure_limit": 100_000,
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

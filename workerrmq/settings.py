@@ -59,6 +59,8 @@ class Settings:
     broker_timeout: float = 5.0
     api_workers: int = 2
     api_threads: int = 8
+    block_private_targets: bool = False
+    auth_failure_limit: int = 20  # failed authentications per client per minute
 
     @property
     def vhost(self) -> str:
@@ -113,6 +115,12 @@ class Settings:
         integer("MAX_REQUEST_BYTES", "max_request_bytes", 1024)
         integer("API_WORKERS", "api_workers", 1)
         integer("API_THREADS", "api_threads", 1)
+        integer("AUTH_FAILURE_LIMIT", "auth_failure_limit", 1)
+        flag = env.get("BLOCK_PRIVATE_TARGETS", "").strip().lower()
+        if flag:
+            if flag not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ConfigError("BLOCK_PRIVATE_TARGETS", f"must be true or false, got {flag!r}")
+            kwargs["block_private_targets"] = flag in ("1", "true", "yes", "on")
         if env.get("LOG_LEVEL", "").strip():
             kwargs["log_level"] = env["LOG_LEVEL"].strip().upper()
         if env.get("LOG_FORMAT", "").strip():

@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["workerrmq"] = services
 
     app.before_request(_start_timer)
-    init_auth(app)
+    init_auth(app, failure_limit=settings.auth_failure_limit)
     api = _Api(app)
     for module in (queues, messages, consumers, connections, keys, seed):
         api.register_blueprint(module.blp)

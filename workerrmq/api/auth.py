@@ -7,12 +7,15 @@ need no key. The check runs before every request, so a new route cannot skip it.
 
 from __future__ import annotations
 
+import collections
+import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from flask import Flask, current_app, g, request
 
-from workerrmq.errors import Forbidden, Unauthorized
+from workerrmq.errors import Forbidden, TooManyRequests, Unauthorized
 from workerrmq.store.keys import scope_allows
 
 __all__ = ["public", "requires", "required_scope", "init_auth"]
@@ -47,6 +50,42 @@ def required_scope(app: Flask, endpoint: str, method: str) -> str | None:
     return "read" if method in ("GET", "HEAD", "OPTIONS") else "admin"
 
 
+class FailureLimiter:
+    """Counts failed authentications per client; too many in a window answer 429.
+
+    Kept in process memory: each API process counts on its own, so with N
+    processes a client gets at most N times the limit.
+    """
+
+    def __init__(self, limit: int = 20, window: float = 60.0) -> None:
+        self.limit = limit
+        self.window = window
+        self._failures: dict[str, collections.deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, client: str) -> None:
+        with self._lock:
+            recent = self._recent(client, time.monotonic())
+            if len(recent) >= self.limit:
+                retry_after = int(recent[0] + self.window - time.monotonic()) + 1
+                raise TooManyRequests(
+                    "too many failed authentications from this client", retry_after=retry_after
+                )
+
+    def fail(self, client: str) -> None:
+        with self._lock:
+            self._recent(client, time.monotonic()).append(time.monotonic())
+
+    def _recent(self, client: str, now: float) -> collections.deque[float]:
+        recent = self._failures.setdefault(client, collections.deque())
+        while recent and recent[0] <= now - self.window:
+            recent.popleft()
+        if len(self._failures) > 10_000:  # forget idle clients; bounds memory
+            for other in [c for c, d in self._failures.items() if not d and c != client]:
+                del self._failures[other]
+        return recent
+
+
 def _authenticate() -> None:
     g.key = None
     if request.endpoint is None:  # 404 or 405: let routing answer
@@ -54,18 +93,24 @@ def _authenticate() -> None:
     scope = required_scope(current_app, request.endpoint, request.method)
     if scope is None:
         return
+    limiter: FailureLimiter = current_app.extensions["workerrmq.auth_failures"]
+    client = request.remote_addr or "unknown"
+    limiter.check(client)
     header = request.headers.get("Authorization", "")
     kind, _, token = header.partition(" ")
     if kind.lower() != "bearer" or not token.strip():
+        limiter.fail(client)
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     services = current_app.extensions["workerrmq"]
     key = services.keys.authenticate(token.strip())
     if key is None:
+        limiter.fail(client)
         raise Unauthorized("unknown or revoked API key")
     g.key = key
     if not scope_allows(key.scope, scope):
         raise Forbidden(f"this needs a key with scope '{scope}'; this key has '{key.scope}'")
 
 
-def init_auth(app: Flask) -> None:
+def init_auth(app: Flask, *, failure_limit: int = 20, failure_window: float = 60.0) -> None:
+    app.extensions["workerrmq.auth_failures"] = FailureLimiter(failure_limit, failure_window)
     app.before_request(_authenticate)

@@ -52,6 +52,7 @@ class Services:
             consumers=ConsumerService(
                 ConsumerStore(db), queues, management, publisher,
                 default_target_url=settings.default_target_url,
+                block_private_targets=settings.block_private_targets,
             ),
         )
 

@@ -15,6 +15,7 @@ from workerrmq.errors import InvalidInput, NotFound
 from workerrmq.services.names import check_name
 from workerrmq.services.queues import QueueService
 from workerrmq.store.consumers import ConsumerSpec, ConsumerStore
+from workerrmq.worker.guard import TargetBlocked, check_target
 
 __all__ = ["ConsumerService", "replayed"]
 
@@ -52,8 +53,9 @@ def view(spec: ConsumerSpec) -> dict[str, Any]:
 class ConsumerService:
     def __init__(
         self, store: ConsumerStore, queues: QueueService, management: ManagementClient,
-        publisher: Publisher, *, default_target_url: str,
+        publisher: Publisher, *, default_target_url: str, block_private_targets: bool = False,
     ) -> None:
+        self.block_private_targets = block_private_targets
         self.store = store
         self.queues = queues
         self.management = management
@@ -70,6 +72,7 @@ class ConsumerService:
                     "target_url is required (no DEFAULT_TARGET_URL is configured)", field="target_url"
                 )
             values["target_url"] = self.default_target_url
+        self._check_target(values["target_url"])
         if not self.queues.exists(values["queue"]):
             if not create_queue:
                 raise NotFound(
@@ -87,6 +90,8 @@ class ConsumerService:
         return self._with_stats(self.store.get(ref))
 
     def update(self, ref: str, changes: dict[str, Any]) -> dict[str, Any]:
+        if changes.get("target_url"):
+            self._check_target(changes["target_url"])
         if "queue" in changes and not self.queues.exists(changes["queue"]):
             raise NotFound(f"queue {changes['queue']!r} not found")
         if "initial_delay" in changes or "max_delay" in changes:
@@ -131,6 +136,14 @@ class ConsumerService:
             if not self.queues.exists(spec.dead_letter_queue):
                 return 0
             raise
+
+    def _check_target(self, url: str) -> None:
+        if not self.block_private_targets:
+            return
+        try:
+            check_target(url)
+        except TargetBlocked as exc:
+            raise InvalidInput(f"target_url refused: {exc}", field="target_url") from None
 
     def _with_stats(self, spec: ConsumerSpec) -> dict[str, Any]:
         return {**view(spec), "stats": self.store.stats(spec.id)}

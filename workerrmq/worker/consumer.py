@@ -38,10 +38,11 @@ class ConsumerRunner:
     def __init__(
         self, spec: ConsumerSpec, *, connection: AbstractConnection, router: FailureRouter,
         http: aiohttp.ClientSession, stats: StatsReport | None = None,
-        on_trouble: Callable[[], None] = lambda: None,
+        on_trouble: Callable[[], None] = lambda: None, guard: bool = False,
     ) -> None:
         self.spec = spec
         self._on_trouble = on_trouble
+        self._guard = guard
         self._connection = connection
         self._router = router
         self._http = http
@@ -220,7 +221,7 @@ class ConsumerRunner:
     async def _attempt(self, attempt: Attempt) -> DeliveryResult:
         if self._limiter is not None:
             await self._limiter.acquire()
-        result = await send(self._http, self.spec, attempt, self.spec.queue)
+        result = await send(self._http, self.spec, attempt, self.spec.queue, guard=self._guard)
         if result.status is not None and 200 <= result.status < 300:
             self._latencies.append(result.seconds)
         return result

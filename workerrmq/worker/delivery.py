@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 import uuid
+from urllib.parse import urlsplit
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +16,7 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
 from workerrmq.store.consumers import ConsumerSpec
+from workerrmq.worker.guard import TargetBlocked, check_literal
 from workerrmq.worker.policy import parse_retry_after
 from workerrmq.worker.signing import secret_bytes, signature_headers
 
@@ -68,7 +71,7 @@ def is_internal_header(name: str) -> bool:
 @dataclasses.dataclass(frozen=True)
 class DeliveryResult:
     status: int | None  # HTTP status, or None when no response came
-    error: str | None  # "connection", "timeout", "client", or the HTTP reason
+    error: str | None  # "connection", "timeout", "blocked", "client", or the HTTP reason
     detail: str  # text for the operator: start of the response body or the exception
     retry_after: float | None
     seconds: float
@@ -80,7 +83,7 @@ def _header_value(value: Any) -> str:
     if not isinstance(value, str):
         value = orjson.dumps(value, default=str).decode()
     if not value.isascii() or not value.isprintable():
-        value = orjson.dumps(value).decode()  # escapes to printable ASCII
+        value = json.dumps(value)  # escapes to printable ASCII
     return value
 
 
@@ -111,12 +114,19 @@ def build_headers(spec: ConsumerSpec, attempt: Attempt, queue: str, now: int) ->
 
 
 async def send(
-    session: aiohttp.ClientSession, spec: ConsumerSpec, attempt: Attempt, queue: str
+    session: aiohttp.ClientSession, spec: ConsumerSpec, attempt: Attempt, queue: str,
+    *, guard: bool = False,
 ) -> DeliveryResult:
-    """POST (or PUT) the message to the consumer's endpoint once. Never raises for HTTP trouble."""
+    """POST (or PUT) the message to the consumer's endpoint once. Never raises for HTTP trouble.
+
+    With *guard*, an IP-literal target in a non-public range is refused here; named
+    hosts are checked by the session's :class:`~workerrmq.worker.guard.GuardedResolver`.
+    """
     started = time.perf_counter()
     headers = build_headers(spec, attempt, queue, int(time.time()))
     try:
+        if guard:
+            check_literal(urlsplit(spec.target_url).hostname or "")
         async with session.request(
             spec.method,
             spec.target_url,
@@ -135,6 +145,12 @@ async def send(
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
                 seconds=time.perf_counter() - started,
             )
+    except TargetBlocked as exc:
+        return _failed("blocked", str(exc), started)
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, TargetBlocked):
+            return _failed("blocked", str(exc.os_error), started)
+        return _failed("connection", f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_MAX], started)
     except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError):
         return _failed("timeout", f"no answer within {spec.timeout}s", started)
     except (aiohttp.ClientConnectionError, OSError) as exc:

@@ -31,6 +31,7 @@ from workerrmq.settings import Settings
 from workerrmq.store import Database
 from workerrmq.store.consumers import ConsumerStore, StatsReport
 from workerrmq.worker.consumer import ConsumerRunner
+from workerrmq.worker.guard import GuardedResolver
 from workerrmq.worker.retry import FailureRouter
 
 __all__ = ["Engine"]
@@ -76,7 +77,10 @@ class Engine:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._stopping.set)
         await asyncio.to_thread(self.db.migrate)
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60)
+        guard = self.settings.block_private_targets
+        connector = aiohttp.TCPConnector(
+            limit=0, ttl_dns_cache=60, resolver=GuardedResolver() if guard else None
+        )
         async with aiohttp.ClientSession(connector=connector) as http:
             self._http = http
             reporter = asyncio.create_task(self._report_forever())
@@ -192,7 +196,7 @@ class Engine:
             stats = self.stats.setdefault(cid, StatsReport(consumer_id=cid))
             runner = ConsumerRunner(
                 spec, connection=connection, router=router, http=self._http, stats=stats,
-                on_trouble=self._poke.set,
+                on_trouble=self._poke.set, guard=self.settings.block_private_targets,
             )
             self.runners[cid] = runner
             try:
