@@ -42,7 +42,8 @@ class Endpoint:
         self.url = f"http://127.0.0.1:{self.port}/hook"
         self.received: list[Received] = []
         self.respond: Responder = lambda _r: (200, {})
-        self.delay: float = 0.0
+        self.delay: float = 0.0  # how long each answer takes, unless delay_for says otherwise
+        self.delay_for: Callable[[Received], float] | None = None
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
@@ -75,8 +76,9 @@ class Endpoint:
         )
         with self._lock:
             self.received.append(received)
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        delay = self.delay_for(received) if self.delay_for else self.delay
+        if delay:
+            await asyncio.sleep(delay)
         status, headers = self.respond(received)
         received.status = status
         if status == 0:  # reset: drop the connection without an answer
