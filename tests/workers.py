@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import sys
@@ -21,6 +22,8 @@ class EngineThread:
         options.setdefault("reconcile_interval", 1.0)
         options.setdefault("report_interval", 0.5)
         options.setdefault("reconnect_delay", 0.2)
+        if settings.worker_bind:  # many engines share this process: let the OS pick ports
+            settings = dataclasses.replace(settings, worker_bind="127.0.0.1:0")
         self.engine = Engine(settings, **options)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.error: BaseException | None = None
@@ -59,6 +62,7 @@ def worker_process(settings: Settings, log: Path, **env: str) -> subprocess.Pope
     """``workerrmq worker`` as a child process configured like *settings*, logging to *log*."""
     environ = {
         **os.environ,
+        "WORKER_BIND": "127.0.0.1:0",
         "RABBITMQ_URL": settings.rabbitmq_url,
         "RABBITMQ_MANAGEMENT_URL": settings.rabbitmq_management_url,
         "DATABASE_URL": settings.database_url,

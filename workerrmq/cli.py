@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
+import tempfile
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -66,6 +68,9 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
             "accesslog": None,
             "logger_class": _GunicornLog,
             "loglevel": self.settings.log_level.lower(),
+            "child_exit": _child_exit,
+            # Gunicorn's control socket is one per user: two APIs on a host would clash.
+            "control_socket_disable": True,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
@@ -87,8 +92,22 @@ def api() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     check_broker(settings)
+    _share_metrics_between_processes()
     prepare_database(settings)
     _Gunicorn(settings).run()
+
+
+def _share_metrics_between_processes() -> None:
+    """Give Gunicorn's processes one fresh metrics directory (before any metric exists)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="workerrmq-metrics-")
+
+
+def _child_exit(_server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)
 
 
 def prepare_database(settings: Settings) -> None:

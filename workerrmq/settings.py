@@ -61,6 +61,7 @@ class Settings:
     api_threads: int = 8
     block_private_targets: bool = False
     auth_failure_limit: int = 20  # failed authentications per client per minute
+    worker_bind: str = "127.0.0.1:5001"  # a worker's /healthz, /readyz, /metrics; "" for none
 
     @property
     def vhost(self) -> str:
@@ -111,6 +112,8 @@ class Settings:
         text("DEFAULT_TARGET_URL", "default_target_url")
         text("WORKERRMQ_API_KEY", "bootstrap_api_key")
         text("BIND", "bind")
+        if "WORKER_BIND" in env:
+            kwargs["worker_bind"] = env["WORKER_BIND"].strip()
         integer("MAX_BATCH", "max_batch", 1)
         integer("MAX_REQUEST_BYTES", "max_request_bytes", 1024)
         integer("API_WORKERS", "api_workers", 1)
@@ -141,9 +144,16 @@ class Settings:
             raise ConfigError("LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in ("text", "json"):
             raise ConfigError("LOG_FORMAT", "must be 'text' or 'json'")
-        host, sep, port = self.bind.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError("BIND", f"must be HOST:PORT, got {self.bind!r}")
+        _check_bind("BIND", self.bind, allow_zero=False)
+        if self.worker_bind:
+            _check_bind("WORKER_BIND", self.worker_bind, allow_zero=True)
+
+
+def _check_bind(var: str, bind: str, *, allow_zero: bool) -> None:
+    host, sep, port = bind.rpartition(":")
+    lowest = 0 if allow_zero else 1
+    if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
+        raise ConfigError(var, f"must be HOST:PORT, got {bind!r}")
 
 
 def _check_url(var: str, url: str, schemes: tuple[str, ...]) -> None:

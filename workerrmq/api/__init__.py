@@ -10,7 +10,7 @@ from flask import Flask, g, request
 from flask.wrappers import Response
 from flask_smorest import Api
 
-from workerrmq import __version__
+from workerrmq import __version__, metrics
 from workerrmq.api import connections, consumers, health, keys, messages, queues, schemas, seed
 from workerrmq.api.auth import init_auth
 from workerrmq.api.errors import register_error_handlers
@@ -80,7 +80,11 @@ def _start_timer() -> None:
 
 
 def _log_request(response: Response) -> Response:
-    elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+    elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+    elapsed_ms = elapsed * 1000
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+    metrics.HTTP_DURATION.labels(request.method, route).observe(elapsed)
     key = g.get("key")
     access_log.info(
         "%s %s %s %.1fms key=%s",

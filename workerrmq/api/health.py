@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
+
+from workerrmq import metrics
 
 from workerrmq.api.auth import public
 from workerrmq.api.services import services
@@ -35,3 +37,9 @@ def readyz() -> Any:
     response = jsonify({"status": "ready" if ready else "unavailable", "checks": results})
     response.status_code = 200 if ready else 503
     return response
+
+
+@blp.route("/metrics")
+def prometheus_metrics() -> Response:
+    """Prometheus exposition format; needs a key with scope read."""
+    return Response(metrics.render(), content_type=metrics.CONTENT_TYPE_LATEST)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import collections
 import binascii
 import uuid
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from workerrmq import metrics
 from workerrmq.broker.publisher import OutgoingMessage, Publisher
 from workerrmq.errors import InvalidInput, NotFound
 from workerrmq.services.names import check_name
@@ -81,6 +83,8 @@ class MessageService:
                 field="messages",
             )
         outcomes = self.publisher.publish(exchange, outgoing)
+        for outcome, count in collections.Counter(outcomes).items():
+            metrics.PUBLISHED.labels(outcome).inc(count)
         return [
             {"message_id": m.message_id, "status": outcome}
             for m, outcome in zip(outgoing, outcomes, strict=True)

@@ -21,6 +21,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from aiolimiter import AsyncLimiter
 
+from workerrmq import metrics
 from workerrmq.store.consumers import ConsumerSpec, StatsReport
 from workerrmq.worker.circuit import CircuitBreaker, CircuitState
 from workerrmq.worker.delivery import Attempt, DeliveryResult, send
@@ -61,6 +62,13 @@ class ConsumerRunner:
         self._reopen: asyncio.TimerHandle | None = None
         self.status = "starting"
         self.stats = stats or StatsReport(consumer_id=spec.id)
+        self._outcomes = {
+            outcome: metrics.DELIVERIES.labels(spec.name, outcome)
+            for outcome in ("delivered", "retried", "dead_lettered")
+        }
+        self._duration = metrics.DELIVERY_DURATION.labels(spec.name)
+        self._in_flight = metrics.IN_FLIGHT.labels(spec.name)
+        self._circuit_gauge = metrics.CIRCUIT_OPEN.labels(spec.name)
         self._latencies: collections.deque[float] = collections.deque(maxlen=2048)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -104,6 +112,7 @@ class ConsumerRunner:
     def report(self) -> StatsReport:
         self.stats.in_flight = len(self._tasks)
         self.stats.circuit = self._circuit.state.value
+        self._circuit_gauge.set(0 if self._circuit.state is CircuitState.CLOSED else 1)
         self.stats.status = self.status
         if self._latencies:
             ordered = sorted(self._latencies)
@@ -149,7 +158,8 @@ class ConsumerRunner:
             return
         task = asyncio.create_task(self._handle(message))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._in_flight.inc()
+        task.add_done_callback(self._task_done)
 
     # -- one message -------------------------------------------------------------------------
 
@@ -176,7 +186,7 @@ class ConsumerRunner:
                 message_id=str(message.message_id or ""), attempts=0, status=None,
                 error=reason, consumer=self.spec.name,
             )
-            self.stats.dead_lettered += 1
+            self._count("dead_lettered")
             await self._ack(message)
         except Exception:  # noqa: BLE001 - last resort: let the broker keep it
             with contextlib.suppress(Exception):
@@ -191,13 +201,13 @@ class ConsumerRunner:
             self._after_circuit_change()
             if verdict is Verdict.DELIVERED:
                 await self._ack(message)
-                self.stats.delivered += 1
+                self._count("delivered")
                 return
             self._note_failure(result)
             last = attempt.number >= self._policy.max_attempts
             if verdict is Verdict.RETRY and not last:
                 delay = compute_backoff(attempt.number, self._policy, retry_after=result.retry_after)
-                self.stats.retried += 1
+                self._count("retried")
                 if self.spec.ordered:
                     await asyncio.sleep(delay)  # retry in place: order over throughput
                     attempt = dataclasses.replace(attempt, number=attempt.number + 1)
@@ -214,7 +224,7 @@ class ConsumerRunner:
                     error=f"{reason}: {result.error}: {result.detail}".strip(": "),
                     consumer=self.spec.name,
                 )
-                self.stats.dead_lettered += 1
+                self._count("dead_lettered")
             await self._ack(message)
             return
 
@@ -224,6 +234,7 @@ class ConsumerRunner:
         result = await send(self._http, self.spec, attempt, self.spec.queue, guard=self._guard)
         if result.status is not None and 200 <= result.status < 300:
             self._latencies.append(result.seconds)
+            self._duration.observe(result.seconds)
         return result
 
     async def _ack(self, message: AbstractIncomingMessage) -> None:
@@ -232,6 +243,14 @@ class ConsumerRunner:
         except Exception as exc:  # noqa: BLE001 - the channel died: the broker redelivers
             log.info("consumer %s: ack lost (%s); the broker will redeliver", self.spec.name,
                      type(exc).__name__)
+
+    def _count(self, outcome: str) -> None:
+        setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
+        self._outcomes[outcome].inc()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._in_flight.dec()
 
     def _note_failure(self, result: DeliveryResult) -> None:
         self.stats.failed += 1

@@ -23,7 +23,9 @@ import aiohttp
 import aiormq
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
-from workerrmq import __version__
+from aiohttp import web
+
+from workerrmq import __version__, metrics
 from workerrmq.broker.publisher import is_alive, new_event_loop
 from workerrmq.control import CONTROL_EXCHANGE
 from workerrmq.errors import WorkerRMQError
@@ -60,6 +62,7 @@ class Engine:
         self._poke: asyncio.Event | None = None
         self._http: aiohttp.ClientSession | None = None
         self.connected = asyncio.Event()
+        self.health_port: int | None = None
 
     # -- control from outside --------------------------------------------------------------
 
@@ -81,6 +84,7 @@ class Engine:
         connector = aiohttp.TCPConnector(
             limit=0, ttl_dns_cache=60, resolver=GuardedResolver() if guard else None
         )
+        site = await self._serve_health()
         async with aiohttp.ClientSession(connector=connector) as http:
             self._http = http
             reporter = asyncio.create_task(self._report_forever())
@@ -91,6 +95,8 @@ class Engine:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reporter
                 await self._report()
+                if site is not None:
+                    await site.cleanup()
         log.info("worker %s stopped", self.worker_id)
 
     # -- connection supervision ----------------------------------------------------------------
@@ -214,6 +220,37 @@ class Engine:
         runners, self.runners = list(self.runners.values()), {}
         await asyncio.gather(*(r.stop(grace=grace) for r in runners), return_exceptions=True)
 
+    # -- health and metrics ------------------------------------------------------------------------
+
+    async def _serve_health(self) -> web.AppRunner | None:
+        """``/healthz``, ``/readyz`` and ``/metrics`` on ``WORKER_BIND``."""
+        if not self.settings.worker_bind:
+            return None
+        app = web.Application()
+        app.router.add_get("/healthz", _healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", _metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        host, _, port = self.settings.worker_bind.rpartition(":")
+        site = web.TCPSite(runner, host, int(port))
+        await site.start()
+        self.health_port = runner.addresses[0][1]
+        log.info("worker %s serves health and metrics on %s:%s", self.worker_id, host,
+                 self.health_port)
+        return runner
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        checks = {"broker": "ok" if self.connected.is_set() else "not connected"}
+        try:
+            await asyncio.to_thread(self.db.ping)
+            checks["database"] = "ok"
+        except WorkerRMQError as exc:
+            checks["database"] = exc.message
+        ready = all(v == "ok" for v in checks.values())
+        return web.json_response({"status": "ready" if ready else "unavailable", "checks": checks},
+                                 status=200 if ready else 503)
+
     # -- statistics ----------------------------------------------------------------------------------
 
     async def _report_forever(self) -> None:
@@ -222,6 +259,7 @@ class Engine:
             await self._report()
 
     async def _report(self) -> None:
+        metrics.CONSUMERS_RUNNING.set(sum(r.status == "consuming" for r in self.runners.values()))
         for cid, stats in self.stats.items():
             runner = self.runners.get(cid)
             if runner is not None:
@@ -233,6 +271,14 @@ class Engine:
             await asyncio.to_thread(self.store.report, self.worker_id, reports)
         except WorkerRMQError as exc:
             log.debug("could not report statistics: %s", exc.message)
+
+
+async def _healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _metrics(_request: web.Request) -> web.Response:
+    return web.Response(body=metrics.render(), headers={"Content-Type": metrics.CONTENT_TYPE_LATEST})
 
 
 def run_worker(settings: Settings) -> None:
