@@ -13,6 +13,7 @@ import click
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 
+from workerrmq import ops
 from workerrmq.errors import ConfigError, WorkerRMQError
 from workerrmq.logs import configure_logging
 from workerrmq.settings import Settings, redact_url
@@ -196,6 +197,9 @@ def keys_revoke(key_id: int) -> None:
     except WorkerRMQError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"revoked key {info.id} {info.name!r}")
+
+
+ops.register(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,17 @@ from flask.wrappers import Response
 from flask_smorest import Api
 
 from workerrmq import __version__, metrics
-from workerrmq.api import connections, consumers, health, keys, messages, queues, schemas, seed
+from workerrmq.api import (
+    connections,
+    consumers,
+    dashboard,
+    health,
+    keys,
+    messages,
+    queues,
+    schemas,
+    seed,
+)
 from workerrmq.api.auth import init_auth
 from workerrmq.api.errors import register_error_handlers
 from workerrmq.api.services import Services
@@ -58,6 +68,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     for module in (queues, messages, consumers, connections, keys, seed):
         api.register_blueprint(module.blp)
     app.register_blueprint(health.blp)
+    app.register_blueprint(dashboard.blp)
     register_error_handlers(app)
     app.after_request(_log_request)
     return app

@@ -42,7 +42,7 @@ def requires(scope: str) -> Callable[[F], F]:
 
 def required_scope(app: Flask, endpoint: str, method: str) -> str | None:
     """The scope *endpoint* needs for *method*, or None if it is public."""
-    if endpoint.split(".", 1)[0] in _PUBLIC_BLUEPRINTS or endpoint == "static":
+    if endpoint.split(".", 1)[0] in _PUBLIC_BLUEPRINTS or endpoint.rsplit(".", 1)[-1] == "static":
         return None
     view = app.view_functions[endpoint]
     if hasattr(view, "workerrmq_scope"):
