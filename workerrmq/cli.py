@@ -14,6 +14,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 
 from workerrmq import ops
+from workerrmq.broker.connect import split_urls
 from workerrmq.errors import ConfigError, WorkerRMQError
 from workerrmq.logs import configure_logging
 from workerrmq.settings import Settings, redact_url
@@ -32,16 +33,20 @@ def load_settings() -> Settings:
 
 
 def check_broker(settings: Settings, timeout: float = 3.0) -> None:
-    """Exit with one clear line when RabbitMQ's AMQP port does not answer."""
-    parts = urlsplit(settings.rabbitmq_url)
-    port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
-    try:
-        socket.create_connection((parts.hostname, port), timeout=timeout).close()
-    except OSError as exc:
-        raise click.ClickException(
-            f"cannot reach RabbitMQ at {redact_url(settings.rabbitmq_url)} ({exc.strerror or exc}); "
-            "start a broker (e.g. 'rabbitmq-server -detached') or set RABBITMQ_URL"
-        ) from None
+    """Exit with one clear line when no RabbitMQ of ``RABBITMQ_URL`` answers on its AMQP port."""
+    problems = []
+    for url in split_urls(settings.rabbitmq_url):
+        parts = urlsplit(url)
+        port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+        try:
+            socket.create_connection((parts.hostname, port), timeout=timeout).close()
+            return
+        except OSError as exc:
+            problems.append(f"{redact_url(url)} ({exc.strerror or exc})")
+    raise click.ClickException(
+        f"cannot reach RabbitMQ at {', '.join(problems)}; "
+        "start a broker (e.g. 'rabbitmq-server -detached') or set RABBITMQ_URL"
+    )
 
 
 class _GunicornLog(GunicornLogger):  # type: ignore[misc]
@@ -127,14 +132,35 @@ def prepare_database(settings: Settings) -> None:
 
 
 @main.command()
-def worker() -> None:
-    """Run the consumer engine: deliver every running consumer's messages until SIGTERM."""
+@click.option("--processes", type=click.IntRange(min=1), default=None,
+              help="Engine processes to run and supervise (default: one per core).")
+def worker(processes: int | None) -> None:
+    """Run the consumer engine: deliver every running consumer's messages until SIGTERM.
+
+    Example: workerrmq worker --processes 4
+    """
+    from workerrmq.supervisor import supervise
     from workerrmq.worker.engine import run_worker
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     check_broker(settings)
-    run_worker(settings)
+    processes = processes or os.cpu_count() or 1
+    if processes == 1:
+        run_worker(settings)
+        return
+    sys.exit(supervise(
+        [["worker", "--processes", "1"]] * processes,
+        [{"WORKER_BIND": _nth_bind(settings.worker_bind, i)} for i in range(processes)],
+    ))
+
+
+def _nth_bind(bind: str, index: int) -> str:
+    """Process *index*'s health address: the configured port plus *index*."""
+    host, _, port = bind.rpartition(":")
+    if not bind or int(port) == 0:
+        return bind
+    return f"{host}:{int(port) + index}"
 
 
 @main.command()
@@ -146,7 +172,7 @@ def run() -> None:
     configure_logging(settings.log_level, settings.log_format)
     check_broker(settings)
     prepare_database(settings)
-    sys.exit(supervise([["api"], ["worker"]]))
+    sys.exit(supervise([["api"], ["worker", "--processes", "1"]]))
 
 
 @main.group()

@@ -66,7 +66,7 @@ class Settings:
     @property
     def vhost(self) -> str:
         """The virtual host named by ``RABBITMQ_URL`` (``/`` when it names none)."""
-        path = urlsplit(self.rabbitmq_url).path
+        path = urlsplit(self.rabbitmq_url.split(",")[0].strip()).path
         return unquote(path[1:]) if len(path) > 1 else "/"
 
     @classmethod
@@ -134,8 +134,10 @@ class Settings:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for the first invalid value."""
-        _check_url("RABBITMQ_URL", self.rabbitmq_url, ("amqp", "amqps"))
-        _check_url("RABBITMQ_MANAGEMENT_URL", self.rabbitmq_management_url, ("http", "https"))
+        for url in self.rabbitmq_url.split(","):
+            _check_url("RABBITMQ_URL", url.strip(), ("amqp", "amqps"))
+        for url in self.rabbitmq_management_url.split(","):
+            _check_url("RABBITMQ_MANAGEMENT_URL", url.strip(), ("http", "https"))
         if self.default_target_url:
             _check_url("DEFAULT_TARGET_URL", self.default_target_url, ("http", "https"))
         if "://" not in self.database_url:

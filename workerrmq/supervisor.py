@@ -8,11 +8,12 @@ waits for them.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 __all__ = ["supervise"]
 
@@ -21,12 +22,16 @@ RESTART_DELAY = 1.0
 STOP_TIMEOUT = 60.0
 
 
-def _start(args: Sequence[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "workerrmq.cli", *args])
+def _start(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "workerrmq.cli", *args],
+                            env={**os.environ, **env})
 
 
-def supervise(commands: Sequence[Sequence[str]]) -> int:
-    """Run each ``workerrmq`` sub-command in *commands* until a stop signal; returns 0."""
+def supervise(
+    commands: Sequence[Sequence[str]], envs: Sequence[Mapping[str, str]] | None = None
+) -> int:
+    """Run each ``workerrmq`` sub-command in *commands* (with the matching extra
+    environment of *envs*) until a stop signal; returns 0."""
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
@@ -36,19 +41,21 @@ def supervise(commands: Sequence[Sequence[str]]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    children = {tuple(cmd): _start(cmd) for cmd in commands}
+    envs = envs or [{}] * len(commands)
+    children = [_start(cmd, env) for cmd, env in zip(commands, envs, strict=True)]
     while not stopping:
-        for cmd, child in children.items():
+        for i, child in enumerate(children):
             if child.poll() is not None and not stopping:
-                log.warning("'workerrmq %s' exited with %s; restarting", " ".join(cmd), child.returncode)
+                log.warning("'workerrmq %s' exited with %s; restarting",
+                            " ".join(commands[i]), child.returncode)
                 time.sleep(RESTART_DELAY)
-                children[cmd] = _start(cmd)
+                children[i] = _start(commands[i], envs[i])
         time.sleep(0.2)
-    for child in children.values():
+    for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
-    for child in children.values():
+    for child in children:
         try:
             child.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:

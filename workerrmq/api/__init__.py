@@ -21,6 +21,7 @@ from workerrmq.api import (
     queues,
     schemas,
     seed,
+    workers,
 )
 from workerrmq.api.auth import init_auth
 from workerrmq.api.errors import register_error_handlers
@@ -65,7 +66,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.before_request(_start_timer)
     init_auth(app, failure_limit=settings.auth_failure_limit)
     api = _Api(app)
-    for module in (queues, messages, consumers, connections, keys, seed):
+    for module in (queues, messages, consumers, workers, connections, keys, seed):
         api.register_blueprint(module.blp)
     app.register_blueprint(health.blp)
     app.register_blueprint(dashboard.blp)

@@ -7,7 +7,13 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from workerrmq.api.schemas import Name
+from workerrmq.api.schemas import (
+    JsonBody,
+    Name,
+    StrictBoolean,
+    StrictFloat,
+    StrictInteger,
+)
 from workerrmq.worker.policy import DELAY_TIERS
 from workerrmq.worker.signing import secret_bytes
 
@@ -28,8 +34,10 @@ def _headers(value: dict[str, str]) -> None:
             raise ValidationError(f"the value of {name!r} must be printable ASCII on one line")
 
 
-class ConsumerFields(Schema):
+class ConsumerFields(JsonBody):
     """Everything a consumer can be given; required-ness is set by the subclasses."""
+
+    allow_nul = False  # stored in the database
 
     name = fields.String(validate=validate.Length(min=1, max=200))
     queue = Name()
@@ -37,22 +45,28 @@ class ConsumerFields(Schema):
                             validate=validate.Length(max=2048))
     method = fields.String(validate=validate.OneOf(["POST", "PUT"]))
     headers = fields.Dict(keys=fields.String(), values=fields.String(), validate=_headers)
-    timeout = fields.Float(validate=validate.Range(min=0.1, max=300), metadata={"description": "s"})
-    concurrency = fields.Integer(validate=validate.Range(min=1, max=1000))
-    max_attempts = fields.Integer(validate=validate.Range(min=1, max=100))
-    initial_delay = fields.Float(validate=validate.Range(min=DELAY_TIERS[0], max=DELAY_TIERS[-1]))
-    max_delay = fields.Float(validate=validate.Range(min=DELAY_TIERS[0], max=DELAY_TIERS[-1]))
+    timeout = StrictFloat(validate=validate.Range(min=0.1, max=300), metadata={"description": "s"})
+    concurrency = StrictInteger(validate=validate.Range(min=1, max=1000), metadata={
+        "description": "deliveries in flight, in total over the workers that run it"})
+    max_attempts = StrictInteger(validate=validate.Range(min=1, max=100))
+    initial_delay = StrictFloat(validate=validate.Range(min=DELAY_TIERS[0], max=DELAY_TIERS[-1]))
+    max_delay = StrictFloat(validate=validate.Range(min=DELAY_TIERS[0], max=DELAY_TIERS[-1]))
     retry_on = fields.List(fields.String(validate=_retry_token), validate=validate.Length(max=50))
     signing_secret = fields.String(
         allow_none=True, validate=validate.Length(min=16, max=255), load_only=True,
         metadata={"description": "Standard Webhooks secret (whsec_<base64>); never shown again"},
     )
-    rate_limit = fields.Float(allow_none=True, validate=validate.Range(min=0.01, max=100_000),
+    rate_limit = StrictFloat(allow_none=True, validate=validate.Range(min=0.01, max=100_000),
                               metadata={"description": "deliveries per second"})
-    ordered = fields.Boolean()
-    circuit_threshold = fields.Integer(validate=validate.Range(min=1, max=100_000))
-    circuit_cooldown = fields.Float(validate=validate.Range(min=0.1, max=3600))
+    ordered = StrictBoolean()
+    circuit_threshold = StrictInteger(validate=validate.Range(min=1, max=100_000))
+    circuit_cooldown = StrictFloat(validate=validate.Range(min=0.1, max=3600))
     dead_letter_queue = Name()
+    instances = StrictInteger(
+        allow_none=True, validate=validate.Range(min=1, max=10_000),
+        metadata={"description": "how many workers run it (null: all); concurrency is "
+                                 "shared among them"},
+    )
     state = fields.String(validate=validate.OneOf(["running", "paused"]))
 
     @validates_schema
@@ -69,8 +83,8 @@ class ConsumerFields(Schema):
 
 class ConsumerCreate(ConsumerFields):
     queue = Name(required=True)
-    create_queue = fields.Boolean(load_default=False,
-                                  metadata={"description": "declare the queue if it is missing"})
+    create_queue = StrictBoolean(load_default=False,
+                                 metadata={"description": "declare the queue if it is missing"})
 
 
 class ConsumerUpdate(ConsumerFields):
@@ -84,6 +98,7 @@ class ConsumerStatsView(Schema):
     dead_lettered = fields.Integer()
     in_flight = fields.Integer()
     workers = fields.Integer()
+    running_on = fields.List(fields.String(), metadata={"description": "ids of the workers"})
     status = fields.List(fields.String())
     circuit = fields.String()
     last_error = fields.String(allow_none=True)
@@ -125,8 +140,8 @@ class DeadLetterPage(Schema):
     total = fields.Integer()
 
 
-class ReplayRequest(Schema):
-    count = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1),
+class ReplayRequest(JsonBody):
+    count = StrictInteger(load_default=None, allow_none=True, validate=validate.Range(min=1),
                            metadata={"description": "how many; all when absent"})
 
 
@@ -136,10 +151,12 @@ class ReplayResult(Schema):
 
 class SeedConsumerCreate(ConsumerFields):
     queueName = Name(required=True)  # noqa: N815 - the seed's field name
-    create_queue = fields.Boolean(load_default=False)
+    create_queue = StrictBoolean(load_default=False)
 
 
-class SeedConsumerRef(Schema):
+class SeedConsumerRef(JsonBody):
+    allow_nul = False  # looked up in the database
+
     queueName = fields.String(validate=validate.Length(min=1, max=255))  # noqa: N815
     name = fields.String(validate=validate.Length(min=1, max=200))
     id = fields.String(validate=validate.Length(min=1, max=64))

@@ -103,6 +103,13 @@ def handle_http_exception(error: HTTPException) -> Response:
                           headers=headers)
 
 
+def handle_recursion(error: RecursionError) -> Response:
+    """JSON nested deeper than Python's recursion limit fails while parsing: the client's fault."""
+    if "JSON" in str(error):
+        return error_response(400, "invalid_input", "request body is nested too deeply")
+    return handle_unexpected(error)
+
+
 def handle_unexpected(error: Exception) -> Response:
     log.exception("unhandled error: %s", type(error).__name__)
     return error_response(500, "internal_error", "internal error; see the service log")
@@ -111,4 +118,5 @@ def handle_unexpected(error: Exception) -> Response:
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(WorkerRMQError, handle_domain_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(RecursionError, handle_recursion)
     app.register_error_handler(Exception, handle_unexpected)

@@ -2,22 +2,125 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from workerrmq.services.names import NAME_MAX, NAME_PATTERN
 from workerrmq.store.models import SCOPES
 
+
+class FullMatch(validate.Regexp):
+    """``validate.Regexp`` over the whole value: ``re.match`` with ``$`` lets a trailing
+    newline through. apispec still documents the pattern."""
+
+    def __call__(self, value: str) -> str:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
 # A list, not validate.And: apispec documents each validator (maxLength, pattern) of a list.
 _name = [
     validate.Length(min=1, max=NAME_MAX),
-    validate.Regexp(NAME_PATTERN, error="may only contain ASCII letters, digits and _ . : -"),
+    FullMatch(NAME_PATTERN, error="may only contain ASCII letters, digits and _ . : -"),
 ]
 
 
 def Name(**kwargs: Any) -> fields.String:  # noqa: N802 - reads like a field class
     return fields.String(validate=_name, **kwargs)
+
+
+def max_bytes(limit: int) -> validate.Validator:
+    """At most *limit* bytes in UTF-8: AMQP short strings are counted in bytes, not characters."""
+
+    class MaxBytes(validate.Validator):
+        def __call__(self, value: str) -> str:
+            if len(value.encode("utf-8", "surrogatepass")) > limit:
+                raise ValidationError(f"must be at most {limit} bytes in UTF-8")
+            return value
+
+    return MaxBytes()
+
+
+# -- JSON bodies: the types they document, and text that can be sent on ---------------------
+
+
+class StrictInteger(fields.Integer):
+    """A JSON integer. marshmallow's own casts ``"12"`` to 12 and 2.5 (or 1e-42) to 2 (0)."""
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON Schema counts 5.0 as an integer
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return super()._validated(value)
+
+
+class StrictFloat(fields.Float):
+    """A JSON number, not a string holding one."""
+
+    def _validated(self, value: Any) -> float:
+        if isinstance(value, str):
+            raise self.make_error("invalid", input=value)
+        return super()._validated(value)
+
+
+class StrictBoolean(fields.Boolean):
+    """``true`` or ``false``; not ``1``, ``"yes"`` or ``"on"``."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+def _bad_text(data: Any, *, allow_nul: bool) -> tuple[str, str] | None:
+    """(dotted path, problem) of a string in *data* that cannot be passed on, or None.
+
+    JSON may escape lone surrogates (``"\\udcff"``), which no UTF-8 encoder takes;
+    PostgreSQL text cannot hold NUL. Iterative: the parser allows deeper nesting than
+    Python's recursion limit.
+    """
+    stack: list[tuple[tuple[str, ...], Any]] = [((), data)]
+    while stack:
+        path, value = stack.pop()
+        texts: list[tuple[tuple[str, ...], Any]] = [(path, value)]
+        if isinstance(value, dict):
+            texts = [((*path, str(k)), k) for k in value]
+            stack.extend(((*path, str(k)), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend(((*path, str(i)), v) for i, v in enumerate(value))
+        for where, text in texts:
+            if not isinstance(text, str):
+                continue
+            problem = None
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                problem = "is not valid Unicode text (it holds a lone surrogate)"
+            if not allow_nul and "\x00" in text:
+                problem = "must not contain NUL characters"
+            if problem:
+                # The path may hold the offending key itself: escape it for the answer.
+                dotted = ".".join(where).encode("utf-8", "backslashreplace").decode()
+                return dotted.replace("\x00", "\\x00"), problem
+    return None
+
+
+class JsonBody(Schema):
+    """Base of request bodies: refuses text that could not be published or stored."""
+
+    allow_nul = True  # message content may hold NUL; names stored in the database may not
+
+    @pre_load
+    def _check_text(self, data: Any, **_: Any) -> Any:
+        problem = _bad_text(data, allow_nul=self.allow_nul)
+        if problem is not None:
+            where, what = problem
+            raise ValidationError(what, where or "_schema")
+        return data
 
 
 # -- errors -----------------------------------------------------------------------------
@@ -36,19 +139,24 @@ class Error(Schema):
 # -- queues -------------------------------------------------------------------------------
 
 
+# RabbitMQ refuses TTLs and expirations above ten years (in ms).
+MAX_EXPIRY_MS = 315_360_000_000
+
+
 class QueueArguments(Schema):
-    message_ttl = fields.Integer(validate=validate.Range(min=0), metadata={"description": "ms"})
-    max_length = fields.Integer(validate=validate.Range(min=0))
-    max_length_bytes = fields.Integer(validate=validate.Range(min=0))
+    message_ttl = StrictInteger(validate=validate.Range(min=0, max=MAX_EXPIRY_MS),
+                                metadata={"description": "ms"})
+    max_length = StrictInteger(validate=validate.Range(min=0))
+    max_length_bytes = StrictInteger(validate=validate.Range(min=0))
     overflow = fields.String(validate=validate.OneOf(["drop-head", "reject-publish", "reject-publish-dlx"]))
     dead_letter_exchange = fields.String(validate=validate.Length(max=NAME_MAX))
     dead_letter_routing_key = fields.String(validate=validate.Length(max=NAME_MAX))
-    max_priority = fields.Integer(validate=validate.Range(min=1, max=255))
+    max_priority = StrictInteger(validate=validate.Range(min=1, max=255))
 
 
-class QueueCreate(Schema):
+class QueueCreate(JsonBody):
     name = Name(required=True)
-    durable = fields.Boolean(load_default=True)
+    durable = StrictBoolean(load_default=True)
     type = fields.String(load_default="classic", validate=validate.OneOf(["classic", "quorum"]))
     arguments = fields.Nested(QueueArguments, load_default=dict)
 
@@ -93,7 +201,7 @@ class QueueDeleteArgs(Schema):
     if_unused = fields.Boolean(load_default=False)
 
 
-class Binding(Schema):
+class Binding(JsonBody):
     exchange = Name(required=True)
     routing_key = fields.String(load_default="", validate=validate.Length(max=NAME_MAX))
 
@@ -115,17 +223,47 @@ class BrokerConsumer(Schema):
 # -- messages -------------------------------------------------------------------------------
 
 
-class Message(Schema):
+_INT64 = 2**63
+_FLOAT32_MAX = 3.4028234663852886e38  # AMQP tables carry JSON numbers with a fraction as float32
+HEADER_DEPTH = 16
+
+
+def _amqp_table(headers: dict[str, Any]) -> None:
+    """Header values an AMQP field table can carry (pamqp fails on the rest mid-publish)."""
+    stack: list[tuple[Any, int]] = [(v, 1) for v in headers.values()]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list) and depth >= HEADER_DEPTH:
+            raise ValidationError(f"header values may nest at most {HEADER_DEPTH} levels deep")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if len(key.encode("utf-8", "surrogatepass")) > 128:
+                    raise ValidationError(f"header table key {key[:40]!r} is over 128 bytes")
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, bool) or value is None or isinstance(value, str):
+            continue
+        elif isinstance(value, int) and not -_INT64 <= value < _INT64:
+            raise ValidationError("header integers must fit in 64 bits (signed)")
+        elif isinstance(value, float) and math.isfinite(value) and abs(value) > _FLOAT32_MAX:
+            raise ValidationError(
+                f"header numbers with a fraction must be within ±{_FLOAT32_MAX:.4g}")
+
+
+class Message(JsonBody):
     body = fields.Raw(allow_none=True, metadata={
         "description": "a string is sent as UTF-8 text, any other JSON value as JSON"})
     body_base64 = fields.String(metadata={"description": "raw bytes, base64-encoded"})
-    content_type = fields.String(validate=validate.Length(max=255))
-    headers = fields.Dict(keys=fields.String(validate=validate.Length(max=255)))
-    message_id = fields.String(validate=validate.Length(min=1, max=255))
-    correlation_id = fields.String(validate=validate.Length(max=255))
-    priority = fields.Integer(validate=validate.Range(min=0, max=255))
-    expiration = fields.Integer(validate=validate.Range(min=0), metadata={"description": "ms"})
-    persistent = fields.Boolean(load_default=True)
+    content_type = fields.String(validate=[validate.Length(max=255), max_bytes(255)])
+    headers = fields.Dict(keys=fields.String(validate=[validate.Length(max=128), max_bytes(128)]),
+                          validate=_amqp_table)
+    message_id = fields.String(validate=[validate.Length(min=1, max=255), max_bytes(255)])
+    correlation_id = fields.String(validate=[validate.Length(max=255), max_bytes(255)])
+    priority = StrictInteger(validate=validate.Range(min=0, max=255))
+    expiration = StrictInteger(validate=validate.Range(min=0, max=MAX_EXPIRY_MS),
+                               metadata={"description": "ms"})
+    persistent = StrictBoolean(load_default=True)
 
     @validates_schema
     def _one_body(self, data: dict[str, Any], **_: Any) -> None:
@@ -136,7 +274,7 @@ class Message(Schema):
 
 
 class RoutedMessage(Message):
-    routing_key = fields.String(validate=validate.Length(max=NAME_MAX))
+    routing_key = fields.String(validate=[validate.Length(max=NAME_MAX), max_bytes(NAME_MAX)])
 
 
 class PublishRequest(Message):
@@ -183,11 +321,15 @@ class Connection(Schema):
 
 
 class ConnectionCloseArgs(Schema):
-    reason = fields.String(load_default="closed through the WorkerRMQ API",
-                           validate=validate.Length(max=255))
+    # Sent on as an HTTP header (X-Reason): printable ASCII only.
+    reason = fields.String(load_default="closed through the WorkerRMQ API", validate=[
+        validate.Length(max=255),
+        FullMatch(r"^[ -~]*$", error="may only contain printable ASCII characters"),
+    ])
 
 
-class KeyCreate(Schema):
+class KeyCreate(JsonBody):
+    allow_nul = False
     name = fields.String(required=True, validate=validate.Length(min=1, max=100))
     scope = fields.String(required=True, validate=validate.OneOf(SCOPES))
 
@@ -208,7 +350,7 @@ class NewKey(Key):
 # -- the seed's routes ----------------------------------------------------------------------
 
 
-class SeedQueueName(Schema):
+class SeedQueueName(JsonBody):
     queueName = fields.String(required=True, validate=_name)  # noqa: N815 - the seed's field name
 
 

@@ -16,6 +16,7 @@ from workerrmq.settings import Settings
 from workerrmq.store import Database
 from workerrmq.store.consumers import ConsumerStore
 from workerrmq.store.keys import KeyStore
+from workerrmq.store.workers import WorkerRegistry
 
 __all__ = ["Services", "services"]
 
@@ -31,6 +32,7 @@ class Services:
     messages: MessageService
     connections: ConnectionService
     consumers: ConsumerService
+    workers: WorkerRegistry
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -54,6 +56,7 @@ class Services:
                 default_target_url=settings.default_target_url,
                 block_private_targets=settings.block_private_targets,
             ),
+            workers=WorkerRegistry(db),
         )
 
     def close(self) -> None:

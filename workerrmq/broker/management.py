@@ -25,16 +25,12 @@ class ManagementClient:
     """Talks to one management endpoint for one virtual host."""
 
     def __init__(self, url: str, vhost: str, *, timeout: float = 5.0) -> None:
-        parts = urlsplit(url)
-        self._auth = (parts.username or "guest", parts.password or "guest")
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc += f":{parts.port}"
-        self._base = urlunsplit(parts._replace(netloc=netloc, path=parts.path.rstrip("/")))
+        # Several comma-separated URLs (one per cluster node): the first that answers serves.
+        self._endpoints = [_endpoint(u.strip()) for u in url.split(",") if u.strip()]
+        self._current = 0
         self.vhost = vhost
         self.timeout = timeout
         self._http = requests.Session()
-        self._http.auth = self._auth
 
     # -- queues -----------------------------------------------------------------
 
@@ -43,7 +39,13 @@ class ManagementClient:
         params: dict[str, Any] = {"page": page, "page_size": page_size, "pagination": "true"}
         if name:
             params["name"] = name
-        return self._call("GET", f"/api/queues/{_q(self.vhost)}", params=params)
+        response = self._request("GET", f"/api/queues/{_q(self.vhost)}", params=params)
+        if response.status_code == 400 and page > 1 and "out of range" in response.text:
+            # Past the last page: an empty page (with the total), not RabbitMQ's 400.
+            first = self.list_queues(name=name, page=1, page_size=1)
+            return {**first, "items": [], "page": page, "page_size": page_size}
+        self._raise_for(response)
+        return response.json()
 
     def get_queue(self, name: str) -> dict[str, Any]:
         return self._call("GET", self._queue_path(name), missing=f"queue {name!r} not found")
@@ -144,12 +146,20 @@ class ManagementClient:
         return f"/api/queues/{_q(self.vhost)}/{_q(name)}"
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        try:
-            return self._http.request(method, self._base + path, timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise BrokerUnavailable(
-                f"RabbitMQ management API unreachable ({type(exc).__name__})"
-            ) from None
+        failure = "no URL"
+        for offset in range(len(self._endpoints)):
+            index = (self._current + offset) % len(self._endpoints)
+            base, auth = self._endpoints[index]
+            try:
+                response = self._http.request(
+                    method, base + path, auth=auth, timeout=self.timeout, **kwargs
+                )
+            except requests.RequestException as exc:
+                failure = type(exc).__name__
+                continue
+            self._current = index
+            return response
+        raise BrokerUnavailable(f"RabbitMQ management API unreachable ({failure})")
 
     def _call(self, method: str, path: str, *, missing: str = "not found", **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
@@ -172,6 +182,16 @@ class ManagementClient:
         if status >= 500:
             raise BrokerUnavailable(f"RabbitMQ management API answered {status}")
         raise WorkerRMQError(f"RabbitMQ management API answered {status}: {_reason(response)}")
+
+
+def _endpoint(url: str) -> tuple[str, tuple[str, str]]:
+    """The base URL without credentials, and the credentials."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    base = urlunsplit(parts._replace(netloc=netloc, path=parts.path.rstrip("/")))
+    return base, (parts.username or "guest", parts.password or "guest")
 
 
 def _reason(response: requests.Response) -> str:

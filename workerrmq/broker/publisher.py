@@ -22,6 +22,7 @@ import aiormq
 from aio_pika.abc import AbstractIncomingMessage
 from pamqp.commands import Basic
 
+from workerrmq.broker.connect import connect_first, split_urls
 from workerrmq.errors import BrokerUnavailable, NotFound
 
 __all__ = ["OutgoingMessage", "Outcome", "Publisher", "is_alive", "new_event_loop"]
@@ -79,8 +80,10 @@ def is_alive(connection: aio_pika.abc.AbstractConnection) -> bool:
 class Publisher:
     """Thread-safe publisher; one per process (it re-creates itself after a fork)."""
 
-    def __init__(self, url: str, *, timeout: float = 5.0, name: str = "workerrmq-api") -> None:
-        self.url = url
+    def __init__(
+        self, urls: str | Sequence[str], *, timeout: float = 5.0, name: str = "workerrmq-api"
+    ) -> None:
+        self.urls = split_urls(urls)  # several brokers: the first that answers is used
         self.timeout = timeout
         self.name = name
         self._guard = threading.Lock()
@@ -160,10 +163,8 @@ class Publisher:
                 return self._channel
             try:
                 if self._connection is None or not is_alive(self._connection):
-                    self._connection = await aio_pika.connect(
-                        self.url,
-                        timeout=self.timeout,
-                        client_properties={"connection_name": self.name},
+                    self._connection = await connect_first(
+                        self.urls, timeout=self.timeout, name=self.name
                     )
                 self._channel = await self._connection.channel(
                     publisher_confirms=True, on_return_raises=False

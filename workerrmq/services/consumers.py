@@ -87,9 +87,10 @@ class ConsumerService:
         return [self._with_stats(spec) for spec in self.store.list(queue=queue)]
 
     def get(self, ref: str) -> dict[str, Any]:
-        return self._with_stats(self.store.get(ref))
+        return self._with_stats(self.store.get(_ref(ref)))
 
     def update(self, ref: str, changes: dict[str, Any]) -> dict[str, Any]:
+        ref = _ref(ref)
         if changes.get("target_url"):
             self._check_target(changes["target_url"])
         if "queue" in changes and not self.queues.exists(changes["queue"]):
@@ -113,12 +114,12 @@ class ConsumerService:
         return self.update(ref, {"state": state})
 
     def delete(self, ref: str) -> None:
-        spec = self.store.delete(ref)
+        spec = self.store.delete(_ref(ref))
         announce_change(self.publisher, spec.id, "deleted")
 
     def dead_letters(self, ref: str, *, offset: int, limit: int) -> dict[str, Any]:
         """Peek at dead-lettered messages without taking them."""
-        spec = self.store.get(ref)
+        spec = self.store.get(_ref(ref))
         try:
             raw = self.management.peek_messages(spec.dead_letter_queue, offset + limit)
             total = self.queues.get(spec.dead_letter_queue)["messages"]
@@ -129,7 +130,7 @@ class ConsumerService:
 
     def replay(self, ref: str, count: int | None) -> int:
         """Move dead-lettered messages back to the consumer's queue; returns how many."""
-        spec = self.store.get(ref)
+        spec = self.store.get(_ref(ref))
         try:
             return self.publisher.move(spec.dead_letter_queue, spec.queue, count, replayed)
         except NotFound:
@@ -147,6 +148,14 @@ class ConsumerService:
 
     def _with_stats(self, spec: ConsumerSpec) -> dict[str, Any]:
         return {**view(spec), "stats": self.store.stats(spec.id)}
+
+
+def _ref(ref: str) -> str:
+    """A consumer id or name from a URL. No consumer's has a NUL, and PostgreSQL cannot
+    even compare text holding one (it would be a 500, not a 404)."""
+    if "\x00" in ref:
+        raise NotFound(f"consumer {ref!r} not found")
+    return ref
 
 
 def _dead_letter_view(raw: dict[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,10 @@ def encode_body(message: dict[str, Any], *, field: str = "body") -> tuple[bytes,
     body = message.get("body")
     if isinstance(body, str):
         return body.encode(), "text/plain; charset=utf-8"
-    return orjson.dumps(body), "application/json"
+    try:
+        return orjson.dumps(body), "application/json"
+    except orjson.JSONEncodeError as exc:  # integers beyond 64 bits, nesting deeper than 255
+        raise InvalidInput(f"{field} cannot be encoded as JSON: {exc}", field=field) from None
 
 
 def to_outgoing(message: dict[str, Any], routing_key: str) -> OutgoingMessage:

@@ -23,7 +23,8 @@ def check_name(value: str, *, field: str = "name", kind: str = "queue") -> str:
         raise InvalidInput(f"{field} must be a non-empty string", field=field)
     if len(value) > NAME_MAX:
         raise InvalidInput(f"{field} is longer than {NAME_MAX} characters", field=field)
-    if not _NAME.match(value) or value in (".", ".."):
+    # fullmatch: with match, "$" would let a trailing newline through.
+    if not _NAME.fullmatch(value) or value in (".", ".."):
         raise InvalidInput(
             f"{field} may only contain ASCII letters, digits and _ . : - (got {value[:60]!r})",
             field=field,

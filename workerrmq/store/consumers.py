@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from workerrmq.errors import Conflict, NotFound
 from workerrmq.store.db import Database
-from workerrmq.store.models import ConsumerDef, ConsumerStats, utcnow
+from workerrmq.store.models import ConsumerDef, ConsumerStats, as_utc, utcnow
 from workerrmq.worker.policy import DEFAULT_RETRY_ON
 
 __all__ = ["ConsumerSpec", "ConsumerStore", "StatsReport", "STATS_FRESH_FOR"]
@@ -43,6 +43,7 @@ class ConsumerSpec:
     circuit_threshold: int = 10
     circuit_cooldown: float = 30.0
     dead_letter_queue: str = ""
+    instances: int | None = None  # how many workers run it; None: all
     state: str = "running"
     version: int = 1
     created_at: dt.datetime | None = None
@@ -53,8 +54,8 @@ class ConsumerSpec:
         values = {f.name: getattr(row, f.name) for f in dataclasses.fields(cls)}
         values["headers"] = dict(row.headers or {})
         values["retry_on"] = tuple(row.retry_on)
-        values["created_at"] = _aware(row.created_at)
-        values["updated_at"] = _aware(row.updated_at)
+        values["created_at"] = as_utc(row.created_at)
+        values["updated_at"] = as_utc(row.updated_at)
         return cls(**values)
 
 
@@ -177,15 +178,11 @@ class ConsumerStore:
         return row
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    # SQLite hands back naive datetimes; they were written in UTC.
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
 def summarize(rows: list[ConsumerStats], now: dt.datetime) -> dict[str, Any]:
-    live = [r for r in rows if now - _aware(r.updated_at) <= STATS_FRESH_FOR]
+    live = [r for r in rows if now - as_utc(r.updated_at) <= STATS_FRESH_FOR]
+    running = sorted(r.worker_id for r in live if r.status != "stopped")
     errors = [r for r in rows if r.last_error_at is not None]
-    last = max(errors, key=lambda r: _aware(r.last_error_at), default=None)  # type: ignore[arg-type]
+    last = max(errors, key=lambda r: as_utc(r.last_error_at), default=None)  # type: ignore[arg-type]
     circuits = {r.circuit for r in live}
     p50 = [r.latency_p50_ms for r in live if r.latency_p50_ms is not None]
     p99 = [r.latency_p99_ms for r in live if r.latency_p99_ms is not None]
@@ -195,12 +192,13 @@ def summarize(rows: list[ConsumerStats], now: dt.datetime) -> dict[str, Any]:
         "retried": sum(r.retried for r in rows),
         "dead_lettered": sum(r.dead_lettered for r in rows),
         "in_flight": sum(r.in_flight for r in live),
-        "workers": len(live),
+        "workers": len(running),
+        "running_on": running,
         "status": sorted({r.status for r in live}) or ["not running"],
         "circuit": "open" if "open" in circuits else "half_open" if "half_open" in circuits
         else "closed",
         "last_error": last.last_error if last else None,
-        "last_error_at": _aware(last.last_error_at).isoformat() if last and last.last_error_at else None,
+        "last_error_at": as_utc(last.last_error_at).isoformat() if last and last.last_error_at else None,
         # Across workers the median of medians is an estimate; p99 takes the worst.
         "latency_p50_ms": sorted(p50)[len(p50) // 2] if p50 else None,
         "latency_p99_ms": max(p99) if p99 else None,

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from workerrmq.errors import Conflict, InvalidInput, NotFound
 from workerrmq.store.db import Database
-from workerrmq.store.models import SCOPES, ApiKey, utcnow
+from workerrmq.store.models import SCOPES, ApiKey, as_utc, utcnow
 
 __all__ = ["KeyInfo", "KeyStore", "TOKEN_PREFIX", "scope_allows"]
 
@@ -48,13 +48,8 @@ class KeyInfo:
 
     @classmethod
     def of(cls, row: ApiKey) -> KeyInfo:
-        return cls(row.id, row.name, row.scope, row.prefix, _utc(row.created_at),
-                   _utc(row.revoked_at) if row.revoked_at else None)
-
-
-def _utc(moment: dt.datetime) -> dt.datetime:
-    """*moment* with its time zone; SQLite gives back naive UTC timestamps."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+        return cls(row.id, row.name, row.scope, row.prefix, as_utc(row.created_at),
+                   as_utc(row.revoked_at) if row.revoked_at else None)
 
 
 class KeyStore:

@@ -8,13 +8,18 @@ import uuid
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "ApiKey", "ConsumerDef", "ConsumerStats", "SCOPES"]
+__all__ = ["Base", "ApiKey", "ConsumerDef", "ConsumerStats", "WorkerRecord", "SCOPES"]
 
 SCOPES = ("read", "publish", "admin")
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def as_utc(moment: dt.datetime) -> dt.datetime:
+    """*moment* with its time zone; SQLite hands back naive datetimes, written in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 class Base(DeclarativeBase):
@@ -64,6 +69,7 @@ class ConsumerDef(Base):
     circuit_threshold: Mapped[int] = mapped_column(Integer, default=10)
     circuit_cooldown: Mapped[float] = mapped_column(Float, default=30.0)
     dead_letter_queue: Mapped[str] = mapped_column(String(255))
+    instances: Mapped[int | None] = mapped_column(Integer)  # None: every worker
     state: Mapped[str] = mapped_column(String(16), default="running")
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -91,3 +97,17 @@ class ConsumerStats(Base):
     latency_p50_ms: Mapped[float | None] = mapped_column(Float)
     latency_p99_ms: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WorkerRecord(Base):
+    """A worker process, as it registered itself; its heartbeat says it is alive."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_heartbeat: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    stopped_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

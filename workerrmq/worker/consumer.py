@@ -104,6 +104,13 @@ class ConsumerRunner:
             with contextlib.suppress(Exception):
                 await self._channel.close()
 
+    async def set_concurrency(self, concurrency: int) -> None:
+        """Change how many deliveries may be in flight, without a restart."""
+        self.spec = dataclasses.replace(self.spec, concurrency=concurrency)
+        self._prefetch = 1 if self.spec.ordered else concurrency
+        if self.status == "consuming":
+            await self._set_prefetch(self._prefetch)
+
     @property
     def healthy(self) -> bool:
         """False once the channel is gone and the runner needs restarting."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -21,19 +22,23 @@ import uuid
 import aio_pika
 import aiohttp
 import aiormq
+import orjson
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from aiohttp import web
 
 from workerrmq import __version__, metrics
+from workerrmq.broker.connect import connect_first, split_urls
 from workerrmq.broker.publisher import is_alive, new_event_loop
 from workerrmq.control import CONTROL_EXCHANGE
 from workerrmq.errors import WorkerRMQError
 from workerrmq.settings import Settings
 from workerrmq.store import Database
-from workerrmq.store.consumers import ConsumerStore, StatsReport
+from workerrmq.store.consumers import ConsumerSpec, ConsumerStore, StatsReport
+from workerrmq.store.workers import WorkerIdentity, WorkerRegistry
 from workerrmq.worker.consumer import ConsumerRunner
 from workerrmq.worker.guard import GuardedResolver
+from workerrmq.worker.placement import chosen_workers, share_of
 from workerrmq.worker.retry import FailureRouter
 
 __all__ = ["Engine"]
@@ -49,8 +54,10 @@ class Engine:
     ) -> None:
         self.settings = settings
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.identity = WorkerIdentity(self.worker_id, socket.gethostname(), os.getpid(), __version__)
         self.db = Database(settings.database_url)
         self.store = ConsumerStore(self.db)
+        self.registry = WorkerRegistry(self.db)
         self.reconcile_interval = reconcile_interval
         self.report_interval = report_interval
         self.reconnect_delay = reconnect_delay
@@ -80,6 +87,10 @@ class Engine:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._stopping.set)
         await asyncio.to_thread(self.db.migrate)
+        try:
+            await asyncio.to_thread(self.registry.register, self.identity)
+        except WorkerRMQError as exc:
+            log.warning("cannot register in the database (%s); will heartbeat later", exc.message)
         guard = self.settings.block_private_targets
         connector = aiohttp.TCPConnector(
             limit=0, ttl_dns_cache=60, resolver=GuardedResolver() if guard else None
@@ -97,6 +108,8 @@ class Engine:
                 await self._report()
                 if site is not None:
                     await site.cleanup()
+        with contextlib.suppress(WorkerRMQError):
+            await asyncio.to_thread(self.registry.stopped, self.worker_id)
         log.info("worker %s stopped", self.worker_id)
 
     # -- connection supervision ----------------------------------------------------------------
@@ -105,10 +118,10 @@ class Engine:
         assert self._stopping is not None
         while not self._stopping.is_set():
             try:
-                connection = await aio_pika.connect(
-                    self.settings.rabbitmq_url,
+                connection = await connect_first(
+                    split_urls(self.settings.rabbitmq_url),
                     timeout=self.settings.broker_timeout,
-                    client_properties={"connection_name": f"workerrmq-worker {self.worker_id}"},
+                    name=f"workerrmq-worker {self.worker_id}",
                 )
             except Exception as exc:  # noqa: BLE001 - a broker still booting fails in odd ways
                 log.warning("broker unreachable (%s); retrying in %.0fs", type(exc).__name__,
@@ -166,6 +179,10 @@ class Engine:
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(exchange)
         await queue.consume(self._on_control, no_ack=True)
+        # Tell the other workers, so they hand over their share of the work now.
+        await exchange.publish(
+            aio_pika.Message(orjson.dumps({"worker_id": self.worker_id, "action": "joined"})), ""
+        )
 
     async def _on_control(self, _message: AbstractIncomingMessage) -> None:
         if self._poke is not None:
@@ -181,12 +198,12 @@ class Engine:
     async def _reconcile(self, connection: AbstractConnection, router: FailureRouter) -> None:
         """Make the running consumers match the definitions."""
         try:
-            specs = await asyncio.to_thread(self.store.list)
+            specs, alive = await asyncio.to_thread(self._read_definitions)
         except WorkerRMQError as exc:
             log.warning("cannot read consumer definitions (%s); keeping %d running",
                         exc.message, len(self.runners))
             return
-        wanted = {s.id: s for s in specs if s.state == "running"}
+        wanted = self._placed_here(specs, alive)
         outdated = [
             runner for cid, runner in self.runners.items()
             if cid not in wanted or wanted[cid].version != runner.spec.version or not runner.healthy
@@ -197,6 +214,8 @@ class Engine:
         await asyncio.gather(*(r.stop(grace=None if r.healthy else 0) for r in outdated))
         for cid, spec in wanted.items():
             if cid in self.runners:
+                if self.runners[cid].spec.concurrency != spec.concurrency:
+                    await self.runners[cid].set_concurrency(spec.concurrency)
                 continue
             assert self._http is not None
             stats = self.stats.setdefault(cid, StatsReport(consumer_id=cid))
@@ -215,6 +234,25 @@ class Engine:
                 log.info("consumer %s: consuming %s -> %s", spec.name, spec.queue, spec.target_url)
             else:
                 log.warning("consumer %s: queue %r does not exist; retrying", spec.name, spec.queue)
+
+    def _read_definitions(self) -> tuple[list[ConsumerSpec], list[str]]:
+        return self.store.list(), self.registry.alive()
+
+    def _placed_here(self, specs: list[ConsumerSpec], alive: list[str]) -> dict[str, ConsumerSpec]:
+        """The running consumers this worker should run, each with its share of concurrency."""
+        if self.worker_id not in alive:
+            alive = [*alive, self.worker_id]
+        placed = {}
+        for spec in specs:
+            if spec.state != "running":
+                continue
+            # Order holds only with a single consumer on the queue.
+            instances = 1 if spec.ordered else spec.instances
+            chosen = chosen_workers(spec.id, instances, alive)
+            if self.worker_id in chosen:
+                share = share_of(spec.concurrency, len(chosen))
+                placed[spec.id] = dataclasses.replace(spec, concurrency=share)
+        return placed
 
     async def _stop_all(self, *, grace: float | None) -> None:
         runners, self.runners = list(self.runners.values()), {}
@@ -258,6 +296,10 @@ class Engine:
             await asyncio.sleep(self.report_interval)
             await self._report()
 
+    def _write_report(self, reports: list[StatsReport]) -> None:
+        self.registry.heartbeat(self.worker_id, self.identity)
+        self.store.report(self.worker_id, reports)
+
     async def _report(self) -> None:
         metrics.CONSUMERS_RUNNING.set(sum(r.status == "consuming" for r in self.runners.values()))
         for cid, stats in self.stats.items():
@@ -268,7 +310,7 @@ class Engine:
                 stats.in_flight, stats.status = 0, "stopped"
         reports = list(self.stats.values())
         try:
-            await asyncio.to_thread(self.store.report, self.worker_id, reports)
+            await asyncio.to_thread(self._write_report, reports)
         except WorkerRMQError as exc:
             log.debug("could not report statistics: %s", exc.message)
 

@@ -1,0 +1,88 @@
+"""``workerrmq api-keys ls|create|revoke``: API keys through the API (needs an admin key).
+
+``workerrmq keys`` is the other way in: straight to the database, for the first key.
+"""
+
+from __future__ import annotations
+
+import click
+
+from workerrmq.ops.base import Ops, OpsGroup, api_command
+
+__all__ = ["api_keys"]
+
+SCOPES = ("read", "publish", "admin")
+
+
+@click.group("api-keys", cls=OpsGroup)
+def api_keys() -> None:
+    """List, create and revoke API keys through the API (admin key needed).
+
+    \b
+    Examples:
+      workerrmq api-keys ls
+      workerrmq api-keys create ci-publisher --scope publish
+      workerrmq api-keys revoke 7
+    """
+
+
+@api_command(api_keys, "ls")
+def api_keys_ls(ops: Ops) -> None:
+    """List keys, revoked ones included (never their tokens).
+
+    \b
+    Example:
+      workerrmq api-keys ls --json | jq '.[] | select(.revoked_at == null) | .name'
+    """
+    items = ops.client.get("/api/v1/keys")
+    if ops.as_json:
+        ops.print_json(items)
+        return
+    ops.table(
+        ["id", "name", "scope", "prefix", "created", "state"],
+        ([k["id"], k.get("name"), k.get("scope"), f"{k.get('prefix')}…", _when(k.get("created_at")),
+          f"revoked {_when(k['revoked_at'])}" if k.get("revoked_at") else "active"]
+         for k in items),
+        empty="no keys",
+    )
+
+
+def _when(stamp: str | None) -> str | None:
+    """An ISO timestamp to the minute."""
+    return stamp[:16].replace("T", " ") if stamp else None
+
+
+@api_command(api_keys, "create")
+@click.argument("name")
+@click.option("--scope", type=click.Choice(SCOPES), default="read", show_default=True,
+              help="read: GET only; publish: read and publish; admin: everything")
+def api_keys_create(ops: Ops, name: str, scope: str) -> None:
+    """Create key NAME and print its token on stdout (shown only this once).
+
+    \b
+    Example:
+      export WORKERRMQ_KEY=$(workerrmq api-keys create ci-publisher --scope publish)
+    """
+    key = ops.client.post("/api/v1/keys", {"name": name, "scope": scope})
+    if ops.as_json:
+        ops.print_json(key)
+        return
+    ops.note(f"created key {key['id']} {key['name']!r} with scope {key['scope']}; "
+             "its token is shown only this once:")
+    click.echo(key["key"])
+
+
+@api_command(api_keys, "revoke")
+@click.argument("key_id", metavar="ID", type=int)
+def api_keys_revoke(ops: Ops, key_id: int) -> None:
+    """Revoke the key with id ID; it stops working at once.
+
+    \b
+    Example:
+      workerrmq api-keys revoke 7
+    """
+    key = ops.client.delete(f"/api/v1/keys/{key_id}")
+    if ops.as_json:
+        ops.print_json(key)
+    else:
+        ops.say(f"revoked key {key['id']} {key['name']!r}")

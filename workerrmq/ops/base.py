@@ -1,0 +1,193 @@
+"""What every operator command shares: options, the client, output, and exit codes."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from workerrmq.ops.client import EXIT, ApiClient, ApiError
+from workerrmq.ops.config import ConfigProblem, resolve
+
+__all__ = ["Ops", "OpsCommand", "OpsGroup", "api_command", "fail", "name_values"]
+
+
+class OpsError(click.ClickException):
+    """Printed as ``Error: <message>`` on stderr; exits with *exit_code*."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def fail(message: str, exit_code: int = EXIT["other"]) -> OpsError:
+    return OpsError(message, exit_code)
+
+
+class OpsCommand(click.Command):
+    """Usage errors exit 1: exit code 2 means the API refused the input."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT["other"]
+            raise
+
+
+class OpsGroup(click.Group):
+    command_class = OpsCommand
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT["other"]
+            raise
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT["other"]
+            raise
+
+
+OpsGroup.group_class = OpsGroup
+
+
+def name_values(items: Iterable[str], option: str) -> dict[str, str]:
+    """``NAME=VALUE`` strings as a dict; a usage error names *option* otherwise."""
+    pairs: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint=option)
+        pairs[name] = value
+    return pairs
+
+
+@dataclass
+class Ops:
+    """Handed to each command: the client, the output mode and consoles."""
+
+    client: ApiClient
+    as_json: bool
+    out: Console
+    err: Console
+
+    def print_json(self, data: Any) -> None:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+    def say(self, text: str) -> None:
+        """A line for people: on stdout, or on stderr in --json mode."""
+        (self.err if self.as_json else self.out).print(Text(text))
+
+    def note(self, text: str) -> None:
+        """A line that is never the command's result (stderr)."""
+        self.err.print(Text(text))
+
+    def table(self, columns: Iterable[str], rows: Iterable[Iterable[Any]],
+              *, title: str | None = None, empty: str = "nothing to show") -> None:
+        rows = list(rows)
+        if not rows:
+            self.note(empty)
+            return
+        table = Table(title=title, header_style="bold", title_justify="left")
+        for i, column in enumerate(columns):
+            # The first column names the row: never wrapped, so it can be grepped.
+            table.add_column(column, no_wrap=i == 0, overflow="fold")
+        for row in rows:
+            table.add_row(*(_cell(v) for v in row))
+        self.out.print(table)
+
+    def fields(self, pairs: Iterable[tuple[str, Any]], *, title: str | None = None) -> None:
+        """A two-column table of name and value."""
+        table = Table(title=title, show_header=False, title_justify="left")
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column(overflow="fold")
+        for name, value in pairs:
+            table.add_row(name, _cell(value))
+        self.out.print(table)
+
+
+def _cell(value: Any) -> Text:
+    """A table cell; Text keeps names such as "[red]" from being read as markup."""
+    if value is None:
+        return Text("-", style="dim")
+    if isinstance(value, bool):
+        return Text("yes" if value else "no")
+    if isinstance(value, float):
+        return Text(f"{value:.2f}".rstrip("0").rstrip(".") if value else "0")
+    if isinstance(value, Text):
+        return value
+    return Text(str(value))
+
+
+def _console(stream: Any) -> Console:
+    console = Console(file=stream, highlight=False, soft_wrap=False)
+    if not console.is_terminal:  # piped: wide enough that rows stay whole for grep and awk
+        console = Console(file=stream, highlight=False, width=max(console.width, 200))
+    return console
+
+
+def api_command(group: click.Group | None, name: str, **settings: Any) -> Callable[..., Any]:
+    """Declare command *name* (under *group*, if given) with the shared options; the
+    function gets ``ops`` first.
+
+    API failures become exit codes here, and nowhere else.
+    """
+
+    def decorate(f: Callable[..., Any]) -> click.Command:
+        @functools.wraps(f)
+        def run(url: str | None, key: str | None, config: str | None, timeout: float,
+                as_json: bool, **kwargs: Any) -> None:
+            try:
+                target = resolve(url, key, config)
+            except ConfigProblem as exc:
+                raise fail(str(exc)) from None
+            ops = Ops(ApiClient(target.url, target.key, timeout=timeout), as_json,
+                      _console(sys.stdout), _console(sys.stderr))
+            try:
+                f(ops, **kwargs)
+            except ApiError as exc:
+                raise fail(exc.message, exc.exit_code) from None
+            except click.UsageError as exc:  # found by the command itself
+                exc.exit_code = EXIT["other"]
+                raise
+
+        own = getattr(f, "__click_params__", [])
+        run.__click_params__ = []  # type: ignore[attr-defined]
+        for option in reversed(_SHARED):
+            run = option(run)
+        run.__click_params__.extend(own)  # type: ignore[attr-defined]  # the command's first
+        command = click.command(name, cls=OpsCommand, **settings)(run)
+        if group is not None:
+            group.add_command(command)
+        return command
+
+    return decorate
+
+
+_SHARED = [
+    click.option("--url", envvar="WORKERRMQ_URL", metavar="URL",
+                 help="API base URL [env WORKERRMQ_URL; config 'url'; default "
+                      "http://127.0.0.1:5000]"),
+    click.option("--key", envvar="WORKERRMQ_KEY", metavar="KEY",
+                 help="API key [env WORKERRMQ_KEY; config 'key']; prefer those two, a flag "
+                      "shows in the process list"),
+    click.option("--config", envvar="WORKERRMQ_CONFIG", metavar="FILE",
+                 help="TOML file with url and key [env WORKERRMQ_CONFIG; default "
+                      "~/.config/workerrmq/config.toml]"),
+    click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+                 envvar="WORKERRMQ_TIMEOUT", help="seconds to wait for each API answer"),
+    click.option("--json", "as_json", is_flag=True, help="print the API's JSON instead of a table"),
+]

@@ -1,0 +1,72 @@
+"""Where the operator commands find the API: flags, then environment, then a config file.
+
+The file is TOML with ``url`` and ``key``; it lives at ``~/.config/workerrmq/config.toml``
+(under ``$XDG_CONFIG_HOME`` when that is set) unless ``--config`` or ``WORKERRMQ_CONFIG``
+names another one.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = ["DEFAULT_URL", "ConfigProblem", "Target", "default_config_path", "resolve", "redact"]
+
+DEFAULT_URL = "http://127.0.0.1:5000"
+
+
+class ConfigProblem(Exception):
+    """The configuration cannot be used; the message says why (never with the key)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    key: str | None
+
+
+def default_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "workerrmq" / "config.toml"
+
+
+def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigProblem(f"config file {path} does not exist") from None
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigProblem(f"cannot read config file {path}: {exc}") from None
+    for name in ("url", "key"):
+        if name in data and not isinstance(data[name], str):
+            raise ConfigProblem(f"config file {path}: {name!r} must be a string")
+    return data
+
+
+def resolve(url: str | None, key: str | None, config: str | None) -> Target:
+    """The URL and key to use. *url*, *key* and *config* are what the flags or the
+    environment gave (click has already put the flag before the environment)."""
+    path = Path(config).expanduser() if config else default_config_path()
+    data = _read_file(path, explicit=bool(config)) if not (url and key) else {}
+    chosen_url = (url or data.get("url") or DEFAULT_URL).strip().rstrip("/")
+    parts = urlsplit(chosen_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigProblem(f"API URL {redact(chosen_url)!r} is not an http(s) URL")
+    chosen_key = (key or data.get("key") or "").strip() or None
+    return Target(chosen_url, chosen_key)
+
+
+def redact(url: str) -> str:
+    """*url* without a password in it."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc}"))

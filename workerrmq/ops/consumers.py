@@ -1,0 +1,171 @@
+"""``workerrmq consumers ls|create|show|pause|resume|rm``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from workerrmq.ops.base import Ops, OpsGroup, api_command, name_values
+from workerrmq.ops.client import segment
+
+__all__ = ["consumers"]
+
+
+@click.group(cls=OpsGroup)
+def consumers() -> None:
+    """Consumers: each relays the messages of a queue to an HTTP endpoint.
+
+    A consumer is named by its id or its name.
+
+    \b
+    Examples:
+      workerrmq consumers create orders --target-url https://shop.example/hooks/orders
+      workerrmq consumers ls
+      workerrmq consumers pause orders-relay
+    """
+
+
+def _path(ref: str, action: str = "") -> str:
+    return f"/api/v1/consumers/{segment(ref)}{action}"
+
+
+def _stats(c: dict[str, Any]) -> dict[str, Any]:
+    return c.get("stats") or {}
+
+
+@api_command(consumers, "ls")
+def consumers_ls(ops: Ops) -> None:
+    """List consumers with their state and live statistics.
+
+    \b
+    Example:
+      workerrmq consumers ls --json | jq -r '.[] | select(.state == "paused") | .name'
+    """
+    items = ops.client.get("/api/v1/consumers")
+    if ops.as_json:
+        ops.print_json(items)
+        return
+    ops.table(
+        ["consumer", "queue", "target", "state", "delivered", "failed", "dead", "in flight",
+         "circuit"],
+        ([c.get("name"), c.get("queue"), c.get("target_url"), c.get("state"),
+          _stats(c).get("delivered"), _stats(c).get("failed"), _stats(c).get("dead_lettered"),
+          _stats(c).get("in_flight"), _stats(c).get("circuit")] for c in items),
+        empty="no consumers",
+    )
+
+
+def _show(ops: Ops, c: dict[str, Any], verb: str | None = None) -> None:
+    if ops.as_json:
+        ops.print_json(c)
+        return
+    if verb:
+        ops.say(f"{verb} consumer {c.get('name')!r} ({c.get('state')})")
+        return
+    stats = _stats(c)
+    pairs: list[tuple[str, Any]] = [
+        (name, c.get(name)) for name in (
+            "id", "name", "queue", "target_url", "method", "state", "concurrency", "timeout",
+            "max_attempts", "initial_delay", "max_delay", "rate_limit", "ordered",
+            "dead_letter_queue", "signing", "version", "created_at", "updated_at")
+    ]
+    pairs.append(("retry_on", ", ".join(c.get("retry_on") or [])))
+    pairs.append(("headers", ", ".join(f"{k}: {v}" for k, v in (c.get("headers") or {}).items())
+                  or None))
+    pairs += [(f"stats.{name}", value) for name, value in stats.items()
+              if not isinstance(value, list)]
+    pairs.append(("stats.status", ", ".join(stats.get("status") or []) or None))
+    ops.fields(pairs, title=f"consumer {c.get('name')}")
+
+
+@api_command(consumers, "show")
+@click.argument("consumer")
+def consumers_show(ops: Ops, consumer: str) -> None:
+    """Show one CONSUMER (id or name): its settings and live statistics.
+
+    \b
+    Example:
+      workerrmq consumers show orders-relay
+    """
+    _show(ops, ops.client.get(_path(consumer)))
+
+
+@api_command(consumers, "create")
+@click.argument("queue")
+@click.option("--name", help="a name to refer to it by (default: generated)")
+@click.option("--target-url", metavar="URL", help="where to deliver (default: the API's "
+              "DEFAULT_TARGET_URL)")
+@click.option("--method", type=click.Choice(["POST", "PUT"]))
+@click.option("--header", "-H", "headers", multiple=True, metavar="NAME=VALUE",
+              help="an HTTP header for every delivery; repeatable")
+@click.option("--delivery-timeout", "request_timeout", type=float, metavar="S",
+              help="each delivery request's timeout (default 10)")
+@click.option("--concurrency", type=int, metavar="N", help="deliveries in flight per worker")
+@click.option("--max-attempts", type=int, metavar="N")
+@click.option("--initial-delay", type=float, metavar="S")
+@click.option("--max-delay", type=float, metavar="S")
+@click.option("--rate-limit", type=float, metavar="PER_S", help="deliveries per second")
+@click.option("--ordered", is_flag=True, default=None, help="one message at a time")
+@click.option("--dead-letter-queue", metavar="QUEUE", help="default: <queue>.dlq")
+@click.option("--signing-secret", envvar="WORKERRMQ_SIGNING_SECRET", metavar="SECRET",
+              help="Standard Webhooks secret [env WORKERRMQ_SIGNING_SECRET]")
+@click.option("--create-queue", is_flag=True, default=None, help="declare QUEUE if missing")
+@click.option("--paused", is_flag=True, help="create it paused")
+def consumers_create(ops: Ops, queue: str, headers: tuple[str, ...], request_timeout: float | None,
+                     paused: bool, **options: Any) -> None:
+    """Create a consumer that delivers every message of QUEUE to an HTTP endpoint.
+
+    \b
+    Example:
+      workerrmq consumers create orders --name orders-relay \\
+        --target-url https://shop.example/hooks/orders --concurrency 16 --rate-limit 100
+    """
+    body = {"queue": queue, **{k: v for k, v in options.items() if v is not None}}
+    if request_timeout is not None:
+        body["timeout"] = request_timeout
+    if paused:
+        body["state"] = "paused"
+    if headers:
+        body["headers"] = name_values(headers, "--header")
+    _show(ops, ops.client.post("/api/v1/consumers", body), "created")
+
+
+@api_command(consumers, "pause")
+@click.argument("consumer")
+def consumers_pause(ops: Ops, consumer: str) -> None:
+    """Stop delivering CONSUMER's messages; deliveries in flight finish.
+
+    \b
+    Example:
+      workerrmq consumers pause orders-relay
+    """
+    _show(ops, ops.client.post(_path(consumer, "/pause")), "paused")
+
+
+@api_command(consumers, "resume")
+@click.argument("consumer")
+def consumers_resume(ops: Ops, consumer: str) -> None:
+    """Deliver CONSUMER's messages again.
+
+    \b
+    Example:
+      workerrmq consumers resume orders-relay
+    """
+    _show(ops, ops.client.post(_path(consumer, "/resume")), "resumed")
+
+
+@api_command(consumers, "rm")
+@click.argument("consumer")
+def consumers_rm(ops: Ops, consumer: str) -> None:
+    """Delete CONSUMER; its queue and dead-letter queue stay.
+
+    \b
+    Example:
+      workerrmq consumers rm orders-relay
+    """
+    ops.client.delete(_path(consumer))
+    if ops.as_json:
+        ops.print_json({"consumer": consumer, "deleted": True})
+    else:
+        ops.say(f"deleted consumer {consumer!r}")
