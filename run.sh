@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # WorkerRMQ in one command.
-#   ./run.sh           set up .venv if needed, then serve on $BIND (default 0.0.0.0:5000)
-#   ./run.sh test      the same set-up with test tools, then the whole test suite
-#   ./run.sh test ARGS pytest arguments, e.g. ./run.sh test -k publish
+#   ./run.sh              set up .venv if needed, then run the API and a worker on $BIND (0.0.0.0:5000)
+#   ./run.sh test [ARGS]  the same set-up with the test tools, then the test suite (ARGS go to pytest)
+#   ./run.sh soak         the long fault runs: 100,000 messages per kind of fault
+#   ./run.sh bench        the benchmark; writes docs/PERFORMANCE.md and docs/performance.png
+#   ./run.sh COMMAND      any other workerrmq command, e.g. ./run.sh keys list
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -19,18 +21,18 @@ pick_python() {
   exit 1
 }
 
-setup() {
-  local extras=$1
+setup() {  # setup [EXTRAS], e.g. setup test,bench
+  local extras=${1:-}
   if [ ! -x "$venv/bin/python" ]; then
     "$(pick_python)" -m venv "$venv"
   fi
   # Reinstall only when the project's metadata changed since the last install.
-  local stamp="$venv/.installed${extras:+-test}"
+  local stamp="$venv/.installed-${extras:-base}"
   local want
   want=$(sha256sum pyproject.toml | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$venv/bin/python" -m pip install --quiet --upgrade pip
-    "$venv/bin/python" -m pip install --quiet -e ".$extras"
+    "$venv/bin/python" -m pip install --quiet -e ".${extras:+[$extras]}"
     echo "$want" > "$stamp"
   fi
 }
@@ -38,15 +40,26 @@ setup() {
 case "${1:-}" in
   test)
     shift
-    setup "[test]"
+    setup test
     exec "$venv/bin/python" -m pytest "$@"
     ;;
+  soak)
+    shift
+    setup test
+    WORKERRMQ_CHAOS_N=${WORKERRMQ_CHAOS_N:-100000} \
+      exec "$venv/bin/python" -m pytest -m chaos -p no:cacheprovider -o timeout=3600 -s "$@"
+    ;;
+  bench)
+    shift
+    setup test,bench
+    exec "$venv/bin/python" -m bench.run "$@"
+    ;;
   "")
-    setup ""
+    setup
     exec "$venv/bin/workerrmq" run
     ;;
   *)
-    setup ""
+    setup
     exec "$venv/bin/workerrmq" "$@"
     ;;
 esac

@@ -6,6 +6,7 @@ fails in CI (``CI`` set), so a green CI run always means the broker was there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -127,10 +128,8 @@ def queue_name(mgmt: ManagementClient) -> Iterator[Callable[[], str]]:
     yield make
     for name in names:
         for suffix in ("", ".dlq"):
-            try:
+            with contextlib.suppress(NotFound):
                 mgmt.delete_queue(name + suffix, if_empty=False, if_unused=False)
-            except NotFound:
-                pass
 
 
 @pytest.fixture

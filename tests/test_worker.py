@@ -10,7 +10,7 @@ import time
 
 import pika
 import pytest
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.support import wait_for
 from tests.workers import worker_process
@@ -107,7 +107,8 @@ def test_no_ack_before_2xx(settings, start_engine, endpoint, make_consumer, amqp
 
 
 def test_retries_with_backoff_then_delivers(settings, start_engine, endpoint, make_consumer):
-    endpoint.respond = lambda r: (503, {}) if r.headers["X-WorkerRMQ-Attempt"] in ("1", "2") else (200, {})
+    endpoint.respond = lambda r: (
+        (503, {}) if r.headers["X-WorkerRMQ-Attempt"] in ("1", "2") else (200, {}))
     worker = start_engine(settings)
     consumer, queue = make_consumer(endpoint.url, initial_delay=0.25, max_delay=1)
     worker.runner(consumer["id"])
@@ -171,7 +172,8 @@ def test_dead_letters_at_once_on_4xx(settings, start_engine, endpoint, make_cons
 
 
 def test_retry_after_is_honoured(settings, start_engine, endpoint, make_consumer, amqp):
-    endpoint.respond = lambda r: (429, {"Retry-After": "1"}) if r.headers["X-WorkerRMQ-Attempt"] == "1" else (200, {})
+    endpoint.respond = lambda r: (
+        (429, {"Retry-After": "1"}) if r.headers["X-WorkerRMQ-Attempt"] == "1" else (200, {}))
     worker = start_engine(settings)
     consumer, queue = make_consumer(endpoint.url, initial_delay=0.05, max_delay=5)
     worker.runner(consumer["id"])
@@ -216,7 +218,7 @@ def test_signed_requests_verify(settings, start_engine, endpoint, make_consumer,
     ids = {r.headers["webhook-id"] for r in endpoint.received[:2]}
     assert len(ids) == 1, "webhook-id must stay the same across retries"
     tampered = {k.lower(): v for k, v in endpoint.received[0].headers.items()}
-    with pytest.raises(Exception):
+    with pytest.raises(WebhookVerificationError):
         hook.verify('{"order": 43}', tampered)
 
 
@@ -256,7 +258,8 @@ def test_changes_reach_a_running_worker_without_waiting_for_reconcile(
     assert runner.spec.concurrency == 3
 
 
-def test_circuit_breaker_opens_and_closes(settings, start_engine, endpoint, make_consumer, client, admin, amqp, mgmt):
+def test_circuit_breaker_opens_and_closes(settings, start_engine, endpoint, make_consumer, client,
+                                          admin, amqp, mgmt):
     endpoint.respond = lambda r: (503, {})
     worker = start_engine(settings)
     consumer, queue = make_consumer(endpoint.url, concurrency=1, max_attempts=1,
@@ -361,7 +364,8 @@ def test_sigterm_drains_in_flight_deliveries(settings, endpoint, make_consumer, 
 
 
 @pytest.mark.postgres
-def test_delivers_with_definitions_in_postgresql(make_settings, postgres_url, start_engine, endpoint, queue_name):
+def test_delivers_with_definitions_in_postgresql(make_settings, postgres_url, start_engine, endpoint,
+                                                 queue_name):
     from workerrmq.api import create_app
 
     settings = make_settings(database_url=postgres_url)

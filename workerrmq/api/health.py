@@ -7,7 +7,6 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from workerrmq import metrics
-
 from workerrmq.api.auth import public
 from workerrmq.api.services import services
 from workerrmq.errors import WorkerRMQError

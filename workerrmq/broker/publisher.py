@@ -10,6 +10,7 @@ on first use and again after it drops, so a broker restart needs no API restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -269,10 +270,8 @@ class Publisher:
     async def _drop_connection(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None and not connection.is_closed:
-            try:
+            with contextlib.suppress(Exception):  # it is being thrown away
                 await asyncio.wait_for(connection.close(), self.timeout)
-            except Exception:  # noqa: BLE001 - it is being thrown away
-                pass
 
     async def _close(self) -> None:
         await self._drop_connection()

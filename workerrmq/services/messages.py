@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import collections
 import binascii
+import collections
 import uuid
 from collections.abc import Sequence
 from typing import Any

@@ -7,6 +7,7 @@ hundreds of milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -97,6 +98,18 @@ class KeyStore:
                 return None
             return KeyInfo.of(row)
 
+    def _register_configured(self, token: str) -> None:
+        """Make *token* the ``bootstrap`` admin key; a changed token replaces the old one."""
+        with self.db.session() as session:
+            if session.scalar(select(ApiKey).where(ApiKey.digest == digest(token))):
+                return
+            row = session.scalar(select(ApiKey).where(ApiKey.name == "bootstrap"))
+            if row is not None:
+                row.digest, row.prefix, row.revoked_at = digest(token), token[:12], None
+                return
+        with contextlib.suppress(Conflict):  # another process registered it meanwhile
+            self.create("bootstrap", "admin", token=token)
+
     def bootstrap(self, configured_token: str = "") -> str | None:
         """Make sure an admin key exists.
 
@@ -107,13 +120,7 @@ class KeyStore:
         processes at once: the unique key name lets only one of them win.
         """
         if configured_token:
-            with self.db.session() as session:
-                known = session.scalar(select(ApiKey).where(ApiKey.digest == digest(configured_token)))
-            if known is None:
-                try:
-                    self.create("bootstrap", "admin", token=configured_token)
-                except Conflict:
-                    pass
+            self._register_configured(configured_token)
             return None
         with self.db.session() as session:
             if session.scalar(select(func.count()).select_from(ApiKey)):

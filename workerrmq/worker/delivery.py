@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import time
 import uuid
-from urllib.parse import urlsplit
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -151,7 +150,7 @@ async def send(
         if isinstance(exc.os_error, TargetBlocked):
             return _failed("blocked", str(exc.os_error), started)
         return _failed("connection", f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_MAX], started)
-    except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+    except (TimeoutError, aiohttp.ServerTimeoutError):
         return _failed("timeout", f"no answer within {spec.timeout}s", started)
     except (aiohttp.ClientConnectionError, OSError) as exc:
         return _failed("connection", f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_MAX], started)

@@ -24,7 +24,6 @@ import aiohttp
 import aiormq
 import orjson
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
-
 from aiohttp import web
 
 from workerrmq import __version__, metrics

@@ -134,9 +134,9 @@
     if (!iso) return "";
     const date = new Date(iso);
     if (isNaN(date.getTime())) return String(iso);
-    return date.toLocaleString(undefined, {
-      month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
-    });
+    const time = date.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    if (date.toDateString() === new Date().toDateString()) return time;
+    return date.toLocaleDateString(undefined, { month: "short", day: "numeric" }) + " " + time;
   }
 
   function ago(iso) {
@@ -537,10 +537,19 @@
       });
   }
 
-  function consumersText(value) {
+  /** What a worker runs: consumer names (by id, from the consumer list) with their status. */
+  function consumersText(value, namesById) {
     if (Array.isArray(value)) {
-      return value.map((v) => (v && typeof v === "object" ? v.name || v.id || JSON.stringify(v) : String(v)))
-        .join(", ") || "none";
+      if (!value.length) return "none";
+      return value.map((v) => {
+        if (!v || typeof v !== "object") return String(v);
+        const id = v.consumer_id || v.id;
+        const name = v.name || namesById.get(id) || id || JSON.stringify(v);
+        const details = [];
+        if (v.status) details.push(String(v.status).replace(/_/g, " "));
+        if (typeof v.in_flight === "number") details.push(v.in_flight + " in flight");
+        return details.length ? name + " (" + details.join(", ") + ")" : name;
+      }).join("; ");
     }
     if (value === null || value === undefined) return "";
     return typeof value === "object" ? JSON.stringify(value) : String(value);
@@ -559,6 +568,7 @@
     setText(errorBox, "");
 
     if (workersApi) {
+      const namesById = new Map((consumers || []).map((c) => [c.id, c.name || c.id]));
       const data = result.value;
       const workers = Array.isArray(data) ? data : (data && data.items) || [];
       $("workers-list-wrap").hidden = false;
@@ -568,7 +578,7 @@
       setText($("workers-count"), workers.length + (workers.length === 1 ? " worker" : " workers"));
       syncRows($("workers-table").tBodies[0], workers, (w) => w.id,
         () => el("tr", {}, el("th", { scope: "row", dataset: { col: "id" } }), cell("host"), cell("pid", "num"),
-          cell("version"), cell("started"), cell("heartbeat"), cell("state"), cell("consumers")),
+          cell("version"), cell("started"), cell("heartbeat"), cell("state"), cell("consumers", "consumers-cell")),
         (row, w) => {
           const c = row.cells;
           setText(c[0], w.id);
@@ -579,7 +589,8 @@
           setText(c[5], ago(w.last_heartbeat));
           setAttr(c[5], "title", w.last_heartbeat || null);
           setText(c[6], w.state);
-          setText(c[7], consumersText(w.consumers));
+          setAttr(c[6], "class", "worker-" + String(w.state || "unknown").replace(/[^a-z_-]/gi, ""));
+          setText(c[7], consumersText(w.consumers, namesById));
         });
       return;
     }
