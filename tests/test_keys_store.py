@@ -130,6 +130,16 @@ def test_bootstrap_registers_the_configured_token(db, store):
     assert configured not in str(stored_rows(db))
 
 
+def test_a_changed_configured_token_replaces_the_old_one(store):
+    store.bootstrap("wrmq_first-configured-token-0123456789")
+    store.revoke(store.authenticate("wrmq_first-configured-token-0123456789").id)
+    store.bootstrap("wrmq_second-configured-token-012345678")
+    assert store.authenticate("wrmq_first-configured-token-0123456789") is None
+    key = store.authenticate("wrmq_second-configured-token-012345678")
+    assert key is not None and key.name == "bootstrap" and key.scope == "admin"
+    assert [k.name for k in store.list()] == ["bootstrap"]
+
+
 def test_app_start_prints_bootstrap_key_once(db_app, capsys):
     app = db_app()
     err = capsys.readouterr().err
