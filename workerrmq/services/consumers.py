@@ -84,7 +84,9 @@ class ConsumerService:
         return self._with_stats(spec)
 
     def list(self, queue: str | None = None) -> list[dict[str, Any]]:
-        return [self._with_stats(spec) for spec in self.store.list(queue=queue)]
+        specs = self.store.list(queue=queue)
+        stats = self.store.stats_of(spec.id for spec in specs)
+        return [{**view(spec), "stats": stats[spec.id]} for spec in specs]
 
     def get(self, ref: str) -> dict[str, Any]:
         return self._with_stats(self.store.get(_ref(ref)))

@@ -141,10 +141,12 @@ class ConsumerStore:
         now = utcnow()
         with self.db.session() as session:
             known = set(session.scalars(select(ConsumerDef.id)))
+            mine = {row.consumer_id: row for row in session.scalars(
+                select(ConsumerStats).where(ConsumerStats.worker_id == worker_id))}
             for report in reports:
                 if report.consumer_id not in known:
                     continue  # deleted meanwhile
-                row = session.get(ConsumerStats, (worker_id, report.consumer_id))
+                row = mine.get(report.consumer_id)
                 if row is None:
                     row = ConsumerStats(worker_id=worker_id, consumer_id=report.consumer_id)
                     session.add(row)
@@ -158,11 +160,21 @@ class ConsumerStore:
         Totals count every worker that ever reported; in-flight counts, circuit
         state and latency only come from workers that reported recently.
         """
+        return self.stats_of([consumer_id])[consumer_id]
+
+    def stats_of(self, consumer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """:meth:`stats` for many consumers, in one query."""
+        wanted = list(consumer_ids)
+        rows: dict[str, list[ConsumerStats]] = {cid: [] for cid in wanted}
         with self.db.session() as session:
-            rows = list(
-                session.scalars(select(ConsumerStats).where(ConsumerStats.consumer_id == consumer_id))
-            )
-        return summarize(rows, utcnow())
+            query = select(ConsumerStats)
+            if len(wanted) <= 500:
+                query = query.where(ConsumerStats.consumer_id.in_(wanted))
+            for row in session.scalars(query):
+                if row.consumer_id in rows:
+                    rows[row.consumer_id].append(row)
+        now = utcnow()
+        return {cid: summarize(found, now) for cid, found in rows.items()}
 
     def forget_worker(self, worker_id: str) -> None:
         with self.db.session() as session:
