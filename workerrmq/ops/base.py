@@ -97,16 +97,18 @@ class Ops:
 
     def table(self, columns: Iterable[str], rows: Iterable[Iterable[Any]],
               *, title: str | None = None, empty: str = "nothing to show") -> None:
-        rows = list(rows)
-        if not rows:
+        lines = [list(row) for row in rows]
+        if not lines:
             self.note(empty)
             return
         table = Table(title=title, header_style="bold", title_justify="left")
         for i, column in enumerate(columns):
+            numbers = all(_is_number(line[i]) for line in lines if line[i] is not None)
             # The first column names the row: never wrapped, so it can be grepped.
-            table.add_column(column, no_wrap=i == 0, overflow="fold")
-        for row in rows:
-            table.add_row(*(_cell(v) for v in row))
+            table.add_column(column, no_wrap=i == 0, overflow="fold",
+                             justify="right" if numbers else "left")
+        for line in lines:
+            table.add_row(*(_cell(v) for v in line))
         self.out.print(table)
 
     def fields(self, pairs: Iterable[tuple[str, Any]], *, title: str | None = None) -> None:
@@ -117,6 +119,10 @@ class Ops:
         for name, value in pairs:
             table.add_row(name, _cell(value))
         self.out.print(table)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _cell(value: Any) -> Text:
