@@ -6,21 +6,20 @@ import os
 import socket
 import sys
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import click
-from gunicorn.app.base import BaseApplication
-from gunicorn.glogging import Logger as GunicornLogger
 
 from workerrmq import ops
-from workerrmq.broker.connect import split_urls
 from workerrmq.errors import ConfigError, WorkerRMQError
 from workerrmq.logs import configure_logging
+from workerrmq.scopes import SCOPES
 from workerrmq.settings import Settings, redact_url
-from workerrmq.store import Database
-from workerrmq.store.keys import KeyStore
-from workerrmq.store.models import SCOPES
+
+if TYPE_CHECKING:
+    from workerrmq.store import Database
+    from workerrmq.store.keys import KeyStore
 
 __all__ = ["main"]
 
@@ -35,7 +34,7 @@ def load_settings() -> Settings:
 def check_broker(settings: Settings, timeout: float = 3.0) -> None:
     """Exit with one clear line when no RabbitMQ of ``RABBITMQ_URL`` answers on its AMQP port."""
     problems = []
-    for url in split_urls(settings.rabbitmq_url):
+    for url in settings.rabbitmq_urls:
         parts = urlsplit(url)
         port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
         try:
@@ -47,44 +46,6 @@ def check_broker(settings: Settings, timeout: float = 3.0) -> None:
         f"cannot reach RabbitMQ at {', '.join(problems)}; "
         "start a broker (e.g. 'rabbitmq-server -detached') or set RABBITMQ_URL"
     )
-
-
-class _GunicornLog(GunicornLogger):  # type: ignore[misc]
-    """Gunicorn's own messages go through WorkerRMQ's handler, so LOG_FORMAT applies to them."""
-
-    def setup(self, cfg: Any) -> None:
-        super().setup(cfg)
-        self.error_log.handlers.clear()
-        self.error_log.propagate = True
-
-
-class _Gunicorn(BaseApplication):  # type: ignore[misc]
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        super().__init__()
-
-    def load_config(self) -> None:
-        options = {
-            "bind": self.settings.bind,
-            "workers": self.settings.api_workers,
-            "threads": self.settings.api_threads,
-            "worker_class": "gthread",
-            "timeout": 60,
-            "graceful_timeout": 30,
-            "accesslog": None,
-            "logger_class": _GunicornLog,
-            "loglevel": self.settings.log_level.lower(),
-            "child_exit": _child_exit,
-            # Gunicorn's control socket is one per user: two APIs on a host would clash.
-            "control_socket_disable": True,
-        }
-        for key, value in options.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Any:
-        from workerrmq.api import create_app
-
-        return create_app(self.settings)
 
 
 @click.group()
@@ -100,20 +61,15 @@ def api() -> None:
     check_broker(settings)
     _share_metrics_between_processes()
     prepare_database(settings)
-    _Gunicorn(settings).run()
+    from workerrmq.server import Gunicorn
+
+    Gunicorn(settings).run()
 
 
 def _share_metrics_between_processes() -> None:
     """Give Gunicorn's processes one fresh metrics directory (before any metric exists)."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="workerrmq-metrics-")
-
-
-def _child_exit(_server: Any, worker: Any) -> None:
-    from prometheus_client import multiprocess
-
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.mark_process_dead(worker.pid)
 
 
 def prepare_database(settings: Settings) -> None:
@@ -181,6 +137,9 @@ def keys() -> None:
 
 
 def _key_store() -> tuple[KeyStore, Database]:
+    from workerrmq.store import Database
+    from workerrmq.store.keys import KeyStore
+
     settings = load_settings()
     db = Database(settings.database_url)
     db.migrate()

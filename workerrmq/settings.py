@@ -64,6 +64,11 @@ class Settings:
     worker_bind: str = "127.0.0.1:5001"  # a worker's /healthz, /readyz, /metrics; "" for none
 
     @property
+    def rabbitmq_urls(self) -> tuple[str, ...]:
+        """The brokers of ``RABBITMQ_URL`` (comma-separated: the nodes of a cluster)."""
+        return tuple(u.strip() for u in self.rabbitmq_url.split(",") if u.strip())
+
+    @property
     def vhost(self) -> str:
         """The virtual host named by ``RABBITMQ_URL`` (``/`` when it names none)."""
         path = urlsplit(self.rabbitmq_url.split(",")[0].strip()).path

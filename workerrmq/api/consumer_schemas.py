@@ -10,6 +10,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from workerrmq.api.schemas import (
     JsonBody,
     Name,
+    Strict,
     StrictBoolean,
     StrictFloat,
     StrictInteger,
@@ -22,13 +23,13 @@ _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
 
 
 def _retry_token(value: str) -> None:
-    if not _RETRY_TOKEN.match(value):
+    if not _RETRY_TOKEN.fullmatch(value):
         raise ValidationError("use 'connection', 'timeout', '5xx' or a status such as '429'")
 
 
 def _headers(value: dict[str, str]) -> None:
     for name, text in value.items():
-        if not _HEADER_NAME.match(name):
+        if not _HEADER_NAME.fullmatch(name):
             raise ValidationError(f"{name[:40]!r} is not a valid header name")
         if "\r" in text or "\n" in text or not text.isascii():
             raise ValidationError(f"the value of {name!r} must be printable ASCII on one line")
@@ -116,7 +117,7 @@ class Consumer(ConsumerFields):
     stats = fields.Nested(ConsumerStatsView)
 
 
-class DeadLetterArgs(Schema):
+class DeadLetterArgs(Strict):
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10_000))
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=500))
 

@@ -109,7 +109,23 @@ def _bad_text(data: Any, *, allow_nul: bool) -> tuple[str, str] | None:
     return None
 
 
-class JsonBody(Schema):
+class Strict(Schema):
+    """Refuses unknown fields wherever it is loaded from. webargs ignores unknown query
+    arguments, so a typo such as ``?if_emtpy=true`` would delete a queue that is not empty."""
+
+    @pre_load
+    def _no_unknown(self, data: Any, **_: Any) -> Any:
+        if hasattr(data, "keys"):
+            known = {f.data_key or name for name, f in self.load_fields.items()}
+            for key in data.keys():  # noqa: SIM118 - webargs passes a MultiDictProxy
+                if key not in known:
+                    if not key:
+                        raise ValidationError("a field without a name is not accepted")
+                    raise ValidationError("Unknown field.", str(key))
+        return data
+
+
+class JsonBody(Strict):
     """Base of request bodies: refuses text that could not be published or stored."""
 
     allow_nul = True  # message content may hold NUL; names stored in the database may not
@@ -183,7 +199,7 @@ class Queue(Schema):
     arguments = fields.Nested(QueueArguments)
 
 
-class QueueListArgs(Schema):
+class QueueListArgs(Strict):
     name = fields.String(validate=validate.Length(max=NAME_MAX), metadata={"description": "substring filter"})
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
     page_size = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
@@ -196,7 +212,7 @@ class QueuePage(Schema):
     total = fields.Integer()
 
 
-class QueueDeleteArgs(Schema):
+class QueueDeleteArgs(Strict):
     if_empty = fields.Boolean(load_default=False)
     if_unused = fields.Boolean(load_default=False)
 
@@ -320,7 +336,7 @@ class Connection(Schema):
     connected_at = fields.String(allow_none=True)
 
 
-class ConnectionCloseArgs(Schema):
+class ConnectionCloseArgs(Strict):
     # Sent on as an HTTP header (X-Reason): printable ASCII only.
     reason = fields.String(load_default="closed through the WorkerRMQ API", validate=[
         validate.Length(max=255),

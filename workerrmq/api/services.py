@@ -40,7 +40,7 @@ class Services:
         management = ManagementClient(
             settings.rabbitmq_management_url, settings.vhost, timeout=settings.broker_timeout
         )
-        publisher = Publisher(settings.rabbitmq_url, timeout=settings.broker_timeout)
+        publisher = Publisher(settings.rabbitmq_urls, timeout=settings.broker_timeout)
         queues = QueueService(management)
         return cls(
             settings=settings,

@@ -10,16 +10,9 @@ from aio_pika.abc import AbstractConnection
 
 from workerrmq.settings import redact_url
 
-__all__ = ["connect_first", "split_urls"]
+__all__ = ["connect_first"]
 
 log = logging.getLogger(__name__)
-
-
-def split_urls(urls: str | Sequence[str]) -> tuple[str, ...]:
-    """``"amqp://a,amqp://b"`` or a sequence of URLs, as a tuple."""
-    if isinstance(urls, str):
-        urls = urls.split(",")
-    return tuple(u.strip() for u in urls if u.strip())
 
 
 async def connect_first(urls: Sequence[str], *, timeout: float, name: str) -> AbstractConnection:

@@ -23,7 +23,7 @@ import aiormq
 from aio_pika.abc import AbstractIncomingMessage
 from pamqp.commands import Basic
 
-from workerrmq.broker.connect import connect_first, split_urls
+from workerrmq.broker.connect import connect_first
 from workerrmq.errors import BrokerUnavailable, NotFound
 
 __all__ = ["OutgoingMessage", "Outcome", "Publisher", "is_alive", "new_event_loop"]
@@ -82,9 +82,9 @@ class Publisher:
     """Thread-safe publisher; one per process (it re-creates itself after a fork)."""
 
     def __init__(
-        self, urls: str | Sequence[str], *, timeout: float = 5.0, name: str = "workerrmq-api"
+        self, urls: Sequence[str], *, timeout: float = 5.0, name: str = "workerrmq-api"
     ) -> None:
-        self.urls = split_urls(urls)  # several brokers: the first that answers is used
+        self.urls = tuple(urls)  # several brokers: the first that answers is used
         self.timeout = timeout
         self.name = name
         self._guard = threading.Lock()

@@ -7,8 +7,6 @@ import fcntl
 from collections.abc import Iterator
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -52,6 +50,9 @@ class Database:
 
     def migrate(self) -> None:
         """Bring the schema to the newest version; safe when several processes start at once."""
+        from alembic import command  # imported here: start-up only, and alembic is slow to load
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self._migration_lock(), self.engine.begin() as connection:

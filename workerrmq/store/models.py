@@ -8,9 +8,10 @@ import uuid
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from workerrmq.scopes import SCOPES
+
 __all__ = ["Base", "ApiKey", "ConsumerDef", "ConsumerStats", "WorkerRecord", "SCOPES"]
 
-SCOPES = ("read", "publish", "admin")
 
 
 def utcnow() -> dt.datetime:

@@ -27,7 +27,7 @@ from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from aiohttp import web
 
 from workerrmq import __version__, metrics
-from workerrmq.broker.connect import connect_first, split_urls
+from workerrmq.broker.connect import connect_first
 from workerrmq.broker.publisher import is_alive, new_event_loop
 from workerrmq.control import CONTROL_EXCHANGE
 from workerrmq.errors import WorkerRMQError
@@ -118,7 +118,7 @@ class Engine:
         while not self._stopping.is_set():
             try:
                 connection = await connect_first(
-                    split_urls(self.settings.rabbitmq_url),
+                    self.settings.rabbitmq_urls,
                     timeout=self.settings.broker_timeout,
                     name=f"workerrmq-worker {self.worker_id}",
                 )

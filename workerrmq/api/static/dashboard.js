@@ -521,19 +521,20 @@
     setText($("connections-count"), connections.length + (connections.length === 1 ? " connection" : " connections"));
     $("connections-empty").hidden = connections.length > 0;
     syncRows($("connections-table").tBodies[0], connections, (c) => c.name,
-      () => el("tr", {}, el("th", { scope: "row", dataset: { col: "client" } }), cell("peer"), cell("user"),
-        cell("channels", "num"), cell("state"), cell("connected")),
+      () => el("tr", {},
+        el("th", { scope: "row", dataset: { col: "client" } }, el("span", {}), el("span", { className: "sub" })),
+        cell("user"), cell("channels", "num"), cell("state"), cell("connected")),
       (row, conn) => {
         const props = conn.client_properties || {};
         const client = props.connection_name || props.product || conn.name;
         const c = row.cells;
-        setText(c[0], client);
+        setText(c[0].firstChild, client);
+        setText(c[0].lastChild, conn.peer_host ? conn.peer_host + (conn.peer_port ? ":" + conn.peer_port : "") : "");
         setAttr(c[0], "title", conn.name);
-        setText(c[1], conn.peer_host ? conn.peer_host + (conn.peer_port ? ":" + conn.peer_port : "") : "");
-        setText(c[2], conn.user);
-        setText(c[3], num(conn.channels));
-        setText(c[4], conn.state);
-        setText(c[5], when(conn.connected_at));
+        setText(c[1], conn.user);
+        setText(c[2], num(conn.channels));
+        setText(c[3], conn.state);
+        setText(c[4], when(conn.connected_at));
       });
   }
 
