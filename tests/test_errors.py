@@ -166,7 +166,6 @@ def test_no_html_anywhere(client, admin, make_key):
     """A sweep of error paths: each answers JSON."""
     read = make_key("read")
     attempts = [
-        client.get("/"),
         client.get("/index.html"),
         client.get("/static/nothing.css"),
         client.delete("/healthz"),

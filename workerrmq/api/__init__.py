@@ -41,7 +41,8 @@ access_log = logging.getLogger("workerrmq.access")
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the API. Migrates the database and makes sure an admin key exists."""
     settings = settings or Settings.from_env()
-    app = Flask("workerrmq")
+    # No app-wide static folder: the dashboard blueprint serves /static.
+    app = Flask("workerrmq", static_folder=None)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         API_TITLE="WorkerRMQ",

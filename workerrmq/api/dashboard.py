@@ -8,10 +8,7 @@ the script and the style sheet are served as they are.
 
 from __future__ import annotations
 
-import os
-
 from flask import Blueprint, Response, render_template
-from flask.blueprints import BlueprintSetupState
 
 from workerrmq import __version__
 from workerrmq.api.auth import public
@@ -24,19 +21,6 @@ _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
-
-
-@blp.record_once
-def _serve_static_files(state: BlueprintSetupState) -> None:
-    """Make ``/static/...`` serve this blueprint's files.
-
-    The app's own static route (``Flask("workerrmq")`` gets one for
-    ``workerrmq/static``) is registered first and has the same URL rule, so it
-    wins; while that folder does not exist, point it at the dashboard's files.
-    """
-    app = state.app
-    if blp.static_folder and not (app.static_folder and os.path.isdir(app.static_folder)):
-        app.static_folder = blp.static_folder
 
 
 @blp.route("/")
