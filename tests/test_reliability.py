@@ -21,7 +21,7 @@ from tests.workers import worker_process
 pytestmark = pytest.mark.chaos
 
 #: Faults of each kind per run: a few in the default suite, more in a soak.
-FAULTS = max(3, CHAOS_N // 20_000)
+FAULTS = max(3, CHAOS_N // 10_000)
 RATE = max(800.0, CHAOS_N / 60)  # messages per second the publisher aims at
 
 
@@ -127,7 +127,7 @@ def test_broker_restart_mid_stream(relay, endpoint, client, admin):
     wait_for(relay.consuming, timeout=30, what="the worker to consume")
     endpoint.delay = 0.002
     publisher = _publish(relay, tally)
-    for moment in _during(publisher, max(1, FAULTS // 3)):
+    for moment in _during(publisher, max(1, FAULTS // 3)):  # a restart takes seconds
         _at(moment)
         rabbitmqctl("stop_app")
         tally.faults["broker restart"] += 1
