@@ -10,6 +10,7 @@ from workerrmq.api import schemas
 from workerrmq.api.auth import requires
 from workerrmq.api.blueprint import Blueprint
 from workerrmq.api.services import services
+from workerrmq.errors import NotFound
 
 blp = Blueprint("keys", __name__, url_prefix="/api/v1/keys", description="API keys")
 log = logging.getLogger("workerrmq.api")
@@ -37,6 +38,8 @@ def create_key(body: dict[str, Any]) -> dict[str, Any]:
 @blp.response(200, schemas.Key)
 def revoke_key(key_id: int) -> dict[str, Any]:
     """Revoke a key; it stops working at once."""
+    if key_id >= 2**63:  # beyond the database's integers: no such key (not a 500)
+        raise NotFound(f"no key with id {key_id}")
     info = services().keys.revoke(key_id)
     log.info("key revoked: name=%s", info.name)
     return dataclasses.asdict(info)

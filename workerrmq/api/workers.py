@@ -7,6 +7,7 @@ from typing import Any
 from marshmallow import Schema, fields
 
 from workerrmq.api.blueprint import Blueprint
+from workerrmq.api.schemas import Strict
 from workerrmq.api.services import services
 
 blp = Blueprint("workers", __name__, url_prefix="/api/v1/workers", description="Workers")
@@ -29,7 +30,7 @@ class Worker(Schema):
     consumers = fields.List(fields.Nested(WorkerConsumer))
 
 
-class WorkerListArgs(Schema):
+class WorkerListArgs(Strict):
     include_stopped = fields.Boolean(load_default=False)
 
 

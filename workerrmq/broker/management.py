@@ -18,6 +18,9 @@ __all__ = ["ManagementClient"]
 
 
 def _q(segment: str) -> str:
+    if segment in (".", ".."):
+        # requests resolves dot segments (even as %2E): another endpoint would be called.
+        raise NotFound(f"{segment!r} cannot be addressed through the management API")
     return quote(segment, safe="")
 
 

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import struct
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal, TypeVar
@@ -24,7 +25,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from pamqp.commands import Basic
 
 from workerrmq.broker.connect import connect_first
-from workerrmq.errors import BrokerUnavailable, NotFound
+from workerrmq.errors import BrokerUnavailable, InvalidInput, NotFound
 
 __all__ = ["OutgoingMessage", "Outcome", "Publisher", "is_alive", "new_event_loop"]
 
@@ -197,6 +198,9 @@ class Publisher:
                 outcomes.append("unroutable")
             elif isinstance(result, aiormq.exceptions.DeliveryError):
                 outcomes.append("rejected")
+            elif isinstance(result, TypeError | ValueError | OverflowError | struct.error):
+                # Refused while encoding, before anything was sent: the input's fault.
+                raise InvalidInput(f"a message cannot be encoded for AMQP: {result}")
             else:
                 log.warning("publish failed: %s", type(result).__name__)
                 await self._drop_connection()

@@ -65,6 +65,7 @@ class ConsumerService:
     def create(self, values: dict[str, Any]) -> dict[str, Any]:
         values = dict(values)
         create_queue = values.pop("create_queue", False)
+        _check_queue_names(values)
         values.setdefault("name", values["queue"])
         if not values.get("target_url"):
             if not self.default_target_url:
@@ -93,6 +94,7 @@ class ConsumerService:
 
     def update(self, ref: str, changes: dict[str, Any]) -> dict[str, Any]:
         ref = _ref(ref)
+        _check_queue_names(changes)
         if changes.get("target_url"):
             self._check_target(changes["target_url"])
         if "queue" in changes and not self.queues.exists(changes["queue"]):
@@ -150,6 +152,14 @@ class ConsumerService:
 
     def _with_stats(self, spec: ConsumerSpec) -> dict[str, Any]:
         return {**view(spec), "stats": self.store.stats(spec.id)}
+
+
+def _check_queue_names(values: dict[str, Any]) -> None:
+    """The queues a consumer names must be ones the API can manage: not ``.``, ``..`` or
+    ``amq.*`` (the schema checks only the characters)."""
+    for field in ("queue", "dead_letter_queue"):
+        if values.get(field) is not None:
+            check_name(values[field], field=field)
 
 
 def _ref(ref: str) -> str:
