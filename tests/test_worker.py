@@ -386,3 +386,26 @@ def test_delivers_with_definitions_in_postgresql(make_settings, postgres_url, st
                  .json["stats"]["delivered"] == 1, what="statistics in PostgreSQL")
     finally:
         app.extensions["workerrmq"].close()
+
+
+@pytest.mark.postgres
+def test_worker_waits_for_the_database_at_start(make_settings, postgres_url):
+    from urllib.parse import urlsplit
+
+    from tests.support import TcpProxy
+    from tests.workers import EngineThread
+
+    port = urlsplit(postgres_url).port
+    with TcpProxy("127.0.0.1", port) as db_proxy:
+        db_proxy.cut()
+        settings = make_settings(database_url=postgres_url.replace(f":{port}/", f":{db_proxy.port}/"))
+        worker = EngineThread(settings)
+        worker._thread.start()
+        try:
+            wait_for(lambda: "database unavailable" in worker.log_text(), timeout=20,
+                     what="the worker to report the database down")
+            assert not worker.engine.connected.is_set() and worker._thread.is_alive()
+            db_proxy.heal()
+            wait_for(worker.engine.connected.is_set, timeout=30, what="the worker to start")
+        finally:
+            worker.stop()

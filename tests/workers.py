@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import dataclasses
 import os
 import subprocess
@@ -26,7 +28,15 @@ class EngineThread:
             settings = dataclasses.replace(settings, worker_bind="127.0.0.1:0")
         self.engine = Engine(settings, **options)
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._log = io.StringIO()
+        handler = logging.StreamHandler(self._log)
+        logging.getLogger("workerrmq.worker").addHandler(handler)
+        self._handler = handler
         self.error: BaseException | None = None
+
+    def log_text(self) -> str:
+        """What the engine logged so far (captured per engine)."""
+        return self._log.getvalue()
 
     def _run(self) -> None:
         try:
@@ -49,6 +59,7 @@ class EngineThread:
         return wait_for(ready, timeout=15, what=f"consumer {consumer_id} to be {status}")
 
     def stop(self, timeout: float = 30) -> None:
+        logging.getLogger("workerrmq.worker").removeHandler(self._handler)
         if not self._thread.is_alive():
             return
         self.engine.request_stop()

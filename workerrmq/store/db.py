@@ -55,11 +55,16 @@ class Database:
 
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        with self._migration_lock(), self.engine.begin() as connection:
-            if self.url.get_backend_name() == "postgresql":
-                connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+        try:
+            with self._migration_lock(), self.engine.begin() as connection:
+                if self.url.get_backend_name() == "postgresql":
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK}
+                    )
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        except (OperationalError, PoolTimeout) as exc:
+            raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from None
 
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[None]:

@@ -85,11 +85,8 @@ class Engine:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._stopping.set)
-        await asyncio.to_thread(self.db.migrate)
-        try:
-            await asyncio.to_thread(self.registry.register, self.identity)
-        except WorkerRMQError as exc:
-            log.warning("cannot register in the database (%s); will heartbeat later", exc.message)
+        if not await self._prepare_database():
+            return
         guard = self.settings.block_private_targets
         connector = aiohttp.TCPConnector(
             limit=0, ttl_dns_cache=60, resolver=GuardedResolver() if guard else None
@@ -110,6 +107,19 @@ class Engine:
         with contextlib.suppress(WorkerRMQError):
             await asyncio.to_thread(self.registry.stopped, self.worker_id)
         log.info("worker %s stopped", self.worker_id)
+
+    async def _prepare_database(self) -> bool:
+        """Migrate and register, waiting for the database; False if stopped meanwhile."""
+        assert self._stopping is not None
+        while not self._stopping.is_set():
+            try:
+                await asyncio.to_thread(self.db.migrate)
+                await asyncio.to_thread(self.registry.register, self.identity)
+                return True
+            except WorkerRMQError as exc:
+                log.warning("%s; retrying in 5s", exc.message)
+                await self._wait(5)
+        return False
 
     # -- connection supervision ----------------------------------------------------------------
 
