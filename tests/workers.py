@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
-import dataclasses
 import os
 import subprocess
 import sys
