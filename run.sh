@@ -40,12 +40,12 @@ setup() {  # setup [EXTRAS], e.g. setup test,bench
 case "${1:-}" in
   test)
     shift
-    setup test
+    setup test,bench
     exec "$venv/bin/python" -m pytest "$@"
     ;;
   soak)
     shift
-    setup test
+    setup test,bench
     WORKERRMQ_CHAOS_N=${WORKERRMQ_CHAOS_N:-100000} \
       exec "$venv/bin/python" -m pytest -m chaos -p no:cacheprovider -o timeout=3600 -s "$@"
     ;;

@@ -1,0 +1,549 @@
+"""What every case uses: the plan, progress, child processes, the broker, the endpoint, the API."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aio_pika
+import aiohttp
+import aiormq
+
+ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+# -- the plan ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How big each case is. ``full()`` is issue 5's benchmark, ``quick()`` the smoke version."""
+
+    quick: bool
+    runs: int
+    messages: int  # pre-filled per throughput run
+    sizes: tuple[int, ...]
+    prefetch: int  # the plain relay's prefetch and the WorkerRMQ consumer's concurrency
+    drain_timeout: float  # a drain still running after this is stopped and counted as it stands
+    seed_timeout: float  # the same for (c), the slowest by far: its rate is steady long before
+    latency_rate: int  # messages/s
+    latency_seconds: float
+    latency_warmup: float  # seconds at the start that are not counted
+    publish_seconds: float
+    publish_clients: int
+    batch_size: int
+    batch_clients: int
+    scale_consumers: int
+    scale_timeout: float
+    idle_seconds: float
+
+    @classmethod
+    def full(cls) -> Plan:
+        return cls(
+            quick=False, runs=3, messages=20_000, sizes=(200, 16 * 1024), prefetch=64,
+            drain_timeout=240.0, seed_timeout=60.0, latency_rate=1000, latency_seconds=10.0,
+            latency_warmup=1.0,
+            publish_seconds=5.0, publish_clients=32, batch_size=500, batch_clients=4,
+            scale_consumers=1000, scale_timeout=90.0, idle_seconds=10.0,
+        )
+
+    @classmethod
+    def quick_plan(cls) -> Plan:
+        return cls(
+            quick=True, runs=1, messages=500, sizes=(200, 16 * 1024), prefetch=64,
+            drain_timeout=30.0, seed_timeout=30.0, latency_rate=1000, latency_seconds=1.0,
+            latency_warmup=0.2,
+            publish_seconds=1.0, publish_clients=32, batch_size=100, batch_clients=4,
+            scale_consumers=20, scale_timeout=30.0, idle_seconds=1.0,
+        )
+
+
+# -- numbers ---------------------------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """The nearest-rank percentile (fraction 0.99 for p99)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def message_body(size: int, n: int = 0) -> bytes:
+    """A JSON body of exactly *size* bytes."""
+    head = b'{"n": %d, "pad": "' % n
+    return (head + b"x" * size)[: size - 2] + b'"}'
+
+
+def basic_auth(user: str, password: str) -> str:
+    """An ``Authorization`` header value for HTTP basic auth."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def require_loopback(url: str, what: str) -> None:
+    host = urlsplit(url).hostname or ""
+    if host not in LOOPBACK and not host.startswith("127."):
+        raise SystemExit(f"bench: {what} must be on this machine (loopback), got host {host!r}")
+
+
+# -- progress --------------------------------------------------------------------------------
+
+
+class Progress:
+    """One line per finished step, with the elapsed time; a live counter on a terminal."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.started = time.monotonic()
+        self.live = self.stream.isatty()
+        self._dirty = False
+        self._last_tick = 0.0
+
+    def _stamp(self) -> str:
+        elapsed = int(time.monotonic() - self.started)
+        return f"[{elapsed // 60:02d}:{elapsed % 60:02d}]"
+
+    def say(self, text: str) -> None:
+        if self._dirty:
+            self.stream.write("\r\033[K")
+            self._dirty = False
+        self.stream.write(f"{self._stamp()} {text}\n")
+        self.stream.flush()
+
+    def tick(self, text: str) -> None:
+        if not self.live or time.monotonic() - self._last_tick < 0.2:
+            return
+        self._last_tick = time.monotonic()
+        self.stream.write(f"\r\033[K{self._stamp()}   {text}")
+        self.stream.flush()
+        self._dirty = True
+
+
+# -- who used the machine ----------------------------------------------------------------------
+
+
+class CpuAccount:
+    """CPU used during the benchmark: by it (this process and its children), by RabbitMQ, and by
+    everything else on the machine, which only adds noise to the figures."""
+
+    def __init__(self) -> None:
+        self._start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float, float]:
+        import psutil
+
+        total = psutil.cpu_times()
+        busy = total.user + total.nice + total.system + getattr(total, "irq", 0) + \
+            getattr(total, "softirq", 0) + getattr(total, "steal", 0)
+        own = os.times()
+        mine = own.user + own.system + own.children_user + own.children_system
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                times = child.cpu_times()
+                mine += times.user + times.system
+        broker = 0.0
+        for proc in psutil.process_iter(["name"]):
+            if proc.info["name"] == "beam.smp":
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    broker += times.user + times.system
+        return time.monotonic(), busy, mine, broker
+
+    def finish(self) -> dict[str, float]:
+        """Shares of the machine (100% = every core busy) since this was created."""
+        end = self._sample()
+        wall, busy, mine, broker = (b - a for a, b in zip(self._start, end, strict=True))
+        capacity = max(wall * (os.cpu_count() or 1), 1e-9)
+        return {
+            "busy_percent": round(busy / capacity * 100, 1),
+            "benchmark_percent": round(mine / capacity * 100, 1),
+            "rabbitmq_percent": round(broker / capacity * 100, 1),
+            "others_percent": round(max(0.0, busy - mine - broker) / capacity * 100, 1),
+        }
+
+
+# -- child processes -------------------------------------------------------------------------
+
+
+class Proc:
+    """A child in its own session (Ctrl-C reaches only bench.run, which stops it in order)."""
+
+    def __init__(self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None,
+                 cwd: Path | None = None, log: Path, profiled: bool = False) -> None:
+        self.name = name
+        self.log = log
+        self.profiled = profiled  # argv runs the program under ``py-spy record``
+        self._log_file = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.started = time.time()
+        self._rusage: Any = None  # resource usage, once it exited and was reaped
+        self.popen = subprocess.Popen(
+            list(argv), env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._log_file,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        """The program's pid (under py-spy: its child's, once it started)."""
+        if self.profiled:
+            import psutil
+
+            with contextlib.suppress(psutil.Error):
+                children = psutil.Process(self.popen.pid).children()
+                if children:
+                    return int(children[0].pid)
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return not self._reap(0)
+
+    def _reap(self, timeout: float) -> bool:
+        """True once the child exited; reaps it with wait4 to keep its CPU time."""
+        deadline = time.monotonic() + timeout
+        while self.popen.returncode is None:
+            try:
+                pid, status, usage = os.wait4(self.popen.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere
+                self.popen.poll()
+                return True
+            if pid:
+                self.popen.returncode = os.waitstatus_to_exitcode(status)
+                self._rusage = usage
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) the program and its child processes used so far, also
+        after it exited (``workerrmq worker`` runs one engine process per core)."""
+        if self._rusage is not None:
+            return float(self._rusage.ru_utime + self._rusage.ru_stime)
+        return tree_cpu_seconds(self.pid)
+
+    def rss_bytes(self) -> tuple[int, int]:
+        """Resident memory of the program with its child processes: (sum, largest one)."""
+        return tree_rss(self.pid)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, then SIGKILL after *timeout* s; returns the exit code."""
+        if self.alive():
+            # Under py-spy the program gets the signal; py-spy writes its profile when it exits.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            if not self._reap(timeout):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self._reap(5)
+        self._log_file.close()
+        return self.popen.returncode
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _tree(pid: int) -> list[Any]:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU time of *pid* and every descendant, the exited ones it reaped included."""
+    import psutil
+
+    procs = _tree(pid)
+    if not procs:
+        return None
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def tree_rss(pid: int) -> tuple[int, int]:
+    import psutil
+
+    sizes = []
+    for proc in _tree(pid):
+        with contextlib.suppress(psutil.Error):
+            sizes.append(proc.memory_info().rss)
+    return sum(sizes), max(sizes, default=0)
+
+
+class Cleanup:
+    """Everything bench.run started or created, undone in reverse order whatever happens."""
+
+    def __init__(self, amqp_url: str) -> None:
+        self.amqp_url = amqp_url
+        self.procs: list[Proc] = []
+        self.queues: set[str] = set()
+
+    def track(self, proc: Proc) -> Proc:
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: Proc, timeout: float = 20.0) -> int | None:
+        code = proc.stop(timeout)
+        with contextlib.suppress(ValueError):
+            self.procs.remove(proc)
+        return code
+
+    def close(self) -> None:
+        """Stop every child still running, then delete every queue still listed (over AMQP)."""
+        for proc in reversed(list(self.procs)):
+            self.stop(proc, timeout=10.0)
+        if not self.queues:
+            return
+        import pika  # the seed contender's client; synchronous, so usable after the loop is gone
+
+        try:
+            connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
+        except Exception as exc:  # noqa: BLE001 - report and leave the names
+            print(f"bench: could not delete {len(self.queues)} queues: {exc}", file=sys.stderr)
+            return
+        try:
+            for name in sorted(self.queues):
+                channel = connection.channel()
+                try:
+                    channel.queue_delete(name)
+                    self.queues.discard(name)
+                except pika.exceptions.ChannelClosedByBroker:
+                    self.queues.discard(name)  # already gone
+                finally:
+                    if channel.is_open:
+                        channel.close()
+        finally:
+            connection.close()
+
+
+# -- the broker ------------------------------------------------------------------------------
+
+
+class Broker:
+    """bench.run's own AMQP connection: declare, pre-fill, look at and delete queues."""
+
+    def __init__(self, url: str, cleanup: Cleanup, prefix: str) -> None:
+        self.url = url
+        self.cleanup = cleanup
+        self.prefix = prefix
+        self._connection: aio_pika.abc.AbstractConnection | None = None
+        self._channel: aio_pika.abc.AbstractChannel | None = None
+        self._confirming: aio_pika.abc.AbstractChannel | None = None
+        self._raw: aiormq.abc.AbstractChannel | None = None
+
+    async def open(self) -> None:
+        self._connection = await aio_pika.connect(
+            self.url, client_properties={"connection_name": f"bench {self.prefix}"}
+        )
+        self._channel = await self._connection.channel(publisher_confirms=False)
+        self._confirming = await self._connection.channel(publisher_confirms=True)
+        self._raw = await self._channel.get_underlay_channel()
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._connection.close(), 5)
+
+    def name(self, kind: str) -> str:
+        return f"{self.prefix}-{kind}-{uuid.uuid4().hex[:6]}"
+
+    async def declare(self, name: str) -> str:
+        assert self._channel is not None
+        self.cleanup.queues.add(name)
+        self.cleanup.queues.add(f"{name}.dlq")  # WorkerRMQ consumers declare it
+        await self._channel.declare_queue(name, durable=True)
+        return name
+
+    async def delete(self, *names: str) -> None:
+        assert self._raw is not None
+        for name in names:
+            for queue in (name, f"{name}.dlq"):
+                await self._raw.queue_delete(queue)
+                self.cleanup.queues.discard(queue)
+
+    async def purge(self, name: str) -> None:
+        assert self._raw is not None
+        await self._raw.queue_purge(name)
+
+    async def counts(self, name: str) -> tuple[int, int]:
+        """(ready messages, consumers) of an existing queue, as the broker sees them now."""
+        assert self._raw is not None
+        ok = await self._raw.queue_declare(name, passive=True)
+        return ok.message_count or 0, ok.consumer_count or 0
+
+    async def prefill(self, name: str, count: int, size: int,
+                      tick: Callable[[str], None] | None = None) -> float:
+        """Publish *count* persistent messages of *size* bytes with confirms; returns msg/s."""
+        assert self._confirming is not None
+        exchange = self._confirming.default_exchange
+        started = time.perf_counter()
+        window = 500
+        for start in range(0, count, window):
+            await asyncio.gather(*(
+                exchange.publish(
+                    aio_pika.Message(
+                        message_body(size, n), content_type="application/json",
+                        message_id=uuid.uuid4().hex,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    name,
+                )
+                for n in range(start, min(count, start + window))
+            ))
+            if tick is not None:
+                tick(f"pre-filling {name}: {min(count, start + window):,}/{count:,}")
+        return count / (time.perf_counter() - started)
+
+    async def publish_now(self, name: str, body: bytes) -> None:
+        """One persistent message, no confirm awaited (the latency case paces these)."""
+        assert self._channel is not None
+        await self._channel.default_exchange.publish(
+            aio_pika.Message(body, content_type="application/json", message_id=uuid.uuid4().hex,
+                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            name,
+        )
+
+    async def wait_consumers(self, names: Sequence[str], want: int, timeout: float) -> bool:
+        """True once every queue in *names* has *want* consumers (0: none), within *timeout*."""
+        deadline = time.monotonic() + timeout
+        pending = list(names)
+        while pending and time.monotonic() < deadline:
+            still = []
+            for name in pending:
+                _, consumers = await self.counts(name)
+                if (consumers >= want) if want else (consumers == 0):
+                    continue
+                still.append(name)
+            pending = still
+            if pending:
+                await asyncio.sleep(0.02)
+        return not pending
+
+
+# -- the endpoint ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class BucketStats:
+    count: int
+    first: float
+    last: float
+    latencies: list[float] = dataclasses.field(default_factory=list)
+    published: list[float] = dataclasses.field(default_factory=list)
+
+    def rate(self) -> float | None:
+        """Messages per second between the first and the last arrival."""
+        if self.count < 2 or self.last <= self.first:
+            return None
+        return (self.count - 1) / (self.last - self.first)
+
+
+class EndpointClient:
+    def __init__(self, port: int, http: aiohttp.ClientSession) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.http = http
+
+    def url(self, kind: str, bucket: str) -> str:
+        return f"{self.base}/{kind}/{bucket}"
+
+    async def ping(self) -> bool:
+        try:
+            async with self.http.get(f"{self.base}/_ping") as response:
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    async def stats(self, bucket: str, *, latencies: bool = False) -> BucketStats:
+        query = "?lat=1" if latencies else ""
+        async with self.http.get(f"{self.base}/_stats/{bucket}{query}") as response:
+            data = await response.json()
+        return BucketStats(**data)
+
+
+# -- WorkerRMQ's API ---------------------------------------------------------------------------
+
+
+class ApiError(RuntimeError):
+    pass
+
+
+class ApiClient:
+    def __init__(self, base: str, key: str, http: aiohttp.ClientSession) -> None:
+        self.base = base
+        self.headers = {"Authorization": f"Bearer {key}"}
+        self.http = http
+
+    async def ready(self) -> bool:
+        try:
+            async with self.http.get(f"{self.base}/readyz") as response:
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    async def call(self, method: str, path: str, body: Any = None,
+                   expect: Sequence[int] = (200,)) -> Any:
+        async with self.http.request(method, f"{self.base}{path}", json=body,
+                                     headers=self.headers) as response:
+            text = await response.text()
+            if response.status not in expect:
+                raise ApiError(f"{method} {path}: {response.status} {text[:300]}")
+            return json.loads(text) if text else None
+
+    async def create_consumer(self, **fields: Any) -> str:
+        consumer = await self.call("POST", "/api/v1/consumers", fields, expect=(201,))
+        return str(consumer["id"])
+
+    async def delete_consumer(self, ref: str) -> None:
+        await self.call("DELETE", f"/api/v1/consumers/{quote(ref, safe='')}", expect=(204, 404))
+
+
+async def wait_until(condition: Callable[[], Any], *, timeout: float, what: str,
+                     interval: float = 0.1) -> Any:
+    """Await *condition* (a coroutine function) until truthy; RuntimeError after *timeout* s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(interval)

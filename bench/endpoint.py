@@ -1,0 +1,106 @@
+"""The fast local HTTP endpoint every relay delivers to: aiohttp's low-level server on uvloop.
+
+Paths name a bucket: ``/ok/<bucket>`` answers 200, ``/fail/<bucket>`` answers 503,
+``/lat/<bucket>`` answers 200 and records publish-to-endpoint latency from the
+body, which starts with the publish time (``time.time()``) followed by a space.
+Per bucket it counts requests and keeps the arrival time of the first and the
+last. ``GET /_stats/<bucket>`` (``?lat=1`` adds the latencies) and
+``POST /_reset`` are for bench.run; ``GET /_ping`` says it is up.
+
+    python -m bench.endpoint --port 8123
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import time
+
+import orjson
+import uvloop
+from aiohttp import web
+
+
+class Bucket:
+    __slots__ = ("count", "first", "last", "latencies", "published")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first = 0.0
+        self.last = 0.0
+        self.latencies: list[float] = []
+        self.published: list[float] = []
+
+
+class Endpoint:
+    def __init__(self) -> None:
+        self.buckets: dict[str, Bucket] = {}
+        self.ok = web.Response(status=200)
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        body = await request.read()
+        now = time.time()
+        path = request.path
+        if path.startswith("/_"):
+            return self.control(request, path)
+        _, kind, name = path.split("/", 2)
+        bucket = self.buckets.get(name)
+        if bucket is None:
+            bucket = self.buckets[name] = Bucket()
+            bucket.first = now
+        bucket.count += 1
+        bucket.last = now
+        if kind == "lat":
+            published = float(body[: body.index(b" ")])
+            bucket.published.append(published)
+            bucket.latencies.append(now - published)
+        elif kind == "fail":
+            return web.Response(status=503, text="failing on purpose")
+        return web.Response(status=200)
+
+    def control(self, request: web.BaseRequest, path: str) -> web.Response:
+        if path == "/_ping":
+            return web.Response(text="pong")
+        if path == "/_reset":
+            self.buckets.clear()
+            return web.Response(text="reset")
+        if path.startswith("/_stats/"):
+            bucket = self.buckets.get(path[len("/_stats/"):]) or Bucket()
+            stats: dict[str, object] = {
+                "count": bucket.count, "first": bucket.first, "last": bucket.last,
+            }
+            if request.query.get("lat"):
+                stats["latencies"] = bucket.latencies
+                stats["published"] = bucket.published
+            return web.Response(body=orjson.dumps(stats), content_type="application/json")
+        return web.Response(status=404)
+
+
+async def serve(host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    endpoint = Endpoint()
+    server = web.Server(endpoint.handle, access_log=None)
+    listener = await loop.create_server(server, host, port, backlog=1024)
+    try:
+        await stop.wait()
+    finally:
+        listener.close()
+        with contextlib.suppress(Exception):
+            await server.shutdown(1.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvloop.run(serve(args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()
