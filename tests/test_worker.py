@@ -409,3 +409,15 @@ def test_worker_waits_for_the_database_at_start(make_settings, postgres_url):
             wait_for(worker.engine.connected.is_set, timeout=30, what="the worker to start")
         finally:
             worker.stop()
+
+
+def test_cookies_do_not_ride_along(settings, start_engine, endpoint, make_consumer, amqp):
+    endpoint.respond = lambda r: (200, {"Set-Cookie": "session=abc; Path=/"})
+    worker = start_engine(settings)
+    consumer, queue = make_consumer(endpoint.url)
+    worker.runner(consumer["id"])
+    publish(amqp, queue, b"first")
+    wait_for(lambda: endpoint.count() == 1, what="the first delivery")
+    publish(amqp, queue, b"second")
+    wait_for(lambda: endpoint.count() == 2, what="the second delivery")
+    assert "Cookie" not in endpoint.received[1].headers

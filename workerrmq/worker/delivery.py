@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 import uuid
@@ -132,7 +133,7 @@ async def send(
             data=attempt.body,
             headers=headers,
             allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=spec.timeout),
+            timeout=_timeout(spec.timeout),
         ) as response:
             detail = ""
             if not 200 <= response.status < 300:
@@ -156,6 +157,11 @@ async def send(
         return _failed("connection", f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_MAX], started)
     except aiohttp.ClientError as exc:
         return _failed("client", f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_MAX], started)
+
+
+@functools.lru_cache(maxsize=256)
+def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=seconds)
 
 
 def _failed(error: str, detail: str, started: float) -> DeliveryResult:

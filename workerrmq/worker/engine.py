@@ -92,7 +92,10 @@ class Engine:
             limit=0, ttl_dns_cache=60, resolver=GuardedResolver() if guard else None
         )
         site = await self._serve_health()
-        async with aiohttp.ClientSession(connector=connector) as http:
+        # No cookie jar: a cookie one endpoint sets must not ride along on later deliveries.
+        async with aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+        ) as http:
             self._http = http
             reporter = asyncio.create_task(self._report_forever())
             try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 
@@ -16,6 +17,7 @@ __all__ = ["secret_bytes", "sign", "signature_headers"]
 _PREFIX = "whsec_"
 
 
+@functools.lru_cache(maxsize=4096)  # decoded once per consumer, not once per message
 def secret_bytes(secret: str) -> bytes:
     """The HMAC key: ``whsec_<base64>`` secrets are decoded, any other string is used as UTF-8."""
     if secret.startswith(_PREFIX):
