@@ -414,7 +414,8 @@ def test_worker_waits_for_the_database_at_start(make_settings, postgres_url):
 def test_cookies_do_not_ride_along(settings, start_engine, endpoint, make_consumer, amqp):
     endpoint.respond = lambda r: (200, {"Set-Cookie": "session=abc; Path=/"})
     worker = start_engine(settings)
-    consumer, queue = make_consumer(endpoint.url)
+    # A host name, not an IP address: cookie jars keep cookies only for names.
+    consumer, queue = make_consumer(endpoint.url.replace("127.0.0.1", "localhost"))
     worker.runner(consumer["id"])
     publish(amqp, queue, b"first")
     wait_for(lambda: endpoint.count() == 1, what="the first delivery")
