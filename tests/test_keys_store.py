@@ -216,3 +216,16 @@ def test_keys_api_validation(client, admin, body, field):
     response = client.post("/api/v1/keys", json=body, headers=admin)
     assert response.status_code == 400
     assert response.json["error"]["field"] == field
+
+
+def test_a_revocation_elsewhere_takes_effect_within_the_cache_time(db, store):
+    from tests.support import wait_for
+    from workerrmq.store.keys import CACHE_SECONDS
+
+    info, token = store.create("cached", "read")
+    assert store.authenticate(token) is not None  # now remembered by this process
+    other_process = KeyStore(db)
+    other_process.revoke(info.id)
+    assert other_process.authenticate(token) is None  # where it was revoked: at once
+    wait_for(lambda: store.authenticate(token) is None, timeout=CACHE_SECONDS + 2,
+             what="the revocation to reach the other store")

@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import time
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +25,9 @@ from workerrmq.store.models import SCOPES, ApiKey, as_utc, utcnow
 __all__ = ["KeyInfo", "KeyStore", "TOKEN_PREFIX", "scope_allows"]
 
 TOKEN_PREFIX = "wrmq_"
+#: How long a process trusts a key it has checked before looking again.
+CACHE_SECONDS = 2.0
+_CACHE_MAX = 10_000
 _RANK = {scope: rank for rank, scope in enumerate(SCOPES)}
 
 
@@ -56,6 +60,7 @@ class KeyInfo:
 class KeyStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._cache: dict[str, tuple[KeyInfo, float]] = {}
 
     def create(self, name: str, scope: str, token: str | None = None) -> tuple[KeyInfo, str]:
         """Create a key; returns its record and the token, which is never shown again."""
@@ -84,11 +89,27 @@ class KeyStore:
                 raise NotFound(f"no key with id {key_id}")
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
+            self._cache.pop(row.digest, None)
             return KeyInfo.of(row)
 
     def authenticate(self, token: str) -> KeyInfo | None:
-        """The live key whose token is *token*, or None."""
+        """The live key whose token is *token*, or None.
+
+        A key found is remembered for :data:`CACHE_SECONDS`, so a revocation made
+        through another process takes effect within that time.
+        """
         wanted = digest(token)
+        cached = self._cache.get(wanted)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        info = self._lookup(wanted)
+        if info is not None:
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[wanted] = (info, time.monotonic() + CACHE_SECONDS)
+        return info
+
+    def _lookup(self, wanted: str) -> KeyInfo | None:
         with self.db.session() as session:
             row = session.scalar(select(ApiKey).where(ApiKey.digest == wanted))
             if row is None or row.revoked_at is not None:
@@ -105,6 +126,7 @@ class KeyStore:
                 return
             row = session.scalar(select(ApiKey).where(ApiKey.name == "bootstrap"))
             if row is not None:
+                self._cache.pop(row.digest, None)
                 row.digest, row.prefix, row.revoked_at = digest(token), token[:12], None
                 return
         with contextlib.suppress(Conflict):  # another process registered it meanwhile

@@ -43,6 +43,7 @@ from workerrmq.worker.retry import FailureRouter
 __all__ = ["Engine"]
 
 log = logging.getLogger(__name__)
+_START_BATCH = 50  # consumers started at once
 _BROKER_ERRORS = (OSError, TimeoutError, aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPException)
 
 
@@ -224,28 +225,37 @@ class Engine:
             del self.runners[runner.spec.id]
         # A runner whose channel died cannot ack any more: no point waiting for it.
         await asyncio.gather(*(r.stop(grace=None if r.healthy else 0) for r in outdated))
+        new = []
         for cid, spec in wanted.items():
-            if cid in self.runners:
-                if self.runners[cid].spec.concurrency != spec.concurrency:
-                    await self.runners[cid].set_concurrency(spec.concurrency)
-                continue
-            assert self._http is not None
-            stats = self.stats.setdefault(cid, StatsReport(consumer_id=cid))
-            runner = ConsumerRunner(
-                spec, connection=connection, router=router, http=self._http, stats=stats,
-                on_trouble=self._poke.set, guard=self.settings.block_private_targets,
-            )
-            self.runners[cid] = runner
-            try:
-                started = await runner.start()
-            except aiormq.exceptions.ChannelClosed as exc:
-                runner.status = f"error: {exc}"[:32]
-                log.warning("consumer %s: cannot start (%s); retrying", spec.name, exc)
-                continue
-            if started:
-                log.info("consumer %s: consuming %s -> %s", spec.name, spec.queue, spec.target_url)
-            else:
-                log.warning("consumer %s: queue %r does not exist; retrying", spec.name, spec.queue)
+            if cid not in self.runners:
+                new.append(spec)
+            elif self.runners[cid].spec.concurrency != spec.concurrency:
+                await self.runners[cid].set_concurrency(spec.concurrency)
+        # Each start is a few round trips to the broker: overlap them, a batch at a time.
+        for first in range(0, len(new), _START_BATCH):
+            batch = new[first:first + _START_BATCH]
+            await asyncio.gather(*(self._start(spec, connection, router) for spec in batch))
+
+    async def _start(
+        self, spec: ConsumerSpec, connection: AbstractConnection, router: FailureRouter
+    ) -> None:
+        assert self._http is not None and self._poke is not None
+        stats = self.stats.setdefault(spec.id, StatsReport(consumer_id=spec.id))
+        runner = ConsumerRunner(
+            spec, connection=connection, router=router, http=self._http, stats=stats,
+            on_trouble=self._poke.set, guard=self.settings.block_private_targets,
+        )
+        self.runners[spec.id] = runner
+        try:
+            started = await runner.start()
+        except aiormq.exceptions.ChannelClosed as exc:
+            runner.status = f"error: {exc}"[:32]
+            log.warning("consumer %s: cannot start (%s); retrying", spec.name, exc)
+            return
+        if started:
+            log.info("consumer %s: consuming %s -> %s", spec.name, spec.queue, spec.target_url)
+        else:
+            log.warning("consumer %s: queue %r does not exist; retrying", spec.name, spec.queue)
 
     def _read_definitions(self) -> tuple[list[ConsumerSpec], list[str]]:
         return self.store.list(), self.registry.alive()
