@@ -37,7 +37,7 @@ def create_key(body: dict[str, Any]) -> dict[str, Any]:
 @blp.route("/<int:key_id>", methods=["DELETE"])
 @blp.response(200, schemas.Key)
 def revoke_key(key_id: int) -> dict[str, Any]:
-    """Revoke a key; it stops working at once."""
+    """Revoke a key; it stops working at once here, within 2 s in other API processes."""
     if key_id >= 2**63:  # beyond the database's integers: no such key (not a 500)
         raise NotFound(f"no key with id {key_id}")
     info = services().keys.revoke(key_id)
