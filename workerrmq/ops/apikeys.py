@@ -75,7 +75,7 @@ def api_keys_create(ops: Ops, name: str, scope: str) -> None:
 @api_command(api_keys, "revoke")
 @click.argument("key_id", metavar="ID", type=int)
 def api_keys_revoke(ops: Ops, key_id: int) -> None:
-    """Revoke the key with id ID; it stops working at once.
+    """Revoke the key with id ID; it stops working within 2 s.
 
     \b
     Example:
