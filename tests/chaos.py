@@ -75,7 +75,7 @@ class ConfirmedPublisher(threading.Thread):
     def run(self) -> None:
         pending = [f"{self.prefix}-{i}" for i in range(self.n)]
         started = time.monotonic()
-        deadline = started + 300
+        deadline = started + max(300.0, self.n / 100)  # generous: a soak publishes 100,000
         sent = 0
         while pending and time.monotonic() < deadline:
             try:

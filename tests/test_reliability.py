@@ -55,7 +55,7 @@ def relay(make_settings, client, admin, queue_name, endpoint, tmp_path, mgmt):
         def consuming(self) -> bool:
             return (mgmt.get_queue(queue).get("consumers") or 0) >= 1
 
-        def drain(self, tally: Tally, timeout: float = 180) -> dict[str, object]:
+        def drain(self, tally: Tally, timeout: float = max(180.0, CHAOS_N / 200)) -> dict[str, object]:
             wait_for(lambda: tally.missing(endpoint) == 0, timeout=timeout, interval=0.2,
                      what=f"every confirmed id at the endpoint ({tally.missing(endpoint)} missing)")
             wait_for(lambda: _settled(mgmt, queue), timeout=60, interval=0.5,
@@ -103,7 +103,7 @@ def _at(moment: float) -> None:
 
 
 def _finish(publisher: ConfirmedPublisher) -> None:
-    publisher.join(300)
+    publisher.join(max(300.0, CHAOS_N / 100) + 30)
     assert not publisher.is_alive() and publisher.error is None, publisher.error
 
 

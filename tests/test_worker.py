@@ -422,3 +422,30 @@ def test_cookies_do_not_ride_along(settings, start_engine, endpoint, make_consum
     publish(amqp, queue, b"second")
     wait_for(lambda: endpoint.count() == 2, what="the second delivery")
     assert "Cookie" not in endpoint.received[1].headers
+
+
+def test_concurrency_is_shared_and_reaches_the_broker(settings, start_engine, endpoint,
+                                                      make_consumer, mgmt):
+    """A second worker joining halves each one's share, and the consumer the broker
+    sees changes with it (RabbitMQ applies a new prefetch only to a new consumer)."""
+    from workerrmq.store import Database
+    from workerrmq.store.workers import WorkerIdentity, WorkerRegistry
+
+    worker = start_engine(settings)
+    consumer, queue = make_consumer(endpoint.url, concurrency=8)
+    worker.runner(consumer["id"])
+
+    def broker_prefetch() -> int | None:
+        found = mgmt.queue_consumers(queue)
+        return found[0]["prefetch_count"] if len(found) == 1 else None
+
+    wait_for(lambda: broker_prefetch() == 8, timeout=20, what="prefetch 8 at the broker")
+    db = Database(settings.database_url)
+    registry = WorkerRegistry(db)
+    registry.register(WorkerIdentity("another-worker", "elsewhere", 1, "0"))
+    try:
+        wait_for(lambda: broker_prefetch() == 4, timeout=20, what="the share halved at the broker")
+        registry.stopped("another-worker")
+        wait_for(lambda: broker_prefetch() == 8, timeout=20, what="the whole share back")
+    finally:
+        db.dispose()

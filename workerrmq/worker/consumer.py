@@ -14,7 +14,8 @@ import dataclasses
 import datetime as dt
 import logging
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import aiohttp
 import aiormq
@@ -58,7 +59,8 @@ class ConsumerRunner:
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._accepting = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # deliveries in flight
+        self._background: set[asyncio.Task[None]] = set()
         self._reopen: asyncio.TimerHandle | None = None
         self.status = "starting"
         self.stats = stats or StatsReport(consumer_id=spec.id)
@@ -109,7 +111,7 @@ class ConsumerRunner:
         self.spec = dataclasses.replace(self.spec, concurrency=concurrency)
         self._prefetch = 1 if self.spec.ordered else concurrency
         if self.status == "consuming":
-            await self._set_prefetch(self._prefetch)
+            await self._reconsume(self._prefetch)
 
     @property
     def healthy(self) -> bool:
@@ -272,17 +274,15 @@ class ConsumerRunner:
             log.warning("consumer %s: circuit open after %d failures; pausing %.0fs",
                         self.spec.name, self._circuit.failures, self._circuit.cooldown)
             self.status = "circuit_open"
-            asyncio.get_running_loop().create_task(self._cancel_consumer())
+            self._spawn(self._cancel_consumer())
             self._schedule_probe()
         elif state is CircuitState.CLOSED and self._tag is not None and self.status == "probing":
             self.status = "consuming"
-            asyncio.get_running_loop().create_task(self._set_prefetch(self._prefetch))
+            self._spawn(self._reconsume(self._prefetch))
 
     def _schedule_probe(self) -> None:
         loop = asyncio.get_running_loop()
-        self._reopen = loop.call_later(
-            self._circuit.remaining(), lambda: loop.create_task(self._probe())
-        )
+        self._reopen = loop.call_later(self._circuit.remaining(), lambda: self._spawn(self._probe()))
 
     async def _probe(self) -> None:
         """Half-open: take one message at a time until one is delivered."""
@@ -290,7 +290,17 @@ class ConsumerRunner:
             return
         await self._consume(1, status="probing")
 
-    async def _set_prefetch(self, prefetch: int) -> None:
-        if self._channel is not None and not self._channel.is_closed:
-            with contextlib.suppress(Exception):
-                await self._channel.set_qos(prefetch_count=prefetch)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run *coro* in the background, holding a reference until it is done."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _reconsume(self, prefetch: int) -> None:
+        """Consume again with another prefetch: RabbitMQ applies basic.qos only to
+        consumers started after it, so the running consumer is replaced."""
+        if self._channel is None or self._channel.is_closed or self._tag is None:
+            return
+        with contextlib.suppress(Exception):
+            await self._cancel_consumer()
+            await self._consume(prefetch)
