@@ -128,3 +128,13 @@ class TcpProxy:
                 self._pairs.discard(b)
             a.close()
             b.close()
+
+
+def http_up(url: str) -> bool:
+    """True once *url* answers 2xx; False while nothing listens there yet."""
+    import requests
+
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.ConnectionError:
+        return False

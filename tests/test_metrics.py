@@ -10,7 +10,7 @@ import sys
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import free_port, wait_for
+from tests.support import free_port, http_up, wait_for
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -59,13 +59,7 @@ def test_metrics_sum_over_gunicorn_processes(tmp_path):
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {key}"}
     try:
-        def up() -> bool:
-            try:
-                return requests.get(f"{base}/healthz", timeout=1).ok
-            except requests.ConnectionError:
-                return False
-
-        wait_for(up, timeout=30, what="the API")
+        wait_for(lambda: http_up(f"{base}/healthz"), timeout=30, what="the API")
         # New connections each time, so the requests spread over the processes.
         for _ in range(30):
             assert requests.get(f"{base}/api/v1/keys", headers=headers, timeout=10).status_code == 200

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from tests.support import free_port, wait_for
+from tests.support import free_port, http_up, wait_for
 
 
 def _children(pid: int) -> list[int]:
@@ -40,13 +40,7 @@ def test_seed_workflow_with_run(tmp_path, endpoint, queue_name, amqp):
     headers = {"Authorization": f"Bearer {key}"}
     children: list[int] = []
     try:
-        def up() -> bool:
-            try:
-                return requests.get(f"{base}/readyz", timeout=2).ok
-            except requests.ConnectionError:
-                return False
-
-        wait_for(up, timeout=60, what="the API of 'workerrmq run'")
+        wait_for(lambda: http_up(f"{base}/readyz"), timeout=60, what="the API of 'workerrmq run'")
         children = _children(run.pid)
         assert len(children) == 2, "run supervises the API and a worker"
         queue = queue_name("run")

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.endpoint import Endpoint
-from tests.support import free_port, wait_for
+from tests.support import free_port, http_up, wait_for
 from tests.workers import worker_process
 
 FORBIDDEN_TARGETS = [
@@ -28,6 +28,12 @@ FORBIDDEN_TARGETS = [
     "http://0177.0.0.1/hook",
     "http://localhost/hook",
 ]
+
+
+def _dead_letter(amqp, queue: str):
+    """The properties of the next message in *queue*'s dead-letter queue, or None."""
+    method, props, _ = amqp.basic_get(f"{queue}.dlq", auto_ack=True)
+    return props if method else None
 
 
 def test_repeated_failed_authentication_is_limited(make_settings):
@@ -86,11 +92,8 @@ def test_guard_checks_again_at_connect_time(make_settings, client, admin, queue_
     worker.runner(consumer["id"])
     client.post(f"/api/v1/queues/{queue}/messages", json={"body": "x"}, headers=admin)
 
-    def dead_letter():
-        method, props, _ = amqp.basic_get(f"{queue}.dlq", auto_ack=True)
-        return props if method else None
-
-    props = wait_for(dead_letter, timeout=20, what="the refused message in the DLQ")
+    props = wait_for(lambda: _dead_letter(amqp, queue), timeout=20,
+                     what="the refused message in the DLQ")
     assert "blocked" in props.headers["x-workerrmq-last-error"]
     assert endpoint.count() == 0
 
@@ -106,11 +109,8 @@ def test_redirects_are_not_followed(settings, client, admin, queue_name, endpoin
         worker.runner(consumer["id"])
         client.post(f"/api/v1/queues/{queue}/messages", json={"body": "x"}, headers=admin)
 
-        def dead_letter():
-            method, props, _ = amqp.basic_get(f"{queue}.dlq", auto_ack=True)
-            return props if method else None
-
-        props = wait_for(dead_letter, timeout=20, what="the redirected message in the DLQ")
+        props = wait_for(lambda: _dead_letter(amqp, queue), timeout=20,
+                         what="the redirected message in the DLQ")
         assert props.headers["x-workerrmq-last-status"] == 302
         assert internal.count() == 0
 
@@ -157,13 +157,7 @@ def test_no_secret_in_any_output(secret_broker_user, tmp_path, endpoint, queue_n
     base = f"http://127.0.0.1:{port}"
     answers: list[str] = []
     try:
-        def up() -> bool:
-            try:
-                return requests.get(f"{base}/healthz", timeout=1).ok
-            except requests.ConnectionError:
-                return False
-
-        wait_for(up, timeout=30, what="the API process")
+        wait_for(lambda: http_up(f"{base}/healthz"), timeout=30, what="the API process")
         headers = {"Authorization": f"Bearer {api_key}"}
 
         def call(method: str, path: str, **kwargs) -> requests.Response:

@@ -16,6 +16,7 @@ from workerrmq.services.names import check_name
 from workerrmq.services.queues import QueueService
 from workerrmq.store.consumers import ConsumerSpec, ConsumerStore
 from workerrmq.worker.guard import TargetBlocked, check_target
+from workerrmq.worker.retry import copy_message
 
 __all__ = ["ConsumerService", "replayed"]
 
@@ -27,19 +28,7 @@ def replayed(message: AbstractIncomingMessage) -> aio_pika.Message:
     """A dead-lettered message as it goes back to its queue: attempts start again,
     the message id (ours or the publisher's) stays."""
     headers = {k: v for k, v in (message.headers or {}).items() if k not in _RETRY_HEADERS}
-    return aio_pika.Message(
-        message.body,
-        headers=headers,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        priority=message.priority,
-        correlation_id=message.correlation_id,
-        message_id=message.message_id or None,
-        timestamp=message.timestamp,
-        type=message.type,
-        app_id=message.app_id,
-    )
+    return copy_message(message, headers, message.message_id or None)
 
 
 def view(spec: ConsumerSpec) -> dict[str, Any]:

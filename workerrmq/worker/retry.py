@@ -19,7 +19,7 @@ from pamqp.commands import Basic
 from workerrmq.worker.delivery import ATTEMPTS_HEADER, DEATH_HEADERS
 from workerrmq.worker.policy import DELAY_TIERS
 
-__all__ = ["FailureRouter", "tier_name", "RouteFailed"]
+__all__ = ["FailureRouter", "RouteFailed", "copy_message", "tier_name"]
 
 
 class RouteFailed(Exception):
@@ -30,9 +30,10 @@ def tier_name(seconds: float) -> str:
     return f"workerrmq.delay.{round(seconds * 1000)}ms"
 
 
-def _copy(
-    message: AbstractIncomingMessage, headers: dict[str, Any], message_id: str
+def copy_message(
+    message: AbstractIncomingMessage, headers: dict[str, Any], message_id: str | None
 ) -> aio_pika.Message:
+    """*message* as a new persistent message with *headers*, to publish again."""
     return aio_pika.Message(
         message.body,
         headers=headers,
@@ -77,7 +78,7 @@ class FailureRouter:
         """Send *message* back to *queue* after *tier* seconds, counting *attempts* made."""
         headers = self._headers(message, attempts)
         exchange = await self.channel.get_exchange(tier_name(tier), ensure=False)
-        await self._confirm(exchange, _copy(message, headers, message_id), queue)
+        await self._confirm(exchange, copy_message(message, headers, message_id), queue)
 
     async def dead_letter(
         self, message: AbstractIncomingMessage, *, dlq: str, source_queue: str, message_id: str,
@@ -94,7 +95,7 @@ class FailureRouter:
                 "x-workerrmq-dead-lettered-at": dt.datetime.now(dt.UTC).isoformat(),
             }
         )
-        await self._confirm(self.channel.default_exchange, _copy(message, headers, message_id), dlq)
+        await self._confirm(self.channel.default_exchange, copy_message(message, headers, message_id), dlq)
 
     @staticmethod
     def _headers(message: AbstractIncomingMessage, attempts: int) -> dict[str, Any]:
