@@ -25,6 +25,7 @@ from workerrmq.api import create_app
 from workerrmq.broker.management import ManagementClient
 from workerrmq.errors import NotFound
 from workerrmq.settings import Settings
+from workerrmq.store import Database
 
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 MANAGEMENT_URL = os.environ.get("TEST_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
@@ -182,3 +183,12 @@ def start_engine() -> Iterator[Callable[..., EngineThread]]:
     yield start
     for engine in engines:
         engine.stop()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """A migrated database on SQLite, then on PostgreSQL (through ``database_url``)."""
+    database = Database(database_url)
+    database.migrate()
+    yield database
+    database.dispose()

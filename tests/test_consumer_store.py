@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
 
 import pytest
 from alembic import command
@@ -19,14 +18,6 @@ from workerrmq.store.db import MIGRATIONS
 from workerrmq.store.keys import KeyStore
 from workerrmq.store.models import ConsumerStats
 from workerrmq.worker.policy import DEFAULT_RETRY_ON
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 @pytest.fixture

@@ -18,14 +18,6 @@ from workerrmq.store.keys import TOKEN_PREFIX, KeyStore
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.migrate()
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
 def store(db: Database) -> KeyStore:
     return KeyStore(db)
 
