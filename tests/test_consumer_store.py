@@ -268,14 +268,6 @@ def test_last_error_is_the_newest_over_all_workers(store):
     assert abs((at - (now - dt.timedelta(seconds=5))).total_seconds()) < 1
 
 
-def test_forget_worker(store):
-    spec = store.create(values())
-    store.report("w1", [StatsReport(consumer_id=spec.id, delivered=2)])
-    store.report("w2", [StatsReport(consumer_id=spec.id, delivered=3)])
-    store.forget_worker("w1")
-    assert store.stats(spec.id)["delivered"] == 3
-
-
 # -- migrations ---------------------------------------------------------------------------
 
 

@@ -121,7 +121,7 @@ class ManagementClient:
         return [c for c in consumers if c.get("queue", {}).get("name") == name]
 
     def publish(self, routing_key: str, body: str) -> bool:
-        """Publish through the management API (used by the benchmark as a baseline)."""
+        """Publish through the management API (a diagnostic route; the tests use it)."""
         result = self._call(
             "POST",
             f"/api/exchanges/{_q(self.vhost)}/amq.default/publish",

@@ -176,10 +176,6 @@ class ConsumerStore:
         now = utcnow()
         return {cid: summarize(found, now) for cid, found in rows.items()}
 
-    def forget_worker(self, worker_id: str) -> None:
-        with self.db.session() as session:
-            session.execute(delete(ConsumerStats).where(ConsumerStats.worker_id == worker_id))
-
     @staticmethod
     def _row(session: Any, ref: str) -> ConsumerDef:
         row = session.get(ConsumerDef, ref)
