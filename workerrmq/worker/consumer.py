@@ -59,7 +59,7 @@ class ConsumerRunner:
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._accepting = False
-        self._tasks: set[asyncio.Task[None]] = set()  # deliveries in flight
+        self._tasks: set[asyncio.Task[Any]] = set()  # deliveries in flight
         self._background: set[asyncio.Task[None]] = set()
         self._reopen: asyncio.TimerHandle | None = None
         self.status = "starting"
@@ -165,10 +165,16 @@ class ConsumerRunner:
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
             return
-        task = asyncio.create_task(self._handle(message))
+        # aio-pika already runs each delivery in a task of its own: deliver in it, and
+        # remember it so that a stop can wait for it.
+        task = asyncio.current_task()
+        assert task is not None
         self._tasks.add(task)
         self._in_flight.inc()
-        task.add_done_callback(self._task_done)
+        try:
+            await self._handle(message)
+        finally:
+            self._task_done(task)
 
     # -- one message -------------------------------------------------------------------------
 
@@ -257,7 +263,7 @@ class ConsumerRunner:
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         self._outcomes[outcome].inc()
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         self._in_flight.dec()
 
