@@ -192,3 +192,19 @@ def db(database_url: str) -> Iterator[Database]:
     database.migrate()
     yield database
     database.dispose()
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[[Settings], tuple[FlaskClient, dict[str, str]]]]:
+    """An app with settings of the test's own, and an admin key's header for it."""
+    apps: list[Flask] = []
+
+    def make(settings: Settings) -> tuple[FlaskClient, dict[str, str]]:
+        app = create_app(settings)
+        apps.append(app)
+        _, token = app.extensions["workerrmq"].keys.create(f"admin-{uuid.uuid4().hex[:8]}", "admin")
+        return app.test_client(), {"Authorization": f"Bearer {token}"}
+
+    yield make
+    for app in apps:
+        app.extensions["workerrmq"].close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import free_port, http_up, wait_for
+from tests.workers import stop_processes
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -68,8 +68,7 @@ def test_metrics_sum_over_gunicorn_processes(tmp_path):
             assert value(text, "workerrmq_http_requests_total", method="GET",
                          route="/api/v1/keys", status="200") == 30
     finally:
-        api.send_signal(signal.SIGTERM)
-        api.wait(30)
+        stop_processes(api)
 
 
 def test_worker_serves_health_and_metrics(settings, start_engine, endpoint, client, admin, queue_name):

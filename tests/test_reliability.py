@@ -16,7 +16,7 @@ import pytest
 
 from tests.chaos import CHAOS_N, ConfirmedPublisher, Tally, rabbitmqctl
 from tests.support import TcpProxy, wait_for
-from tests.workers import worker_process
+from tests.workers import stop_processes, worker_process
 
 pytestmark = pytest.mark.chaos
 
@@ -63,14 +63,7 @@ def relay(make_settings, client, admin, queue_name, endpoint, tmp_path, mgmt):
             return tally.check(endpoint)
 
     yield Relay()
-    for worker in workers:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-    for worker in workers:
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+    stop_processes(*workers)
     proxy.cut()
 
 
@@ -223,8 +216,7 @@ def test_database_unavailable(make_settings, postgres_url, queue_name, endpoint,
         _assert_nothing_lost(tally.check(endpoint))
     finally:
         if worker is not None:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(30)
+            stop_processes(worker)
         app.extensions["workerrmq"].close()
         db_proxy.cut()
 

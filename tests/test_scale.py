@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 
 from tests.chaos import ConfirmedPublisher, Tally
 from tests.support import wait_for
-from tests.workers import worker_process
+from tests.workers import stop_processes, worker_process
 from workerrmq.store import Database
 from workerrmq.store.models import ConsumerStats, WorkerRecord
 from workerrmq.store.workers import WorkerIdentity, WorkerRegistry
@@ -48,14 +48,7 @@ def cluster(make_settings, postgres_url, tmp_path):
             return [w for w in listed if w["state"] == "alive"]
 
     yield Cluster()
-    for worker in processes:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-    for worker in processes:
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+    stop_processes(*processes)
     app.extensions["workerrmq"].close()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import uuid
@@ -15,7 +14,7 @@ import requests
 
 from tests.endpoint import Endpoint
 from tests.support import free_port, http_up, wait_for
-from tests.workers import worker_process
+from tests.workers import stop_processes, worker_process
 
 FORBIDDEN_TARGETS = [
     "http://127.0.0.1/hook",
@@ -59,24 +58,16 @@ def test_repeated_failed_authentication_is_limited(make_settings):
 
 
 @pytest.mark.parametrize("target", FORBIDDEN_TARGETS)
-def test_guard_refuses_internal_targets(make_settings, queue_name, target):
-    from workerrmq.api import create_app
-
-    app = create_app(make_settings(block_private_targets=True))
-    try:
-        _, token = app.extensions["workerrmq"].keys.create("guard", "admin")
-        client = app.test_client()
-        headers = {"Authorization": f"Bearer {token}"}
-        queue = queue_name("guard")
-        client.post("/api/v1/queues", json={"name": queue}, headers=headers)
-        response = client.post("/api/v1/consumers", json={"queue": queue, "target_url": target},
-                               headers=headers)
-        assert response.status_code == 400, response.json
-        assert response.json["error"]["field"] == "target_url"
-        message = response.json["error"]["message"]
-        assert "refused" in message or "Not a valid URL" in message, message
-    finally:
-        app.extensions["workerrmq"].close()
+def test_guard_refuses_internal_targets(make_settings, make_app, queue_name, target):
+    client, headers = make_app(make_settings(block_private_targets=True))
+    queue = queue_name("guard")
+    client.post("/api/v1/queues", json={"name": queue}, headers=headers)
+    response = client.post("/api/v1/consumers", json={"queue": queue, "target_url": target},
+                           headers=headers)
+    assert response.status_code == 400, response.json
+    assert response.json["error"]["field"] == "target_url"
+    message = response.json["error"]["message"]
+    assert "refused" in message or "Not a valid URL" in message, message
 
 
 def test_guard_checks_again_at_connect_time(make_settings, client, admin, queue_name, endpoint,
@@ -184,13 +175,7 @@ def test_no_secret_in_any_output(secret_broker_user, tmp_path, endpoint, queue_n
         wait_for(lambda: endpoint.delivered_ids(), timeout=30, what="the delivery")
         call("GET", "/readyz")
     finally:
-        for process in (api, worker):
-            process.send_signal(signal.SIGTERM)
-        for process in (api, worker):
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(api, worker)
 
     output = api_log.read_text() + (tmp_path / "worker.log").read_text()
     assert "workerrmq.access" in output and "DEBUG" in output  # the logs were really written

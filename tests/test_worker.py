@@ -364,28 +364,20 @@ def test_sigterm_drains_in_flight_deliveries(settings, endpoint, make_consumer, 
 
 
 @pytest.mark.postgres
-def test_delivers_with_definitions_in_postgresql(make_settings, postgres_url, start_engine, endpoint,
-                                                 queue_name):
-    from workerrmq.api import create_app
-
+def test_delivers_with_definitions_in_postgresql(make_settings, make_app, postgres_url, start_engine,
+                                                 endpoint, queue_name):
     settings = make_settings(database_url=postgres_url)
-    app = create_app(settings)
-    try:
-        _, token = app.extensions["workerrmq"].keys.create("pg", "admin")
-        client = app.test_client()
-        headers = {"Authorization": f"Bearer {token}"}
-        queue = queue_name("pg")
-        client.post("/api/v1/queues", json={"name": queue}, headers=headers)
-        consumer = client.post("/api/v1/consumers", json={"queue": queue, "target_url": endpoint.url},
-                               headers=headers).json
-        worker = start_engine(settings)
-        worker.runner(consumer["id"])
-        client.post(f"/api/v1/queues/{queue}/messages", json={"body": "from pg"}, headers=headers)
-        wait_for(lambda: endpoint.bodies() == [b"from pg"], what="the delivery")
-        wait_for(lambda: client.get(f"/api/v1/consumers/{consumer['id']}", headers=headers)
-                 .json["stats"]["delivered"] == 1, what="statistics in PostgreSQL")
-    finally:
-        app.extensions["workerrmq"].close()
+    client, headers = make_app(settings)
+    queue = queue_name("pg")
+    client.post("/api/v1/queues", json={"name": queue}, headers=headers)
+    consumer = client.post("/api/v1/consumers", json={"queue": queue, "target_url": endpoint.url},
+                           headers=headers).json
+    worker = start_engine(settings)
+    worker.runner(consumer["id"])
+    client.post(f"/api/v1/queues/{queue}/messages", json={"body": "from pg"}, headers=headers)
+    wait_for(lambda: endpoint.bodies() == [b"from pg"], what="the delivery")
+    wait_for(lambda: client.get(f"/api/v1/consumers/{consumer['id']}", headers=headers)
+             .json["stats"]["delivered"] == 1, what="statistics in PostgreSQL")
 
 
 @pytest.mark.postgres

@@ -7,6 +7,7 @@ import dataclasses
 import io
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -84,3 +85,16 @@ def worker_process(settings: Settings, log: Path, **env: str) -> subprocess.Pope
             [sys.executable, "-m", "workerrmq.cli", "worker", "--processes", "1"], env=environ,
             stdout=out, stderr=subprocess.STDOUT,
         )
+
+
+def stop_processes(*processes: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM every process still running, wait for each, kill one that hangs."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
