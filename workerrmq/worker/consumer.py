@@ -17,15 +17,18 @@ import statistics
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import aio_pika
 import aiohttp
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiolimiter import AsyncLimiter
+from aiormq.abc import DeliveredMessage
 
 from workerrmq import metrics
 from workerrmq.store.consumers import ConsumerSpec, StatsReport
+from workerrmq.worker.acks import Settler
 from workerrmq.worker.circuit import CircuitBreaker, CircuitState
-from workerrmq.worker.delivery import Attempt, DeliveryResult, send
+from workerrmq.worker.delivery import Attempt, DeliveryResult, Endpoint
 from workerrmq.worker.policy import RetryPolicy, Verdict, classify, compute_backoff, pick_tier
 from workerrmq.worker.retry import FailureRouter, RouteFailed
 
@@ -44,7 +47,7 @@ class ConsumerRunner:
     ) -> None:
         self.spec = spec
         self._on_trouble = on_trouble
-        self._guard = guard
+        self._endpoint = Endpoint(spec, spec.queue, guard=guard)
         self._connection = connection
         self._router = router
         self._http = http
@@ -56,7 +59,8 @@ class ConsumerRunner:
         self._limiter = AsyncLimiter(1, 1 / spec.rate_limit) if spec.rate_limit else None
         self._prefetch = 1 if spec.ordered else spec.concurrency
         self._channel: AbstractChannel | None = None
-        self._queue: AbstractQueue | None = None
+        self._underlay: aiormq.abc.AbstractChannel | None = None
+        self._settler: Settler | None = None
         self._tag: str | None = None
         self._accepting = False
         self._tasks: set[asyncio.Task[Any]] = set()  # deliveries in flight
@@ -79,7 +83,7 @@ class ConsumerRunner:
         """Open a channel and consume; False (status ``queue_missing``) if the queue is absent."""
         channel = await self._connection.channel()
         try:
-            self._queue = await channel.get_queue(self.spec.queue, ensure=True)
+            await channel.get_queue(self.spec.queue, ensure=True)
         except aiormq.exceptions.ChannelNotFoundEntity:
             self.status = "queue_missing"
             return False
@@ -88,6 +92,8 @@ class ConsumerRunner:
         underlay.on_consumer_cancel_callbacks.add(self._on_broker_cancel)
         channel.close_callbacks.add(self._on_channel_closed)
         self._channel = channel
+        self._underlay = underlay
+        self._settler = Settler(underlay)
         await self._consume(self._prefetch)
         return True
 
@@ -102,6 +108,9 @@ class ConsumerRunner:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in pending:
                 task.cancel()
+        if self._settler is not None:
+            with contextlib.suppress(Exception):
+                await self._settler.flush()
         if self._channel is not None and not self._channel.is_closed:
             with contextlib.suppress(Exception):
                 await self._channel.close()
@@ -120,6 +129,7 @@ class ConsumerRunner:
 
     def report(self) -> StatsReport:
         self.stats.in_flight = len(self._tasks)
+        self._in_flight.set(len(self._tasks))
         self.stats.circuit = self._circuit.state.value
         self._circuit_gauge.set(0 if self._circuit.state is CircuitState.CLOSED else 1)
         self.stats.status = self.status
@@ -132,18 +142,21 @@ class ConsumerRunner:
     # -- consuming --------------------------------------------------------------------------
 
     async def _consume(self, prefetch: int, status: str = "consuming") -> None:
-        assert self._channel is not None and self._queue is not None
+        assert self._channel is not None and self._underlay is not None
         await self._channel.set_qos(prefetch_count=prefetch)
         self.status = status
         self._accepting = True
-        self._tag = await self._queue.consume(self._on_message)
+        # aiormq's own consumer: it runs each delivery in a task of its own, and
+        # the delivery is handled in that task without an aio-pika message around it.
+        ok = await self._underlay.basic_consume(self.spec.queue, self._on_message, no_ack=False)
+        self._tag = ok.consumer_tag
 
     async def _cancel_consumer(self) -> None:
         self._accepting = False
         tag, self._tag = self._tag, None
-        if tag and self._queue is not None and self._channel is not None and not self._channel.is_closed:
+        if tag and self._underlay is not None and self._channel is not None and not self._channel.is_closed:
             with contextlib.suppress(Exception):
-                await self._queue.cancel(tag)
+                await self._underlay.basic_cancel(tag)
 
     def _on_broker_cancel(self, _frame: object) -> None:
         # The broker cancels consumers of a deleted queue; the engine restarts us.
@@ -159,55 +172,61 @@ class ConsumerRunner:
             self.status = "channel_closed"
             self._on_trouble()
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_message(self, message: DeliveredMessage) -> None:
+        settler, tag = self._settler, message.delivery.delivery_tag
+        assert settler is not None and tag is not None
+        settler.track(tag)
         if not self._accepting:
             # Arrived after we stopped consuming: hand it back once, untouched.
-            with contextlib.suppress(Exception):
-                await message.nack(requeue=True)
+            settler.requeue(tag)
             return
-        # aio-pika already runs each delivery in a task of its own: deliver in it, and
-        # remember it so that a stop can wait for it.
+        # Remember the task aiormq runs this delivery in, so that a stop can wait for it.
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        self._in_flight.inc()
         try:
-            await self._handle(message)
+            if await self._handle(message):
+                settler.ack(tag)
+            else:
+                settler.requeue(tag)
         finally:
-            self._task_done(task)
+            self._tasks.discard(task)
 
     # -- one message -------------------------------------------------------------------------
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
+    async def _handle(self, message: DeliveredMessage) -> bool:
+        """Deliver, retry or park *message*; False if it must go back to its queue."""
         try:
             await self._deliver(message)
         except RouteFailed as exc:
             # The broker is in trouble; the message comes back when it recovers.
             log.warning("consumer %s: %s; the message goes back to the queue", self.spec.name, exc)
-            with contextlib.suppress(Exception):
-                await message.nack(requeue=True)
+            return False
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             # A bug of ours that this message triggers would trigger again: park it
             # rather than requeue it into a hot loop.
             log.exception("consumer %s: unexpected error; dead-lettering the message", self.spec.name)
-            await self._park(message, f"internal error: {type(exc).__name__}: {exc}")
+            return await self._park(message, f"internal error: {type(exc).__name__}: {exc}")
+        return True
 
-    async def _park(self, message: AbstractIncomingMessage, reason: str) -> None:
+    async def _park(self, message: DeliveredMessage, reason: str) -> bool:
         try:
+            incoming = aio_pika.IncomingMessage(message)
             await self._router.dead_letter(
-                message, dlq=self.spec.dead_letter_queue, source_queue=self.spec.queue,
-                message_id=str(message.message_id or ""), attempts=0, status=None,
+                incoming, dlq=self.spec.dead_letter_queue, source_queue=self.spec.queue,
+                message_id=str(incoming.message_id or ""), attempts=0, status=None,
                 error=reason, consumer=self.spec.name,
             )
-            self._count("dead_lettered")
-            await self._ack(message)
         except Exception:  # noqa: BLE001 - last resort: let the broker keep it
-            with contextlib.suppress(Exception):
-                await message.nack(requeue=True)
+            return False
+        self._count("dead_lettered")
+        return True
 
-    async def _deliver(self, message: AbstractIncomingMessage) -> None:
+    async def _deliver(self, message: DeliveredMessage) -> None:
+        """Deliver *message* until it is delivered, scheduled for a retry or parked;
+        the caller then acks it."""
         attempt = Attempt.of(message)
         while True:
             result = await self._attempt(attempt)
@@ -215,7 +234,6 @@ class ConsumerRunner:
             self._circuit.record(verdict is Verdict.DELIVERED)
             self._after_circuit_change()
             if verdict is Verdict.DELIVERED:
-                await self._ack(message)
                 self._count("delivered")
                 return
             self._note_failure(result)
@@ -228,44 +246,33 @@ class ConsumerRunner:
                     attempt = dataclasses.replace(attempt, number=attempt.number + 1)
                     continue
                 await self._router.retry(
-                    message, queue=self.spec.queue, message_id=attempt.message_id,
+                    aio_pika.IncomingMessage(message), queue=self.spec.queue, message_id=attempt.message_id,
                     attempts=attempt.number, tier=pick_tier(delay),
                 )
             else:
                 reason = "attempts exhausted" if verdict is Verdict.RETRY else "permanent failure"
                 await self._router.dead_letter(
-                    message, dlq=self.spec.dead_letter_queue, source_queue=self.spec.queue,
-                    message_id=attempt.message_id, attempts=attempt.number, status=result.status,
+                    aio_pika.IncomingMessage(message), dlq=self.spec.dead_letter_queue,
+                    source_queue=self.spec.queue, message_id=attempt.message_id,
+                    attempts=attempt.number, status=result.status,
                     error=f"{reason}: {result.error}: {result.detail}".strip(": "),
                     consumer=self.spec.name,
                 )
                 self._count("dead_lettered")
-            await self._ack(message)
             return
 
     async def _attempt(self, attempt: Attempt) -> DeliveryResult:
         if self._limiter is not None:
             await self._limiter.acquire()
-        result = await send(self._http, self.spec, attempt, self.spec.queue, guard=self._guard)
+        result = await self._endpoint.send(self._http, attempt)
         if result.status is not None and 200 <= result.status < 300:
             self._latencies.append(result.seconds)
             self._duration.observe(result.seconds)
         return result
 
-    async def _ack(self, message: AbstractIncomingMessage) -> None:
-        try:
-            await message.ack()
-        except Exception as exc:  # noqa: BLE001 - the channel died: the broker redelivers
-            log.info("consumer %s: ack lost (%s); the broker will redeliver", self.spec.name,
-                     type(exc).__name__)
-
     def _count(self, outcome: str) -> None:
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         self._outcomes[outcome].inc()
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        self._in_flight.dec()
 
     def _note_failure(self, result: DeliveryResult) -> None:
         self.stats.failed += 1

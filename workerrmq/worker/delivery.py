@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import time
 import uuid
@@ -13,14 +12,15 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
-from aio_pika.abc import AbstractIncomingMessage
+import yarl
+from aiormq.abc import DeliveredMessage
 
 from workerrmq.store.consumers import ConsumerSpec
 from workerrmq.worker.guard import TargetBlocked, check_literal
 from workerrmq.worker.policy import parse_retry_after
 from workerrmq.worker.signing import secret_bytes, signature_headers
 
-__all__ = ["Attempt", "DeliveryResult", "send", "build_headers", "HEADER_PREFIX"]
+__all__ = ["Attempt", "DeliveryResult", "Endpoint", "build_headers", "HEADER_PREFIX"]
 
 #: Every delivery header WorkerRMQ sets starts with this; the message's own AMQP
 #: headers arrive as ``X-WorkerRMQ-Header-<name>``.
@@ -43,19 +43,20 @@ class Attempt:
     redelivered: bool
 
     @classmethod
-    def of(cls, message: AbstractIncomingMessage) -> Attempt:
-        headers = dict(message.headers or {})
+    def of(cls, message: DeliveredMessage) -> Attempt:
+        properties = message.header.properties
+        headers = dict(properties.headers or {})
         prior = headers.get(ATTEMPTS_HEADER, 0)
         return cls(
             # A message published without an id gets one here; retries carry it on.
-            message_id=str(message.message_id or uuid.uuid4().hex),
+            message_id=str(properties.message_id or uuid.uuid4().hex),
             number=(prior if isinstance(prior, int) else 0) + 1,
             body=message.body,
-            content_type=message.content_type,
+            content_type=properties.content_type,
             headers=headers,
-            correlation_id=message.correlation_id,
-            routing_key=message.routing_key or "",
-            redelivered=bool(message.redelivered),
+            correlation_id=properties.correlation_id,
+            routing_key=message.delivery.routing_key or "",
+            redelivered=bool(message.delivery.redelivered),
         )
 
 
@@ -87,81 +88,85 @@ def _header_value(value: Any) -> str:
     return value
 
 
-def build_headers(spec: ConsumerSpec, attempt: Attempt, queue: str, now: int) -> dict[str, str]:
-    headers = {str(k): _header_value(v) for k, v in spec.headers.items()}
-    headers.update(
-        {
-            "Content-Type": attempt.content_type or "application/octet-stream",
-            f"{HEADER_PREFIX}Message-Id": attempt.message_id,
-            f"{HEADER_PREFIX}Queue": queue,
-            f"{HEADER_PREFIX}Routing-Key": attempt.routing_key,
-            f"{HEADER_PREFIX}Attempt": str(attempt.number),
-            f"{HEADER_PREFIX}Redelivered": "true" if attempt.redelivered else "false",
-        }
-    )
-    if attempt.correlation_id:
-        headers[f"{HEADER_PREFIX}Correlation-Id"] = attempt.correlation_id
-    for name, value in attempt.headers.items():
-        if is_internal_header(name):
-            continue
-        safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in name)
-        headers[f"{HEADER_PREFIX}Header-{safe}"[:200]] = _header_value(value)[:4096]
-    if spec.signing_secret:
-        headers.update(
-            signature_headers(secret_bytes(spec.signing_secret), attempt.message_id, now, attempt.body)
-        )
-    return headers
+class Endpoint:
+    """A consumer's endpoint, with what every request to it shares worked out once.
 
-
-async def send(
-    session: aiohttp.ClientSession, spec: ConsumerSpec, attempt: Attempt, queue: str,
-    *, guard: bool = False,
-) -> DeliveryResult:
-    """POST (or PUT) the message to the consumer's endpoint once. Never raises for HTTP trouble.
-
-    With *guard*, an IP-literal target in a non-public range is refused here; named
+    With *guard*, an IP-literal target in a non-public range is refused; named
     hosts are checked by the session's :class:`~workerrmq.worker.guard.GuardedResolver`.
     """
-    started = time.perf_counter()
-    headers = build_headers(spec, attempt, queue, int(time.time()))
-    try:
+
+    def __init__(self, spec: ConsumerSpec, queue: str, *, guard: bool = False) -> None:
+        self.spec = spec
+        self._url = yarl.URL(spec.target_url)
+        self._fixed = {str(k): _header_value(v) for k, v in spec.headers.items()}
+        self._fixed[f"{HEADER_PREFIX}Queue"] = queue
+        self._key = secret_bytes(spec.signing_secret) if spec.signing_secret else None
+        self._timeout = aiohttp.ClientTimeout(total=spec.timeout)
+        self._blocked: str | None = None
         if guard:
-            check_literal(urlsplit(spec.target_url).hostname or "")
-        async with session.request(
-            spec.method,
-            spec.target_url,
-            data=attempt.body,
-            headers=headers,
-            allow_redirects=False,
-            timeout=_timeout(spec.timeout),
-        ) as response:
-            detail = ""
-            if not 200 <= response.status < 300:
+            try:
+                check_literal(urlsplit(spec.target_url).hostname or "")
+            except TargetBlocked as exc:
+                self._blocked = str(exc)
+
+    def headers(self, attempt: Attempt, now: int) -> dict[str, str]:
+        headers = self._fixed.copy()
+        headers["Content-Type"] = attempt.content_type or "application/octet-stream"
+        headers[f"{HEADER_PREFIX}Message-Id"] = attempt.message_id
+        headers[f"{HEADER_PREFIX}Routing-Key"] = attempt.routing_key
+        headers[f"{HEADER_PREFIX}Attempt"] = str(attempt.number)
+        headers[f"{HEADER_PREFIX}Redelivered"] = "true" if attempt.redelivered else "false"
+        if attempt.correlation_id:
+            headers[f"{HEADER_PREFIX}Correlation-Id"] = attempt.correlation_id
+        for name, value in attempt.headers.items():
+            if is_internal_header(name):
+                continue
+            safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in name)
+            headers[f"{HEADER_PREFIX}Header-{safe}"[:200]] = _header_value(value)[:4096]
+        if self._key is not None:
+            headers.update(signature_headers(self._key, attempt.message_id, now, attempt.body))
+        return headers
+
+    async def send(self, session: aiohttp.ClientSession, attempt: Attempt) -> DeliveryResult:
+        """POST (or PUT) *attempt* to the endpoint once. Never raises for HTTP trouble."""
+        started = time.perf_counter()
+        if self._blocked is not None:
+            return _failed("blocked", self._blocked, started)
+        try:
+            async with session.request(
+                self.spec.method,
+                self._url,
+                data=attempt.body,
+                headers=self.headers(attempt, int(time.time())),
+                allow_redirects=False,
+                timeout=self._timeout,
+            ) as response:
+                status = response.status
+                if 200 <= status < 300:
+                    return DeliveryResult(status, None, "", None, time.perf_counter() - started)
                 detail = (await response.content.read(_ERROR_TEXT_MAX)).decode("utf-8", "replace")
-            return DeliveryResult(
-                status=response.status,
-                error=None if response.status < 300 else f"HTTP {response.status}",
-                detail=detail,
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
-                seconds=time.perf_counter() - started,
-            )
-    except TargetBlocked as exc:
-        return _failed("blocked", str(exc), started)
-    except aiohttp.ClientConnectorError as exc:
-        if isinstance(exc.os_error, TargetBlocked):
-            return _failed("blocked", str(exc.os_error), started)
-        return _failed("connection", f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_MAX], started)
-    except (TimeoutError, aiohttp.ServerTimeoutError):
-        return _failed("timeout", f"no answer within {spec.timeout}s", started)
-    except (aiohttp.ClientConnectionError, OSError) as exc:
-        return _failed("connection", f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_MAX], started)
-    except aiohttp.ClientError as exc:
-        return _failed("client", f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_MAX], started)
+                return DeliveryResult(
+                    status=status,
+                    error=f"HTTP {status}" if status >= 300 else None,
+                    detail=detail,
+                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                    seconds=time.perf_counter() - started,
+                )
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, TargetBlocked):
+                return _failed("blocked", str(exc.os_error), started)
+            return _failed("connection", f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_MAX], started)
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            return _failed("timeout", f"no answer within {self.spec.timeout}s", started)
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            return _failed("connection", f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_MAX], started)
+        except aiohttp.ClientError as exc:
+            return _failed("client", f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_MAX], started)
 
 
-@functools.lru_cache(maxsize=256)
-def _timeout(seconds: float) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=seconds)
+def build_headers(spec: ConsumerSpec, attempt: Attempt, queue: str, now: int) -> dict[str, str]:
+    """The headers of one request to *spec*'s endpoint (see :meth:`Endpoint.headers`)."""
+    return Endpoint(spec, queue).headers(attempt, now)
 
 
 def _failed(error: str, detail: str, started: float) -> DeliveryResult:

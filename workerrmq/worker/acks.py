@@ -1,0 +1,107 @@
+"""Settling one channel's deliveries in as few frames as possible.
+
+Deliveries on a channel finish out of order, because they are delivered
+concurrently. The :class:`Settler` collects what was decided in one turn of
+the event loop and sends it at the end of that turn: the run of finished
+deliveries at the head of the outstanding ones as one ``basic.ack`` with
+``multiple``, everything else one frame each, so a slow delivery never holds
+back the acks behind it (nor the prefetch window they free).
+
+A ``multiple`` ack settles every delivery the broker has outstanding up to its
+tag, so the settler must know of every delivery on its channel. Delivery tags
+count up by one per channel and arrive in order; a tag that was skipped went
+to a consumer tag that was already cancelled, and the AMQP client dropped it
+unseen. Such a delivery is requeued (``basic.nack``) rather than acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+
+import aiormq.abc
+
+__all__ = ["Settler"]
+
+log = logging.getLogger(__name__)
+
+
+class Settler:
+    """Acks and requeues the deliveries of one AMQP channel, batched per loop turn."""
+
+    def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
+        self._channel = channel
+        self._outstanding: collections.deque[int] = collections.deque()  # tags, in order
+        self._decided: dict[int, bool] = {}  # tag -> ack (True) or requeue (False)
+        self._last_seen = 0
+        self._sending: asyncio.Task[None] | None = None
+        self.frames_sent = 0
+
+    def track(self, tag: int) -> None:
+        """Note delivery *tag*; call it first thing for every delivery, in arrival order."""
+        if tag > self._last_seen + 1:
+            for skipped in range(self._last_seen + 1, tag):
+                self._outstanding.append(skipped)
+                self._decide(skipped, False)
+        self._outstanding.append(tag)
+        self._last_seen = max(self._last_seen, tag)
+
+    def ack(self, tag: int) -> None:
+        """The delivery is done with (delivered, or parked elsewhere with a confirm)."""
+        self._decide(tag, True)
+
+    def requeue(self, tag: int) -> None:
+        """Give the delivery back to the queue, untouched."""
+        self._decide(tag, False)
+
+    async def flush(self) -> None:
+        """Wait until everything decided so far has been handed to the connection."""
+        while self._sending is not None:
+            await asyncio.shield(self._sending)
+
+    # -- sending ------------------------------------------------------------------------
+
+    def _decide(self, tag: int, ack: bool) -> None:
+        self._decided[tag] = ack
+        if self._sending is None:
+            self._sending = asyncio.get_running_loop().create_task(self._send())
+
+    def _frames(self) -> list[tuple[int, bool, bool]]:
+        """Take the decisions made so far as frames: (tag, ack, multiple)."""
+        frames: list[tuple[int, bool, bool]] = []
+        outstanding, decided = self._outstanding, self._decided
+        head_run = 0
+        while outstanding and outstanding[0] in decided:
+            tag = outstanding.popleft()
+            if decided.pop(tag):
+                head_run = tag
+                continue
+            if head_run:
+                frames.append((head_run, True, True))
+                head_run = 0
+            frames.append((tag, False, False))
+        if head_run:
+            frames.append((head_run, True, True))
+        for tag, ack in decided.items():  # behind a delivery still in flight
+            outstanding.remove(tag)
+            frames.append((tag, ack, False))
+        decided.clear()
+        return frames
+
+    async def _send(self) -> None:
+        # Started as a task, this runs after the current loop turn: every decision of
+        # that turn goes out together.
+        try:
+            while self._decided:
+                for tag, ack, multiple in self._frames():
+                    if ack:
+                        await self._channel.basic_ack(tag, multiple=multiple, wait=False)
+                    else:
+                        await self._channel.basic_nack(tag, requeue=True, wait=False)
+                    self.frames_sent += 1
+        except Exception as exc:  # noqa: BLE001 - the channel died: the broker redelivers
+            self._decided.clear()
+            log.info("acks lost with the channel (%s); the broker will redeliver", type(exc).__name__)
+        finally:
+            self._sending = None
