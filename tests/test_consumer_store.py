@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import subprocess
+import sys
 
 import pytest
 from alembic import command
@@ -15,6 +17,7 @@ from workerrmq.errors import Conflict, NotFound
 from workerrmq.store import Database
 from workerrmq.store.consumers import ConsumerSpec, ConsumerStore, StatsReport
 from workerrmq.store.db import MIGRATIONS
+from workerrmq.store.db import head_revision as db_head_revision
 from workerrmq.store.keys import KeyStore
 from workerrmq.store.models import ConsumerStats
 from workerrmq.worker.policy import DEFAULT_RETRY_ON
@@ -280,6 +283,24 @@ def head_revision() -> str:
 def current_revision(db: Database) -> str | None:
     with db.engine.connect() as connection:
         return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def test_the_head_read_from_the_files_is_alembics():
+    assert db_head_revision() == head_revision() is not None
+
+
+def test_a_current_database_is_migrated_without_loading_alembic(tmp_path):
+    url = f"sqlite:///{tmp_path / 'current.db'}"
+    Database(url).migrate()
+    script = (
+        "import sys\n"
+        "from workerrmq.store import Database\n"
+        f"db = Database({url!r})\n"
+        "db.migrate()\n"
+        "print(db.revision(), 'alembic' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [head_revision(), "False"]
 
 
 def test_migrate_twice_is_a_no_op(database_url):

@@ -95,28 +95,18 @@ def worker(processes: int | None) -> None:
 
     Example: workerrmq worker --processes 4
     """
-    from workerrmq.supervisor import supervise
-    from workerrmq.worker.engine import run_worker
-
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     check_broker(settings)
     processes = processes or os.cpu_count() or 1
     if processes == 1:
+        from workerrmq.worker.engine import run_worker
+
         run_worker(settings)
         return
-    sys.exit(supervise(
-        [["worker", "--processes", "1"]] * processes,
-        [{"WORKER_BIND": _nth_bind(settings.worker_bind, i)} for i in range(processes)],
-    ))
-
-
-def _nth_bind(bind: str, index: int) -> str:
-    """Process *index*'s health address: the configured port plus *index*."""
-    host, _, port = bind.rpartition(":")
-    if not bind or int(port) == 0:
-        return bind
-    return f"{host}:{int(port) + index}"
+    # The supervisor only starts and watches the engines: it becomes a bare interpreter
+    # (same pid, so signals still reach it) that never imports the engine's libraries.
+    os.execv(sys.executable, [sys.executable, "-m", "workerrmq.supervisor", str(processes)])
 
 
 @main.command()

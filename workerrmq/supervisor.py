@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
-__all__ = ["supervise"]
+__all__ = ["supervise", "nth_bind"]
 
 log = logging.getLogger(__name__)
 RESTART_DELAY = 1.0
@@ -61,3 +61,30 @@ def supervise(
         except subprocess.TimeoutExpired:
             child.kill()
     return 0
+
+
+def nth_bind(bind: str, index: int) -> str:
+    """Process *index*'s health address: the configured port plus *index*."""
+    host, _, port = bind.rpartition(":")
+    if not bind or int(port) == 0:
+        return bind
+    return f"{host}:{int(port) + index}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m workerrmq.supervisor N``: run N engine processes, each on its own
+    health port; what ``workerrmq worker --processes N`` becomes."""
+    from workerrmq.logs import configure_logging
+    from workerrmq.settings import Settings
+
+    processes = int((argv if argv is not None else sys.argv[1:])[0])
+    settings = Settings.from_env()  # already checked by the command that exec'd us
+    configure_logging(settings.log_level, settings.log_format)
+    return supervise(
+        [["worker", "--processes", "1"]] * processes,
+        [{"WORKER_BIND": nth_bind(settings.worker_bind, i)} for i in range(processes)],
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

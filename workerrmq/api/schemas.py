@@ -244,7 +244,7 @@ _FLOAT32_MAX = 3.4028234663852886e38  # AMQP tables carry JSON numbers with a fr
 HEADER_DEPTH = 16
 
 
-def _amqp_table(headers: dict[str, Any]) -> None:
+def amqp_table(headers: dict[str, Any]) -> None:
     """Header values an AMQP field table can carry (pamqp fails on the rest mid-publish)."""
     stack: list[tuple[Any, int]] = [(v, 1) for v in headers.values()]
     while stack:
@@ -273,7 +273,7 @@ class Message(JsonBody):
     body_base64 = fields.String(metadata={"description": "raw bytes, base64-encoded"})
     content_type = fields.String(validate=[validate.Length(max=255), max_bytes(255)])
     headers = fields.Dict(keys=fields.String(validate=[validate.Length(max=128), max_bytes(128)]),
-                          validate=_amqp_table)
+                          validate=amqp_table)
     message_id = fields.String(validate=[validate.Length(min=1, max=255), max_bytes(255)])
     correlation_id = fields.String(validate=[validate.Length(max=255), max_bytes(255)])
     priority = StrictInteger(validate=validate.Range(min=0, max=255))

@@ -56,20 +56,15 @@ class OutgoingMessage:
     expiration: int | None = None  # milliseconds
     persistent: bool = True
 
-    def to_amqp(self) -> aio_pika.Message:
-        return aio_pika.Message(
-            self.body,
+    def properties(self) -> aiormq.spec.Basic.Properties:
+        return aiormq.spec.Basic.Properties(
             headers=self.headers,
             content_type=self.content_type,
             message_id=self.message_id,
             correlation_id=self.correlation_id,
             priority=self.priority,
-            expiration=self.expiration / 1000 if self.expiration is not None else None,
-            delivery_mode=(
-                aio_pika.DeliveryMode.PERSISTENT
-                if self.persistent
-                else aio_pika.DeliveryMode.NOT_PERSISTENT
-            ),
+            expiration=str(self.expiration) if self.expiration is not None else None,
+            delivery_mode=2 if self.persistent else 1,
         )
 
 
@@ -180,16 +175,24 @@ class Publisher:
         channel = await self._ensure_channel()
         if exchange:
             await self._check_exchange(exchange)
-        target = channel.default_exchange
-        if exchange:
-            target = await channel.get_exchange(exchange, ensure=False)
-        results = await asyncio.gather(
-            *(
-                target.publish(m.to_amqp(), m.routing_key, mandatory=True, timeout=self.timeout)
-                for m in messages
-            ),
-            return_exceptions=True,
-        )
+        # aiormq's publish, without waiting for each frame to be written: the
+        # confirms are what is waited for, all together, under one deadline.
+        underlay = await channel.get_underlay_channel()
+        try:
+            async with asyncio.timeout(self.timeout):
+                results = await asyncio.gather(
+                    *(
+                        underlay.basic_publish(
+                            m.body, exchange=exchange, routing_key=m.routing_key,
+                            properties=m.properties(), mandatory=True, wait=False,
+                        )
+                        for m in messages
+                    ),
+                    return_exceptions=True,
+                )
+        except TimeoutError:
+            await self._drop_connection()
+            raise BrokerUnavailable("RabbitMQ did not confirm in time") from None
         outcomes: list[Outcome] = []
         for result in results:
             if isinstance(result, Basic.Ack):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
-import uuid
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,14 +39,22 @@ def encode_body(message: dict[str, Any], *, field: str = "body") -> tuple[bytes,
         raise InvalidInput(f"{field} cannot be encoded as JSON: {exc}", field=field) from None
 
 
-def to_outgoing(message: dict[str, Any], routing_key: str) -> OutgoingMessage:
+def new_message_ids(n: int) -> list[str]:
+    """*n* random message ids (32 hex digits, as ``uuid4().hex``), from one read of the
+    system's random source."""
+    raw = os.urandom(16 * n).hex()
+    return [raw[i:i + 32] for i in range(0, 32 * n, 32)]
+
+
+def to_outgoing(message: dict[str, Any], routing_key: str, new_id: str) -> OutgoingMessage:
+    """*message* as the API received it; it gets *new_id* unless it brought its own."""
     body, content_type = encode_body(message)
     return OutgoingMessage(
         routing_key=routing_key,
         body=body,
         content_type=message.get("content_type") or content_type,
         headers=message.get("headers") or None,
-        message_id=message.get("message_id") or uuid.uuid4().hex,
+        message_id=message.get("message_id") or new_id,
         correlation_id=message.get("correlation_id"),
         priority=message.get("priority"),
         expiration=message.get("expiration"),
@@ -62,7 +70,9 @@ class MessageService:
     def publish_to_queue(self, queue: str, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Publish to *queue* through the default exchange; NotFound if no queue took any."""
         check_name(queue)
-        results = self._publish("", [to_outgoing(m, queue) for m in messages])
+        ids = self._new_ids(len(messages))
+        outgoing = [to_outgoing(m, queue, i) for m, i in zip(messages, ids, strict=True)]
+        results = self._publish("", outgoing)
         if all(r["status"] == "unroutable" for r in results):
             raise NotFound(f"queue {queue!r} not found: the message was not routed to any queue")
         return results
@@ -73,18 +83,23 @@ class MessageService:
         """Publish through *exchange*; NotFound if no queue took any message."""
         check_name(exchange, field="exchange", kind="exchange")
         name = "" if exchange == "amq.default" else exchange
-        outgoing = [to_outgoing(m, m.get("routing_key") or default_routing_key) for m in messages]
+        ids = self._new_ids(len(messages))
+        outgoing = [
+            to_outgoing(m, m.get("routing_key") or default_routing_key, i)
+            for m, i in zip(messages, ids, strict=True)
+        ]
         results = self._publish(name, outgoing)
         if all(r["status"] == "unroutable" for r in results):
             raise NotFound(f"no queue is bound to {exchange!r} for the given routing key")
         return results
 
+    def _new_ids(self, n: int) -> list[str]:
+        if n > self.max_batch:
+            raise InvalidInput(f"a batch holds at most {self.max_batch} messages, got {n}",
+                               field="messages")
+        return new_message_ids(n)
+
     def _publish(self, exchange: str, outgoing: list[OutgoingMessage]) -> list[dict[str, Any]]:
-        if len(outgoing) > self.max_batch:
-            raise InvalidInput(
-                f"a batch holds at most {self.max_batch} messages, got {len(outgoing)}",
-                field="messages",
-            )
         outcomes = self.publisher.publish(exchange, outgoing)
         for outcome, count in collections.Counter(outcomes).items():
             metrics.PUBLISHED.labels(outcome).inc(count)

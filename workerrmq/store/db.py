@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -50,6 +52,8 @@ class Database:
 
     def migrate(self) -> None:
         """Bring the schema to the newest version; safe when several processes start at once."""
+        if self.revision() == head_revision():
+            return  # current: alembic, slow to load and 10 MB in memory, is not needed
         from alembic import command  # imported here: start-up only, and alembic is slow to load
         from alembic.config import Config
 
@@ -66,6 +70,14 @@ class Database:
         except (OperationalError, PoolTimeout) as exc:
             raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from None
 
+    def revision(self) -> str | None:
+        """The schema version the database is at; None before the first migration."""
+        try:
+            with self.engine.connect() as connection:
+                return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except SQLAlchemyError:
+            return None
+
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[None]:
         database = self.url.database
@@ -81,6 +93,22 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@functools.cache
+def head_revision() -> str | None:
+    """The newest migration's id, read from the migration files (None if they do not
+    form one line). Alembic finds the same; this needs no alembic import."""
+    revises: dict[str, str | None] = {}
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        source = path.read_text()
+        revision = re.search(r'^revision = "([^"]+)"$', source, re.MULTILINE)
+        down = re.search(r'^down_revision = (?:"([^"]+)"|None)$', source, re.MULTILINE)
+        if revision is None or down is None:
+            return None
+        revises[revision.group(1)] = down.group(1)
+    heads = revises.keys() - set(revises.values())
+    return heads.pop() if len(heads) == 1 else None
 
 
 def _make_engine(url: str) -> Engine:

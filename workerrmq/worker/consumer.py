@@ -37,6 +37,19 @@ __all__ = ["ConsumerRunner"]
 log = logging.getLogger(__name__)
 
 
+class _Metrics:
+    """One consumer's Prometheus series (labelled children are made once, not per message)."""
+
+    def __init__(self, consumer: str) -> None:
+        self.outcomes = {
+            outcome: metrics.DELIVERIES.labels(consumer, outcome)
+            for outcome in ("delivered", "retried", "dead_lettered")
+        }
+        self.duration = metrics.DELIVERY_DURATION.labels(consumer)
+        self.in_flight = metrics.IN_FLIGHT.labels(consumer)
+        self.circuit_open = metrics.CIRCUIT_OPEN.labels(consumer)
+
+
 class ConsumerRunner:
     """Runs one :class:`ConsumerSpec` on one AMQP channel."""
 
@@ -68,13 +81,7 @@ class ConsumerRunner:
         self._reopen: asyncio.TimerHandle | None = None
         self.status = "starting"
         self.stats = stats or StatsReport(consumer_id=spec.id)
-        self._outcomes = {
-            outcome: metrics.DELIVERIES.labels(spec.name, outcome)
-            for outcome in ("delivered", "retried", "dead_lettered")
-        }
-        self._duration = metrics.DELIVERY_DURATION.labels(spec.name)
-        self._in_flight = metrics.IN_FLIGHT.labels(spec.name)
-        self._circuit_gauge = metrics.CIRCUIT_OPEN.labels(spec.name)
+        self._metrics: _Metrics | None = None  # made at the first delivery: idle consumers cost none
         self._latencies: collections.deque[float] = collections.deque(maxlen=2048)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -129,9 +136,10 @@ class ConsumerRunner:
 
     def report(self) -> StatsReport:
         self.stats.in_flight = len(self._tasks)
-        self._in_flight.set(len(self._tasks))
+        if self._metrics is not None:
+            self._metrics.in_flight.set(len(self._tasks))
+            self._metrics.circuit_open.set(0 if self._circuit.state is CircuitState.CLOSED else 1)
         self.stats.circuit = self._circuit.state.value
-        self._circuit_gauge.set(0 if self._circuit.state is CircuitState.CLOSED else 1)
         self.stats.status = self.status
         if self._latencies:
             ordered = sorted(self._latencies)
@@ -267,12 +275,17 @@ class ConsumerRunner:
         result = await self._endpoint.send(self._http, attempt)
         if result.status is not None and 200 <= result.status < 300:
             self._latencies.append(result.seconds)
-            self._duration.observe(result.seconds)
+            self._series().duration.observe(result.seconds)
         return result
 
     def _count(self, outcome: str) -> None:
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
-        self._outcomes[outcome].inc()
+        self._series().outcomes[outcome].inc()
+
+    def _series(self) -> _Metrics:
+        if self._metrics is None:
+            self._metrics = _Metrics(self.spec.name)
+        return self._metrics
 
     def _note_failure(self, result: DeliveryResult) -> None:
         self.stats.failed += 1

@@ -1,0 +1,91 @@
+"""The publish fast lane takes only what the full path (marshmallow) takes, and loads it the same."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from marshmallow import ValidationError
+
+from workerrmq.api import schemas
+from workerrmq.api.fastlane import plain_publish_request
+
+KEYS = ["body", "body_base64", "content_type", "headers", "message_id", "correlation_id",
+        "priority", "expiration", "persistent", "routing_key", "messages", "bogus", ""]
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 300), st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False), st.sampled_from([0.0, 5.0, 255.0]),
+    st.text(max_size=20), st.text(min_size=250, max_size=300), st.just("é" * 130),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=130), inner, max_size=3),
+    max_leaves=8,
+)
+messages = st.dictionaries(st.sampled_from(KEYS), values, max_size=5)
+requests = st.one_of(
+    messages,
+    st.builds(lambda batch, extra: {"messages": batch, **extra},
+              st.lists(messages, max_size=3) | values,
+              st.dictionaries(st.sampled_from(KEYS), values, max_size=2)),
+    values,
+)
+
+
+def _full_path(raw: bytes, routed: bool) -> dict[str, Any] | None:
+    schema = schemas.ExchangePublishRequest() if routed else schemas.PublishRequest()
+    try:
+        return schema.load(json.loads(raw))
+    except ValidationError:
+        return None
+
+
+@pytest.mark.parametrize("routed", [False, True])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(request=requests)
+def test_the_fast_lane_takes_nothing_the_full_path_refuses(routed, request):
+    raw = json.dumps(request).encode()  # stdlib: big integers too
+    fast = plain_publish_request(raw, routed=routed)
+    if fast is None:
+        return  # the full path decides, with its own error messages
+    full = _full_path(raw, routed)
+    assert full is not None, f"the fast lane took what the schema refuses: {request!r}"
+    if "messages" in fast:
+        assert fast["messages"] == full["messages"]
+        assert fast.get("routing_key", "") == full.get("routing_key", "")
+    else:
+        assert fast == full
+
+
+@pytest.mark.parametrize("body", [
+    {"body": "hello"},
+    {"body": {"order": 7}, "headers": {"tenant": "acme", "n": 3}, "priority": 5},
+    {"body_base64": "aGk=", "message_id": "m-1", "persistent": False, "expiration": 60000},
+    {"messages": [{"body": "a"}, {"body": "b", "correlation_id": "c"}]},
+])
+def test_plain_requests_take_the_fast_lane(body):
+    fast = plain_publish_request(orjson.dumps(body), routed=False)
+    assert fast is not None
+    assert fast == _full_path(orjson.dumps(body), routed=False) or "messages" in body
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"body": "x", "body_base64": "eA=="}',  # both bodies
+    b'{"messages": []}',
+    b'{"body": "x", "priority": 256}',
+    b'{"body": "x", "priority": 5.0}',  # the schema takes it; the fast lane leaves it to the schema
+    b'{"body": "x", "message_id": ""}',
+    b'{"body": "x", "headers": {"n": 18446744073709551616}}',
+    b'{"body": 18446744073709551616}',  # orjson would read it as a float
+    b'{"body": "\\ud800"}',  # a lone surrogate
+    b'{"body": NaN}',
+    b'{"body": "x", "routing_key": "k"}',  # only the exchange route takes a routing key
+    b'[1, 2]',
+])
+def test_anything_unusual_takes_the_full_path(raw):
+    assert plain_publish_request(raw, routed=False) is None
