@@ -29,6 +29,7 @@ PUBLISH_NAMES = {
     "api_single": "WorkerRMQ API, one message per request",
     "mgmt_single": "RabbitMQ management API, one message per request",
     "api_batch": "WorkerRMQ API, batches",
+    "amqp_batch": "ceiling: the same batches over AMQP straight from aiormq (no API)",
 }
 
 #: What limits WorkerRMQ where a target is missed: from profiling commit 78a9b01 with
@@ -431,10 +432,12 @@ def _publish_section(results: dict[str, Any]) -> list[str]:
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     single = plan.get("publish_clients")
-    clients = {"api_single": single, "mgmt_single": single, "api_batch": plan.get("batch_clients")}
+    batch_clients = plan.get("batch_clients")
+    clients = {"api_single": single, "mgmt_single": single, "api_batch": batch_clients,
+               "amqp_batch": batch_clients}
     for kind, name in PUBLISH_NAMES.items():
         runs = publish.get(kind)
-        if kind == "api_batch":
+        if kind in ("api_batch", "amqp_batch"):
             name += f" of {publish.get('batch_size', plan.get('batch_size'))}"
         lines.append(
             f"| {name} | {clients[kind]} | {_num(_med(runs))}{_spread(runs)} "
@@ -592,8 +595,8 @@ def chart(results: dict[str, Any], path: Path) -> None:
     pub = s.get("publish", {})
     keys = list(PUBLISH_NAMES)
     heights = [pub.get(k) or 0 for k in keys]
-    bars = ax.bar(["API single", "mgmt API single", "API batch"], heights,
-                  color=["#d62728", "#7f7f7f", "#ff9896"])
+    bars = ax.bar(["API single", "mgmt API single", "API batch", "AMQP batch\n(ceiling)"], heights,
+                  color=["#d62728", "#7f7f7f", "#ff9896", "#c7c7c7"])
     _label_bars(ax, bars, heights, "{:,.0f}")
     ax.axhline(20_000, color="orange", linestyle=":", linewidth=1, label="batch target 20,000/s")
     ax.set_yscale("log")
