@@ -29,81 +29,75 @@ PUBLISH_NAMES = {
     "api_single": "WorkerRMQ API, one message per request",
     "mgmt_single": "RabbitMQ management API, one message per request",
     "api_batch": "WorkerRMQ API, batches",
-    "amqp_batch": "ceiling: the same batches over AMQP straight from aiormq (no API)",
+    "amqp_batch": "ceiling: AMQP straight from aiormq, no API, batches",
 }
 
-#: What limits WorkerRMQ where a target is missed: from profiling commit 78a9b01 with
-#: ``python -m bench.run --profile DIR`` (py-spy) and ``python -m bench.hotspots``. Shown under
-#: the targets table for each target a run misses; re-check them after changing the code.
+#: What limits WorkerRMQ where a target is missed: from profiling the code of 2026-12-02 with
+#: ``python -m bench.run --profile DIR`` (py-spy), ``python -m bench.hotspots`` and the CPU
+#: counters of the processes. Shown under the targets table for each target a run misses;
+#: re-check them after changing the code.
 _CPU_BOUND = (
     "Relaying is CPU-bound here: RabbitMQ, the endpoint and the relay share 2 cores, so msg/s "
-    "follows the CPU each message costs (the CPU/msg column). The plain relay costs about what the "
-    "two ceilings cost together (consume + ack, plus one POST); the WorkerRMQ worker costs 1.3 to "
-    "1.5 times that. Its extra work per message (py-spy): a third asyncio task "
-    "(`ConsumerRunner._on_message` wraps aio-pika's already-tasked callback in `create_task`), one "
-    "`basic.ack` frame and drain per message (`ConsumerRunner._ack`), the headers rebuilt and the "
-    "secret re-decoded for every message (`delivery.build_headers`, `signing.secret_bytes`, an "
-    "HMAC over a copy of id.timestamp.body), a new `aiohttp.ClientTimeout`, `Attempt` and "
-    "`DeliveryResult` per message, and Prometheus counter and histogram updates, each under a lock "
-    "(`ConsumerRunner._count`, `_attempt`). aiohttp's request path (about 25% of the worker's "
-    "samples) and aio-pika's receive and ack (about 20%) are the same work the plain relay does. "
-    "To be 1.3× the plain relay the worker must do less than it: ack with `multiple=True` once "
-    "per loop iteration or every N messages, handle the message inside aio-pika's task, build the "
-    "per-consumer headers, key and timeout once, count metrics locally and hand them to "
-    "prometheus_client in the 2 s report, and pass `cookie_jar=aiohttp.DummyCookieJar()` to the "
-    "session."
+    "follows the CPU each message costs everyone (the CPU/msg column is the relay's own share). "
+    "The worker already does less per message than a first version did: each delivery is handled "
+    "in aiormq's own task with no aio-pika message object around it, acks are settled once per "
+    "event-loop turn with `multiple=True` (`worker/acks.py`; about 3.6 deliveries per ack frame "
+    "measured), the headers, signing key, URL and timeout of an endpoint are built once, and "
+    "Prometheus series are made once per consumer. What is left (py-spy) is the same work the "
+    "plain relay does, plus a little: aiohttp's request path with its socket write "
+    "(`StreamWriter._writelines`, about 11% of the worker's samples) and response parsing, "
+    "aiormq's frame reads and writes, uvloop's own loop (about 9%), and per message the "
+    "Standard Webhooks HMAC and ten request headers instead of one. Two engine processes are "
+    "what lift it above the single-process plain relay, by 1.1× to 1.3× across this session's "
+    "runs (the ranges in the relay table overlap)."
 )
 LIMITS: dict[str, str] = {
     "a_vs_b": _CPU_BOUND,
-    "a_vs_ceiling": "The same CPU cost per message as above; the broker-only ceiling spends a "
-    "third of it.",
+    "a_vs_ceiling": "The broker-only ceiling consumes and acks with no HTTP at all; every relay "
+    "adds one POST per message, and the endpoint that answers it runs on the same 2 cores. See "
+    "the note above.",
     "a_vs_c": _CPU_BOUND,
-    "latency_p50": "At 1,000 msg/s the queue grew: latencies of seconds are a backlog, not a "
-    "per-message cost. A drain runs at 1,000 to 2,000 msg/s on this machine while other processes "
-    "take their share of the CPU (see the CPU line above), so during their bursts neither (a) nor "
-    "(b) kept up with 1,000 msg/s. The fix is the CPU per message (see the relay note); measure it "
-    "on a quiet machine (`--wait-quiet`) to see the per-message latency itself.",
-    "latency_p99": "See the p50 note: a backlog while the machine was busy.",
-    "publish_single": "One publish request costs the API (one client: 9 ms, `/healthz` 2 ms): a "
-    "Flask + flask-smorest request with marshmallow load and dump, an API-key lookup in SQLite "
-    "per request (`auth._authenticate` → `KeyStore.authenticate`: 17% of the request threads' "
-    "samples), "
-    "an INFO access-log line (`api._log_request`, 5%), a hop to the publisher's event-loop thread "
-    "and the publisher confirm (1.2 ms for a persistent message on this broker). With the GIL, "
-    "2 Gunicorn processes × 8 threads stay below the management API, which does not wait for a "
-    "confirm. Levers: cache authenticated key digests in-process for a few seconds; a fast path "
-    "for `POST /api/v1/queues/{name}/messages` (orjson parse, hand-written checks, no response "
-    "schema); access log at DEBUG or sampled; API_WORKERS = 2 × cores rather than more threads.",
-    "publish_batch": "About 0.8 ms of API time per message of a batch: marshmallow loads 500 "
-    "nested `Message` schemas and flask-smorest dumps 500 results; the publisher's loop then runs "
-    "`asyncio.gather` over 500 `Exchange.publish` calls (a task, an `aio_pika.Message`, pamqp "
-    "marshalling and a confirm future each; `Publisher._publish`). Levers: validate the batch "
-    "without marshmallow (orjson + plain checks), publish with aiormq's `basic_publish` in one "
-    "coroutine and await the confirms together, answer with orjson instead of "
-    "`BatchResult().dump`.",
-    "isolation_failing_circuit_on": "With the breaker on, the failing consumer made only a "
+    "latency_p50": "Latencies far above a millisecond are a backlog: the relay did not keep up "
+    "with 1,000 msg/s while other processes took the CPU (see the CPU line above). On a quiet "
+    "machine p50 is under 1 ms (run with `--wait-quiet`).",
+    "latency_p99": "See the p50 note.",
+    "publish_single": "WorkerRMQ answers only after the broker's publisher confirm (a persistent "
+    "message is confirmed after it is written to disk); the management API answers without one. "
+    "A plain publish takes the fast lane (`api/fastlane.py`: orjson, checks proven against the "
+    "request schema, no marshmallow), so what is left per request is Gunicorn's gthread worker "
+    "(the request is read by its main thread, run on a pool thread, written back), Flask's "
+    "request and response objects, the API-key check (cached 2 s), the access-log line and "
+    "metrics, and a hop to the publisher's event-loop thread and back. At 32 clients the two "
+    "Gunicorn processes are CPU-bound beside RabbitMQ on 2 cores. Levers left: a lighter worker "
+    "class than gthread, and publishing from the request thread without the hop.",
+    "publish_batch": "The row `ceiling` publishes the same batches straight from aiormq with "
+    "confirms, with no HTTP and no JSON: the API matches it within the run-to-run spread, so "
+    "the limit is below the API. RabbitMQ itself spends 70 to 80 µs of CPU per persistent, "
+    "confirmed message on this machine (measured from beam.smp's CPU counters while "
+    "publishing 20,000 messages), so on 2 "
+    "cores shared with the publisher 20,000 msg/s is out of reach of any client here; aiormq's "
+    "`basic_publish` adds about 85 µs of client CPU per message (a task, a lock, a timeout scope, "
+    "a future and pamqp marshalling each). Writing a whole batch's frames at once costs about "
+    "19 µs per message (measured: 12,400 msg/s, broker-bound), but needs aiormq's channel "
+    "internals (delivery tags, the confirmation map), which WorkerRMQ does not reach into.",
+    "isolation_failing_circuit_on": "With the breaker on, the failing consumer makes only a "
     "handful of requests; the healthy consumer's loss is within the spread of its runs alone (see "
-    "the range in the isolation table): noise from the other processes on the machine, not "
-    "interference.",
+    "the range in the isolation table): noise, not interference.",
     "isolation_failing_circuit_off": "With the breaker off, every failed request of the other "
     "consumer is followed by a confirmed republish to a delay queue or its dead-letter queue, in "
-    "the same worker processes: the worker's CPU per healthy message rises by about half, and on 2 "
-    "cores that CPU is what the healthy consumer loses. The default circuit breaker is the "
-    "protection; a per-consumer CPU budget (lower concurrency while a consumer fails) would "
-    "bound it without the breaker.",
-    "scale_time": "`workerrmq worker` starts one engine per core, and each engine starts every "
-    "consumer one after the other: `Engine._reconcile` awaits `ConsumerRunner.start()` per "
-    "consumer, which opens a channel, declares the queue passively, declares the dead-letter "
-    "queue, sets QoS and consumes: five round trips, 10,000 for 1,000 consumers on 2 engines, in "
-    "sequence. Start runners concurrently (`asyncio.gather` in batches of about 50) and declare "
-    "the dead-letter queue lazily, on the first dead letter.",
-    "scale_rss": "`workerrmq worker` is 3 Python processes here: a supervisor and one engine per "
-    "core (see `largest_process_rss_mb` in performance.json: an engine is the largest; each "
-    "imports SQLAlchemy, Alembic, aiohttp, aio-pika and prometheus_client before its first "
-    "consumer). Levers: a supervisor "
-    "that starts the engines without importing them, `--processes 1` for many mostly idle "
-    "consumers, and per-consumer state kept small (a channel, a StatsReport, a latency deque of "
-    "2,048 floats and 6 Prometheus label sets per consumer).",
+    "the same worker processes: on 2 cores that CPU is what the healthy consumer loses. The "
+    "default circuit breaker is the protection; a per-consumer CPU budget (lower concurrency "
+    "while a consumer fails) would bound it without the breaker.",
+    "scale_time": "Each engine opens a channel per consumer and declares its queue and dead-letter "
+    "queue, 50 consumers at a time; 1,000 consumers on 2 engines are 2,000 channels.",
+    "scale_rss": "`workerrmq worker` is a bare supervisor (about 14 MB; it execs into "
+    "`python -m workerrmq.supervisor` and imports no engine library) and one engine per core. "
+    "Each engine consumes every queue, so 1,000 consumers are 1,000 channels per engine, about "
+    "20 KB each in aio-pika and aiormq (measured on 1,000 channels), on top of about 60 MB of "
+    "libraries (SQLAlchemy, aiohttp, aio-pika, prometheus_client). Metric series are made only "
+    "for consumers that delivered, and alembic is loaded only when the schema needs migrating. "
+    "Levers left: `--processes 1` for many mostly idle consumers (half the channels), or "
+    "`instances` to run a consumer on fewer engines.",
 }
 
 
