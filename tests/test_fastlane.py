@@ -19,6 +19,7 @@ KEYS = ["body", "body_base64", "content_type", "headers", "message_id", "correla
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-5, 300), st.integers(-(2**70), 2**70),
+    st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1]),
     st.floats(allow_nan=False, allow_infinity=False), st.sampled_from([0.0, 5.0, 255.0]),
     st.text(max_size=20), st.text(min_size=250, max_size=300), st.just("é" * 130),
 )
@@ -82,6 +83,8 @@ def test_plain_requests_take_the_fast_lane(body):
     b'{"body": "x", "message_id": ""}',
     b'{"body": "x", "headers": {"n": 18446744073709551616}}',
     b'{"body": 18446744073709551616}',  # orjson would read it as a float
+    b'{"body": "x", "headers": {"n": -9223372036854775809}}',  # below int64: a float too
+    b'{"body": -9223372036854775809}',
     b'{"body": "\\ud800"}',  # a lone surrogate
     b'{"body": NaN}',
     b'{"body": "x", "routing_key": "k"}',  # only the exchange route takes a routing key

@@ -31,7 +31,7 @@ _TEXT_LIMITS = {"content_type": 255, "message_id": 255, "correlation_id": 255}
 _ROUTED_TEXT_LIMITS = {**_TEXT_LIMITS, "routing_key": NAME_MAX}
 _INT_LIMITS = {"priority": 255, "expiration": MAX_EXPIRY_MS}
 _HEADER_KEY_MAX = 128
-_LONG_NUMBER = re.compile(rb"[0-9]{20}")
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
 
 
 def _plain_message(message: Any, texts: dict[str, int]) -> bool:
@@ -79,7 +79,9 @@ def plain_publish_request(raw: bytes, *, routed: bool) -> dict[str, Any] | None:
     *routed*: the exchange route's request, whose messages may carry a routing key.
     """
     if _LONG_NUMBER.search(raw):
-        return None  # orjson reads integers beyond 64 bits as floats; json keeps them whole
+        # orjson reads integers outside int64/uint64 as floats, json keeps them whole: any
+        # number of 19 digits or more (-2**63 - 1 has 19) goes to the full path.
+        return None
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
