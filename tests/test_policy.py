@@ -17,7 +17,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from workerrmq.store.consumers import ConsumerSpec
 from workerrmq.worker.circuit import CircuitBreaker, CircuitState
-from workerrmq.worker.delivery import HEADER_PREFIX, Attempt, build_headers
+from workerrmq.worker.delivery import HEADER_PREFIX, USER_AGENT, Attempt, build_headers
 from workerrmq.worker.policy import (
     DEFAULT_RETRY_ON,
     DELAY_TIERS,
@@ -414,6 +414,12 @@ def test_prefix_headers_describe_the_message():
     # The consumer's own extra headers are sent too.
     assert headers["Authorization"] == "Bearer abc"
     assert headers["X-Team"] == "payments"
+    assert headers["User-Agent"] == USER_AGENT
+
+
+def test_a_consumer_may_send_its_own_user_agent():
+    spec = make_spec(headers={"User-Agent": "orders-relay/2"})
+    assert build_headers(spec, make_attempt(), "orders", 0)["User-Agent"] == "orders-relay/2"
 
 
 def test_defaults_without_content_type_or_correlation_id():

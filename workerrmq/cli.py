@@ -112,13 +112,13 @@ def worker(processes: int | None) -> None:
 @main.command()
 def run() -> None:
     """Run the API and one worker together; Ctrl-C or SIGTERM stops both cleanly."""
-    from workerrmq.supervisor import supervise
+    from workerrmq.supervisor import API, ENGINE, supervise
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     check_broker(settings)
     prepare_database(settings)
-    sys.exit(supervise([["api"], ["worker", "--processes", "1"]]))
+    sys.exit(supervise([API, ENGINE]))
 
 
 @main.group()

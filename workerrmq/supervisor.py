@@ -22,16 +22,20 @@ RESTART_DELAY = 1.0
 STOP_TIMEOUT = 60.0
 
 
+#: The children, as ``python -m`` arguments: an engine without the command line's imports.
+ENGINE = ("workerrmq.worker",)
+API = ("workerrmq.cli", "api")
+
+
 def _start(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "workerrmq.cli", *args],
-                            env={**os.environ, **env})
+    return subprocess.Popen([sys.executable, "-m", *args], env={**os.environ, **env})
 
 
 def supervise(
     commands: Sequence[Sequence[str]], envs: Sequence[Mapping[str, str]] | None = None
 ) -> int:
-    """Run each ``workerrmq`` sub-command in *commands* (with the matching extra
-    environment of *envs*) until a stop signal; returns 0."""
+    """Run each ``python -m`` command of *commands* (e.g. :data:`ENGINE`, with the
+    matching extra environment of *envs*) until a stop signal; returns 0."""
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
@@ -46,7 +50,7 @@ def supervise(
     while not stopping:
         for i, child in enumerate(children):
             if child.poll() is not None and not stopping:
-                log.warning("'workerrmq %s' exited with %s; restarting",
+                log.warning("'python -m %s' exited with %s; restarting",
                             " ".join(commands[i]), child.returncode)
                 time.sleep(RESTART_DELAY)
                 children[i] = _start(commands[i], envs[i])
@@ -81,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings.from_env()  # already checked by the command that exec'd us
     configure_logging(settings.log_level, settings.log_format)
     return supervise(
-        [["worker", "--processes", "1"]] * processes,
+        [ENGINE] * processes,
         [{"WORKER_BIND": nth_bind(settings.worker_bind, i)} for i in range(processes)],
     )
 

@@ -4,8 +4,10 @@ Deliveries on a channel finish out of order, because they are delivered
 concurrently. The :class:`Settler` collects what was decided in one turn of
 the event loop and sends it at the end of that turn: the run of finished
 deliveries at the head of the outstanding ones as one ``basic.ack`` with
-``multiple``, everything else one frame each, so a slow delivery never holds
-back the acks behind it (nor the prefetch window they free).
+``multiple``. Deliveries that finished behind one still in flight wait
+:data:`HOLD` for it, to be covered by the next multiple ack; after that they
+are settled one frame each, so a slow delivery never holds back the acks
+behind it (nor the prefetch window they free) for longer than that.
 
 A ``multiple`` ack settles every delivery the broker has outstanding up to its
 tag, so the settler must know of every delivery on its channel. Delivery tags
@@ -25,6 +27,10 @@ import aiormq.abc
 __all__ = ["Settler"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds a delivery that finished behind one still in flight waits to be covered by a
+#: multiple ack. Most deliveries finish within it of each other; a slow one does not.
+HOLD = 0.002
 
 
 class Settler:
@@ -67,8 +73,9 @@ class Settler:
         if self._sending is None:
             self._sending = asyncio.get_running_loop().create_task(self._send())
 
-    def _frames(self) -> list[tuple[int, bool, bool]]:
-        """Take the decisions made so far as frames: (tag, ack, multiple)."""
+    def _frames(self, *, behind: bool) -> list[tuple[int, bool, bool]]:
+        """Take the decisions made so far as frames: (tag, ack, multiple); with *behind*,
+        also those behind a delivery still in flight."""
         frames: list[tuple[int, bool, bool]] = []
         outstanding, decided = self._outstanding, self._decided
         head_run = 0
@@ -83,25 +90,32 @@ class Settler:
             frames.append((tag, False, False))
         if head_run:
             frames.append((head_run, True, True))
-        for tag, ack in decided.items():  # behind a delivery still in flight
-            outstanding.remove(tag)
-            frames.append((tag, ack, False))
-        decided.clear()
+        if behind:
+            for tag, ack in decided.items():
+                outstanding.remove(tag)
+                frames.append((tag, ack, False))
+            decided.clear()
         return frames
 
     async def _send(self) -> None:
         # Started as a task, this runs after the current loop turn: every decision of
         # that turn goes out together.
         try:
+            await self._write(self._frames(behind=False))
             while self._decided:
-                for tag, ack, multiple in self._frames():
-                    if ack:
-                        await self._channel.basic_ack(tag, multiple=multiple, wait=False)
-                    else:
-                        await self._channel.basic_nack(tag, requeue=True, wait=False)
-                    self.frames_sent += 1
+                # Finished deliveries wait behind one still in flight: give it a moment.
+                await asyncio.sleep(HOLD)
+                await self._write(self._frames(behind=True))
         except Exception as exc:  # noqa: BLE001 - the channel died: the broker redelivers
             self._decided.clear()
             log.info("acks lost with the channel (%s); the broker will redeliver", type(exc).__name__)
         finally:
             self._sending = None
+
+    async def _write(self, frames: list[tuple[int, bool, bool]]) -> None:
+        for tag, ack, multiple in frames:
+            if ack:
+                await self._channel.basic_ack(tag, multiple=multiple, wait=False)
+            else:
+                await self._channel.basic_nack(tag, requeue=True, wait=False)
+            self.frames_sent += 1

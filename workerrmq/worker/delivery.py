@@ -15,6 +15,7 @@ import orjson
 import yarl
 from aiormq.abc import DeliveredMessage
 
+from workerrmq import __version__
 from workerrmq.store.consumers import ConsumerSpec
 from workerrmq.worker.guard import TargetBlocked, check_literal
 from workerrmq.worker.policy import parse_retry_after
@@ -26,6 +27,10 @@ __all__ = ["Attempt", "DeliveryResult", "Endpoint", "build_headers", "HEADER_PRE
 #: headers arrive as ``X-WorkerRMQ-Header-<name>``.
 HEADER_PREFIX = "X-WorkerRMQ-"
 ATTEMPTS_HEADER = "x-workerrmq-attempts"
+USER_AGENT = f"WorkerRMQ/{__version__}"
+#: aiohttp's own defaults that an endpoint has no use for (WorkerRMQ reads no answer body
+#: but an error's first bytes); skipped on the worker's session.
+SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding")
 _ERROR_TEXT_MAX = 300
 
 
@@ -98,7 +103,8 @@ class Endpoint:
     def __init__(self, spec: ConsumerSpec, queue: str, *, guard: bool = False) -> None:
         self.spec = spec
         self._url = yarl.URL(spec.target_url)
-        self._fixed = {str(k): _header_value(v) for k, v in spec.headers.items()}
+        self._fixed = {"User-Agent": USER_AGENT}
+        self._fixed.update({str(k): _header_value(v) for k, v in spec.headers.items()})
         self._fixed[f"{HEADER_PREFIX}Queue"] = queue
         self._key = secret_bytes(spec.signing_secret) if spec.signing_secret else None
         self._timeout = aiohttp.ClientTimeout(total=spec.timeout)

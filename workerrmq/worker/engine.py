@@ -36,6 +36,7 @@ from workerrmq.store import Database
 from workerrmq.store.consumers import ConsumerSpec, ConsumerStore, StatsReport
 from workerrmq.store.workers import WorkerIdentity, WorkerRegistry
 from workerrmq.worker.consumer import ConsumerRunner
+from workerrmq.worker.delivery import SKIP_AUTO_HEADERS
 from workerrmq.worker.guard import GuardedResolver
 from workerrmq.worker.placement import chosen_workers, share_of
 from workerrmq.worker.retry import FailureRouter
@@ -95,7 +96,8 @@ class Engine:
         site = await self._serve_health()
         # No cookie jar: a cookie one endpoint sets must not ride along on later deliveries.
         async with aiohttp.ClientSession(
-            connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=SKIP_AUTO_HEADERS,
         ) as http:
             self._http = http
             reporter = asyncio.create_task(self._report_forever())
