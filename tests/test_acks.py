@@ -83,6 +83,25 @@ def test_a_run_at_the_head_is_one_multiple_ack(broker, amqp, filled_queue):
     assert body == b"5"
 
 
+def test_decisions_of_several_loop_turns_share_a_frame(broker, amqp, filled_queue):
+    queue = filled_queue(4)
+
+    async def scenario() -> int:
+        connection, channel, deliveries = await _consume(broker, queue, 4)
+        settler = Settler(channel)
+        for message in deliveries:
+            settler.track(message.delivery.delivery_tag)
+        for message in deliveries:  # one per loop turn, as HTTP answers come in
+            settler.ack(message.delivery.delivery_tag)
+            await asyncio.sleep(0)
+        await settler.flush()
+        await connection.close()
+        return settler.frames_sent
+
+    assert asyncio.run(scenario()) == 1
+    assert _ready(amqp, queue) == 0
+
+
 def test_acks_behind_a_slow_delivery_are_not_held_back(broker, amqp, filled_queue):
     queue = filled_queue(6)
 

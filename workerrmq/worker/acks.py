@@ -1,13 +1,14 @@
 """Settling one channel's deliveries in as few frames as possible.
 
 Deliveries on a channel finish out of order, because they are delivered
-concurrently. The :class:`Settler` collects what was decided in one turn of
-the event loop and sends it at the end of that turn: the run of finished
-deliveries at the head of the outstanding ones as one ``basic.ack`` with
-``multiple``. Deliveries that finished behind one still in flight wait
-:data:`HOLD` for it, to be covered by the next multiple ack; after that they
-are settled one frame each, so a slow delivery never holds back the acks
-behind it (nor the prefetch window they free) for longer than that.
+concurrently. The :class:`Settler` collects what was decided for :data:`HOLD`
+(2 ms) and then sends the run of finished deliveries at the head of the
+outstanding ones as one ``basic.ack`` with ``multiple``: about a dozen
+deliveries per frame at a few thousand messages a second, instead of one
+frame each. Deliveries that finished behind one still in flight wait one more
+:data:`HOLD` for it; after that they are settled one frame each, so a slow
+delivery never holds back the acks behind it (nor the prefetch window they
+free) for longer than that.
 
 A ``multiple`` ack settles every delivery the broker has outstanding up to its
 tag, so the settler must know of every delivery on its channel. Delivery tags
@@ -28,8 +29,9 @@ __all__ = ["Settler"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds a delivery that finished behind one still in flight waits to be covered by a
-#: multiple ack. Most deliveries finish within it of each other; a slow one does not.
+#: Seconds decisions are collected before they are sent, and that a delivery finished
+#: behind one still in flight waits to be covered by a multiple ack. Most deliveries
+#: finish within it of each other; a slow one does not.
 HOLD = 0.002
 
 
@@ -98,9 +100,9 @@ class Settler:
         return frames
 
     async def _send(self) -> None:
-        # Started as a task, this runs after the current loop turn: every decision of
-        # that turn goes out together.
         try:
+            # Wait a moment first: the decisions of several loop turns make fewer frames.
+            await asyncio.sleep(HOLD)
             await self._write(self._frames(behind=False))
             while self._decided:
                 # Finished deliveries wait behind one still in flight: give it a moment.
