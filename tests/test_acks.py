@@ -58,6 +58,17 @@ async def _consume(broker: str, queue: str, n: int):
     return connection, channel, sorted(deliveries, key=lambda m: m.delivery.delivery_tag)
 
 
+async def _settling(broker: str, queue: str, n: int):
+    """:func:`_consume`, with a Settler that tracks every delivery; returns
+    (connection, settler, delivery tags)."""
+    connection, channel, deliveries = await _consume(broker, queue, n)
+    settler = Settler(channel)
+    tags = [m.delivery.delivery_tag for m in deliveries]
+    for tag in tags:
+        settler.track(tag)
+    return connection, settler, tags
+
+
 def _ready(amqp, queue: str) -> int:
     return amqp.queue_declare(queue, passive=True).method.message_count
 
@@ -66,12 +77,9 @@ def test_a_run_at_the_head_is_one_multiple_ack(broker, amqp, filled_queue):
     queue = filled_queue(6)
 
     async def scenario() -> int:
-        connection, channel, deliveries = await _consume(broker, queue, 6)
-        settler = Settler(channel)
-        for message in deliveries:
-            settler.track(message.delivery.delivery_tag)
-        for message in deliveries[:5]:  # tags 1..5, decided in one loop turn
-            settler.ack(message.delivery.delivery_tag)
+        connection, settler, tags = await _settling(broker, queue, 6)
+        for tag in tags[:5]:  # tags 1..5, decided in one loop turn
+            settler.ack(tag)
         await settler.flush()
         frames = settler.frames_sent
         await connection.close()  # the undecided sixth goes back to the queue
@@ -87,12 +95,9 @@ def test_decisions_of_several_loop_turns_share_a_frame(broker, amqp, filled_queu
     queue = filled_queue(4)
 
     async def scenario() -> int:
-        connection, channel, deliveries = await _consume(broker, queue, 4)
-        settler = Settler(channel)
-        for message in deliveries:
-            settler.track(message.delivery.delivery_tag)
-        for message in deliveries:  # one per loop turn, as HTTP answers come in
-            settler.ack(message.delivery.delivery_tag)
+        connection, settler, tags = await _settling(broker, queue, 4)
+        for tag in tags:  # one per loop turn, as HTTP answers come in
+            settler.ack(tag)
             await asyncio.sleep(0)
         await settler.flush()
         await connection.close()
@@ -106,11 +111,7 @@ def test_acks_behind_a_slow_delivery_are_not_held_back(broker, amqp, filled_queu
     queue = filled_queue(6)
 
     async def scenario() -> None:
-        connection, channel, deliveries = await _consume(broker, queue, 6)
-        tags = [m.delivery.delivery_tag for m in deliveries]
-        settler = Settler(channel)
-        for tag in tags:
-            settler.track(tag)
+        connection, settler, tags = await _settling(broker, queue, 6)
         # Tags 1 and 4 are still in flight; 2, 3, 5, 6 are done and must be acked now.
         for tag in (tags[1], tags[2], tags[4], tags[5]):
             settler.ack(tag)
