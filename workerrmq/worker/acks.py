@@ -36,7 +36,7 @@ HOLD = 0.002
 
 
 class Settler:
-    """Acks and requeues the deliveries of one AMQP channel, batched per loop turn."""
+    """Acks and requeues the deliveries of one AMQP channel, a few milliseconds at a time."""
 
     def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
         self._channel = channel
