@@ -106,7 +106,11 @@ def worker(processes: int | None) -> None:
         return
     # The supervisor only starts and watches the engines: it becomes a bare interpreter
     # (same pid, so signals still reach it) that never imports the engine's libraries.
-    os.execv(sys.executable, [sys.executable, "-m", "workerrmq.supervisor", str(processes)])
+    from workerrmq.supervisor import nth_bind
+
+    binds = [nth_bind(settings.worker_bind, i) for i in range(processes)]
+    os.execv(sys.executable, [sys.executable, "-m", "workerrmq.supervisor",
+                              settings.log_level, settings.log_format, *binds])
 
 
 @main.command()

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 __all__ = ["supervise", "nth_bind"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("workerrmq.supervisor")  # also when run as __main__
 RESTART_DELAY = 1.0
 STOP_TIMEOUT = 60.0
 
@@ -76,18 +76,15 @@ def nth_bind(bind: str, index: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m workerrmq.supervisor N``: run N engine processes, each on its own
-    health port; what ``workerrmq worker --processes N`` becomes."""
+    """``python -m workerrmq.supervisor LOG_LEVEL LOG_FORMAT BIND...``: run one engine per
+    BIND (its health and metrics address); what ``workerrmq worker --processes N``
+    becomes. The command has read and checked the settings: this process only needs
+    these, and does not load the settings module (nor its dependencies)."""
     from workerrmq.logs import configure_logging
-    from workerrmq.settings import Settings
 
-    processes = int((argv if argv is not None else sys.argv[1:])[0])
-    settings = Settings.from_env()  # already checked by the command that exec'd us
-    configure_logging(settings.log_level, settings.log_format)
-    return supervise(
-        [ENGINE] * processes,
-        [{"WORKER_BIND": nth_bind(settings.worker_bind, i)} for i in range(processes)],
-    )
+    level, fmt, *binds = argv if argv is not None else sys.argv[1:]
+    configure_logging(level, fmt)
+    return supervise([ENGINE] * len(binds), [{"WORKER_BIND": bind} for bind in binds])
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any
 import aio_pika
 import aiohttp
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.abc import AbstractConnection
 from aiolimiter import AsyncLimiter
 from aiormq.abc import DeliveredMessage
 
@@ -71,8 +71,9 @@ class ConsumerRunner:
         self._circuit = CircuitBreaker(spec.circuit_threshold, spec.circuit_cooldown)
         self._limiter = AsyncLimiter(1, 1 / spec.rate_limit) if spec.rate_limit else None
         self._prefetch = 1 if spec.ordered else spec.concurrency
-        self._channel: AbstractChannel | None = None
-        self._underlay: aiormq.abc.AbstractChannel | None = None
+        # aiormq's channel, without aio-pika's wrapper: 7 KB less per consumer, which
+        # counts with thousands of consumers on every engine.
+        self._channel: aiormq.abc.AbstractChannel | None = None
         self._settler: Settler | None = None
         self._tag: str | None = None
         self._accepting = False
@@ -82,25 +83,26 @@ class ConsumerRunner:
         self.status = "starting"
         self.stats = stats or StatsReport(consumer_id=spec.id)
         self._metrics: _Metrics | None = None  # made at the first delivery: idle consumers cost none
-        self._latencies: collections.deque[float] = collections.deque(maxlen=2048)
+        self._latencies: collections.deque[float] | None = None  # made at the first delivery
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> bool:
         """Open a channel and consume; False (status ``queue_missing``) if the queue is absent."""
-        channel = await self._connection.channel()
+        transport = self._connection.transport
+        if transport is None:
+            raise aiormq.exceptions.ChannelClosed("the connection is closed")
+        channel = await transport.connection.channel()
         try:
-            await channel.get_queue(self.spec.queue, ensure=True)
+            await channel.queue_declare(self.spec.queue, passive=True)
         except aiormq.exceptions.ChannelNotFoundEntity:
             self.status = "queue_missing"
             return False
-        await channel.declare_queue(self.spec.dead_letter_queue, durable=True)
-        underlay = await channel.get_underlay_channel()
-        underlay.on_consumer_cancel_callbacks.add(self._on_broker_cancel)
-        channel.close_callbacks.add(self._on_channel_closed)
+        await channel.queue_declare(self.spec.dead_letter_queue, durable=True)
+        channel.on_consumer_cancel_callbacks.add(self._on_broker_cancel)
+        channel.closing.add_done_callback(self._on_channel_closed)
         self._channel = channel
-        self._underlay = underlay
-        self._settler = Settler(underlay)
+        self._settler = Settler(channel)
         await self._consume(self._prefetch)
         return True
 
@@ -150,21 +152,21 @@ class ConsumerRunner:
     # -- consuming --------------------------------------------------------------------------
 
     async def _consume(self, prefetch: int, status: str = "consuming") -> None:
-        assert self._channel is not None and self._underlay is not None
-        await self._channel.set_qos(prefetch_count=prefetch)
+        assert self._channel is not None
+        await self._channel.basic_qos(prefetch_count=prefetch)
         self.status = status
         self._accepting = True
         # aiormq's own consumer: it runs each delivery in a task of its own, and
         # the delivery is handled in that task without an aio-pika message around it.
-        ok = await self._underlay.basic_consume(self.spec.queue, self._on_message, no_ack=False)
+        ok = await self._channel.basic_consume(self.spec.queue, self._on_message, no_ack=False)
         self._tag = ok.consumer_tag
 
     async def _cancel_consumer(self) -> None:
         self._accepting = False
         tag, self._tag = self._tag, None
-        if tag and self._underlay is not None and self._channel is not None and not self._channel.is_closed:
+        if tag and self._channel is not None and not self._channel.is_closed:
             with contextlib.suppress(Exception):
-                await self._underlay.basic_cancel(tag)
+                await self._channel.basic_cancel(tag)
 
     def _on_broker_cancel(self, _frame: object) -> None:
         # The broker cancels consumers of a deleted queue; the engine restarts us.
@@ -274,6 +276,8 @@ class ConsumerRunner:
             await self._limiter.acquire()
         result = await self._endpoint.send(self._http, attempt)
         if result.status is not None and 200 <= result.status < 300:
+            if self._latencies is None:
+                self._latencies = collections.deque(maxlen=2048)
             self._latencies.append(result.seconds)
             self._series().duration.observe(result.seconds)
         return result
