@@ -90,14 +90,15 @@ LIMITS: dict[str, str] = {
     "while a consumer fails) would bound it without the breaker.",
     "scale_time": "Each engine opens a channel per consumer and declares its queue and dead-letter "
     "queue, 50 consumers at a time; 1,000 consumers on 2 engines are 2,000 channels.",
-    "scale_rss": "`workerrmq worker` is a bare supervisor (about 14 MB; it execs into "
-    "`python -m workerrmq.supervisor` and imports no engine library) and one engine per core. "
-    "Each engine consumes every queue, so 1,000 consumers are 1,000 channels per engine, about "
-    "20 KB each in aio-pika and aiormq (measured on 1,000 channels), on top of about 60 MB of "
-    "libraries (SQLAlchemy, aiohttp, aio-pika, prometheus_client). Metric series are made only "
-    "for consumers that delivered, and alembic is loaded only when the schema needs migrating. "
-    "Levers left: `--processes 1` for many mostly idle consumers (half the channels), or "
-    "`instances` to run a consumer on fewer engines.",
+    "scale_rss": "`workerrmq worker` is a bare supervisor (about 12 MB; it execs into "
+    "`python -m workerrmq.supervisor` and imports neither the engine's libraries nor the "
+    "settings) and one engine per core. Each engine consumes every queue, so 1,000 consumers "
+    "are 1,000 channels per engine, about 14 KB each in aiormq (measured on 1,000 channels; "
+    "aio-pika's channel wrapper, 7 KB more, is not used), on top of about 60 MB of libraries "
+    "(SQLAlchemy, aiohttp, aio-pika, prometheus_client). Metric series and the latency window "
+    "are made only for consumers that delivered, and alembic is loaded only when the schema "
+    "needs migrating. Levers left: `--processes 1` for many mostly idle consumers (half the "
+    "channels), or `instances` to run a consumer on fewer engines.",
 }
 
 
