@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import subprocess
@@ -20,6 +21,7 @@ from workerrmq.store.db import MIGRATIONS
 from workerrmq.store.db import head_revision as db_head_revision
 from workerrmq.store.keys import KeyStore
 from workerrmq.store.models import ConsumerStats
+from workerrmq.worker.engine import Engine
 from workerrmq.worker.policy import DEFAULT_RETRY_ON
 
 
@@ -353,3 +355,28 @@ def test_spec_fields_match_the_table(db):
     """Every field of a consumer is a column, so nothing is lost on a round trip."""
     columns = {c["name"] for c in inspect(db.engine).get_columns("consumers")}
     assert {f.name for f in dataclasses.fields(ConsumerSpec)} <= columns
+
+
+def test_a_report_cancelled_mid_write_does_not_collide_with_the_next(make_settings):
+    # The engine's stop cancels its periodic report and writes a last one; the cancelled
+    # report's thread keeps running, and both would insert a new consumer's first row.
+    engine = Engine(make_settings(), report_interval=60)
+    engine.db.migrate()
+    try:
+        specs = [ConsumerStore(engine.db).create(values(f"c{i}", f"q{i}")) for i in range(50)]
+        for spec in specs:
+            engine.stats[spec.id] = StatsReport(consumer_id=spec.id, delivered=1)
+
+        async def cancel_then_report() -> None:
+            first = asyncio.ensure_future(engine._report())
+            await asyncio.sleep(0)  # its write is now running in a thread
+            first.cancel()
+            await engine._report()
+
+        asyncio.run(cancel_then_report())
+        with engine.db.session() as session:
+            rows = session.scalars(select(ConsumerStats).where(
+                ConsumerStats.worker_id == engine.worker_id)).all()
+        assert sorted(row.consumer_id for row in rows) == sorted(spec.id for spec in specs)
+    finally:
+        engine.db.dispose()

@@ -69,6 +69,7 @@ class Engine:
         self._stopping: asyncio.Event | None = None
         self._poke: asyncio.Event | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._writing: asyncio.Future[None] | None = None  # the statistics write under way
         self.connected = asyncio.Event()
         self.health_port: int | None = None
 
@@ -333,10 +334,22 @@ class Engine:
             else:
                 stats.in_flight, stats.status = 0, "stopped"
         reports = list(self.stats.values())
+        # One write at a time: cancelling a report does not stop its thread, and two
+        # writes of a new consumer's first figures would both insert its row.
+        if self._writing is not None:
+            await asyncio.wait([self._writing])
+        self._writing = asyncio.ensure_future(asyncio.to_thread(self._write_report, reports))
+        self._writing.add_done_callback(_retrieve)
         try:
-            await asyncio.to_thread(self._write_report, reports)
+            await asyncio.shield(self._writing)
         except WorkerRMQError as exc:
             log.debug("could not report statistics: %s", exc.message)
+
+
+def _retrieve(write: asyncio.Future[None]) -> None:
+    """Mark a write's error as seen when the report that awaited it was cancelled."""
+    if not write.cancelled():
+        write.exception()
 
 
 async def _healthz(_request: web.Request) -> web.Response:
