@@ -60,13 +60,13 @@ async def _consume(broker: str, queue: str, n: int):
 
 async def _settling(broker: str, queue: str, n: int):
     """:func:`_consume`, with a Settler that tracks every delivery; returns
-    (connection, settler, delivery tags)."""
+    (connection, channel, settler, delivery tags)."""
     connection, channel, deliveries = await _consume(broker, queue, n)
     settler = Settler(channel)
     tags = [m.delivery.delivery_tag for m in deliveries]
     for tag in tags:
         settler.track(tag)
-    return connection, settler, tags
+    return connection, channel, settler, tags
 
 
 def _ready(amqp, queue: str) -> int:
@@ -77,7 +77,7 @@ def test_a_run_at_the_head_is_one_multiple_ack(broker, amqp, filled_queue):
     queue = filled_queue(6)
 
     async def scenario() -> int:
-        connection, settler, tags = await _settling(broker, queue, 6)
+        connection, _, settler, tags = await _settling(broker, queue, 6)
         for tag in tags[:5]:  # tags 1..5, decided in one loop turn
             settler.ack(tag)
         await settler.flush()
@@ -95,7 +95,7 @@ def test_decisions_of_several_loop_turns_share_a_frame(broker, amqp, filled_queu
     queue = filled_queue(4)
 
     async def scenario() -> int:
-        connection, settler, tags = await _settling(broker, queue, 4)
+        connection, _, settler, tags = await _settling(broker, queue, 4)
         for tag in tags:  # one per loop turn, as HTTP answers come in
             settler.ack(tag)
             await asyncio.sleep(0)
@@ -111,7 +111,7 @@ def test_acks_behind_a_slow_delivery_are_not_held_back(broker, amqp, filled_queu
     queue = filled_queue(6)
 
     async def scenario() -> None:
-        connection, settler, tags = await _settling(broker, queue, 6)
+        connection, _, settler, tags = await _settling(broker, queue, 6)
         # Tags 1 and 4 are still in flight; 2, 3, 5, 6 are done and must be acked now.
         for tag in (tags[1], tags[2], tags[4], tags[5]):
             settler.ack(tag)
@@ -133,15 +133,12 @@ def test_a_requeue_between_acks_keeps_its_place_in_the_frames(broker, amqp, fill
     queue = filled_queue(3)
 
     async def scenario() -> bytes:
-        connection, channel, deliveries = await _consume(broker, queue, 3)
+        connection, channel, settler, tags = await _settling(broker, queue, 3)
         # Stop consuming first, so that a requeued message stays in the queue for us.
         await channel.basic_cancel(next(iter(channel.consumers)))
-        settler = Settler(channel)
-        for message in deliveries:
-            settler.track(message.delivery.delivery_tag)
-        settler.ack(deliveries[0].delivery.delivery_tag)
-        settler.requeue(deliveries[1].delivery.delivery_tag)
-        settler.ack(deliveries[2].delivery.delivery_tag)
+        settler.ack(tags[0])
+        settler.requeue(tags[1])
+        settler.ack(tags[2])
         await settler.flush()
         # ack 1 (multiple), nack 2, ack 3 (multiple): 3 must not swallow the requeued 2.
         assert settler.frames_sent == 3

@@ -17,7 +17,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from workerrmq.store.consumers import ConsumerSpec
 from workerrmq.worker.circuit import CircuitBreaker, CircuitState
-from workerrmq.worker.delivery import HEADER_PREFIX, USER_AGENT, Attempt, build_headers
+from workerrmq.worker.delivery import HEADER_PREFIX, USER_AGENT, Attempt, Endpoint
 from workerrmq.worker.policy import (
     DEFAULT_RETRY_ON,
     DELAY_TIERS,
@@ -372,7 +372,11 @@ def test_unpadded_whsec_secret_is_accepted_like_the_reference_library():
     assert Webhook(unpadded).verify(body.decode(), headers) == {"ok": True}
 
 
-# -- build_headers ------------------------------------------------------------------------
+# -- the request headers ---------------------------------------------------------------------
+
+
+def build_headers(spec: ConsumerSpec, attempt: Attempt, queue: str, now: int) -> dict[str, str]:
+    return Endpoint(spec, queue).headers(attempt, now)
 
 
 def make_spec(**overrides) -> ConsumerSpec:

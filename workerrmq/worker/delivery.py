@@ -21,7 +21,7 @@ from workerrmq.worker.guard import TargetBlocked, check_literal
 from workerrmq.worker.policy import parse_retry_after
 from workerrmq.worker.signing import secret_bytes, signature_headers
 
-__all__ = ["Attempt", "DeliveryResult", "Endpoint", "build_headers", "HEADER_PREFIX"]
+__all__ = ["Attempt", "DeliveryResult", "Endpoint", "HEADER_PREFIX"]
 
 #: Every delivery header WorkerRMQ sets starts with this; the message's own AMQP
 #: headers arrive as ``X-WorkerRMQ-Header-<name>``.
@@ -168,11 +168,6 @@ class Endpoint:
             return _failed("connection", f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_MAX], started)
         except aiohttp.ClientError as exc:
             return _failed("client", f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_MAX], started)
-
-
-def build_headers(spec: ConsumerSpec, attempt: Attempt, queue: str, now: int) -> dict[str, str]:
-    """The headers of one request to *spec*'s endpoint (see :meth:`Endpoint.headers`)."""
-    return Endpoint(spec, queue).headers(attempt, now)
 
 
 def _failed(error: str, detail: str, started: float) -> DeliveryResult:
