@@ -15,8 +15,10 @@ from workerrmq.api import (
     connections,
     consumers,
     dashboard,
+    exchanges,
     health,
     keys,
+    managed,
     messages,
     queues,
     schemas,
@@ -67,7 +69,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.before_request(_start_timer)
     init_auth(app, failure_limit=settings.auth_failure_limit)
     api = _Api(app)
-    for module in (queues, messages, consumers, workers, connections, keys, seed):
+    for module in (queues, exchanges, messages, consumers, workers, connections, keys, managed,
+                   seed):
         api.register_blueprint(module.blp)
     app.register_blueprint(health.blp)
     app.register_blueprint(dashboard.blp)

@@ -99,6 +99,34 @@ class ManagementClient:
         path = f"/api/bindings/{_q(self.vhost)}/e/{_q(exchange)}/q/{_q(queue)}/{_q(properties_key)}"
         self._call("DELETE", path, missing=f"binding of {queue!r} to {exchange!r} not found")
 
+    # -- exchanges -----------------------------------------------------------------
+
+    def list_exchanges(self) -> list[dict[str, Any]]:
+        return self._call("GET", f"/api/exchanges/{_q(self.vhost)}")
+
+    def get_exchange(self, name: str) -> dict[str, Any]:
+        return self._call("GET", self._exchange_path(name), missing=f"exchange {name!r} not found")
+
+    def declare_exchange(self, name: str, *, type: str, durable: bool) -> bool:
+        """Declare an exchange; True when it was created, False when an identical one existed.
+
+        An existing exchange with other settings raises :class:`Conflict`.
+        """
+        body = {"type": type, "durable": durable, "auto_delete": False, "internal": False,
+                "arguments": {}}
+        response = self._request("PUT", self._exchange_path(name), json=body)
+        if response.status_code == 400 and "inequivalent" in response.text:
+            raise Conflict(f"exchange {name!r} exists with other settings: {_reason(response)}")
+        self._raise_for(response)
+        return response.status_code == 201
+
+    def delete_exchange(self, name: str, *, if_unused: bool) -> None:
+        params = {"if-unused": "true"} if if_unused else {}
+        response = self._request("DELETE", self._exchange_path(name), params=params)
+        if response.status_code == 400 and if_unused:
+            raise Conflict(f"exchange {name!r} not deleted: {_reason(response)}")
+        self._raise_for(response, missing=f"exchange {name!r} not found")
+
     # -- connections and consumers -------------------------------------------------
 
     def list_connections(self) -> list[dict[str, Any]]:
@@ -147,6 +175,9 @@ class ManagementClient:
 
     def _queue_path(self, name: str) -> str:
         return f"/api/queues/{_q(self.vhost)}/{_q(name)}"
+
+    def _exchange_path(self, name: str) -> str:
+        return f"/api/exchanges/{_q(self.vhost)}/{_q(name)}"
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         failure = "no URL"
