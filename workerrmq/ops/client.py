@@ -60,6 +60,11 @@ class ApiClient:
         if key:
             self.session.headers["Authorization"] = f"Bearer {key}"
 
+    @property
+    def key_prefix(self) -> str | None:
+        """The key's first characters, as ``/api/v1/keys`` shows them to tell keys apart."""
+        return self._key[:12] if self._key else None
+
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)
 

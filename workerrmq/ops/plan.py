@@ -1,0 +1,272 @@
+"""What ``workerrmq apply`` would change: the file's objects against the API's, as a list.
+
+Pure: :func:`plan` takes the file and the state read from the API and returns the changes
+in the order they are made (exchanges, queues, bindings, consumers, keys; then what
+``--prune`` removes, in reverse). A change that cannot be made (a queue's arguments differ,
+which RabbitMQ cannot change) is a conflict, and nothing is changed.
+
+Secrets: the API never shows them (the signing secret shows as ``signing: true``, others as
+``***``), so a hidden value counts as unchanged. Whether a secret is set or not is compared;
+``--update-secrets`` sends every secret of the file again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from workerrmq.ops.declared import Declared, consumer_defaults, looks_secret
+
+__all__ = ["HIDDEN", "Change", "Plan", "State", "plan"]
+
+HIDDEN = "***"
+
+
+@dataclasses.dataclass
+class State:
+    """What the API holds, as far as apply is concerned."""
+
+    exchanges: dict[str, dict[str, Any]]  # every exchange of the vhost
+    queues: dict[str, dict[str, Any]]  # queues declared or managed that exist, with "bindings"
+    managed: set[tuple[str, str]]  # ("queue" | "exchange", name)
+    consumers: dict[str, dict[str, Any]]
+    keys: list[dict[str, Any]]
+    own_key_prefix: str | None = None  # the key apply runs with: never revoked
+
+
+@dataclasses.dataclass
+class Change:
+    action: str  # create, update, adopt, delete
+    kind: str  # exchange, queue, binding, consumer, api key
+    name: str
+    detail: str = ""
+    body: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __str__(self) -> str:
+        sign = {"create": "+", "update": "~", "adopt": "=", "delete": "-"}[self.action]
+        text = f"{sign} {self.action} {self.kind} {self.name!r}"
+        return f"{text}: {self.detail}" if self.detail else text
+
+
+@dataclasses.dataclass
+class Plan:
+    changes: list[Change] = dataclasses.field(default_factory=list)
+    conflicts: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+def plan(want: Declared, have: State, *, prune: bool = False, update_secrets: bool = False) -> Plan:
+    """The changes that make *have* what *want* declares."""
+    result = Plan()
+    _exchanges(want, have, result)
+    _queues(want, have, result)
+    _consumers(want, have, result, update_secrets)
+    _keys(want, have, result)
+    if prune:
+        _prune(want, have, result)
+    return result
+
+
+def _exchanges(want: Declared, have: State, result: Plan) -> None:
+    for name, spec in want.exchanges.items():
+        body = {"name": name, "type": spec.get("type", "direct"), "durable": spec.get("durable", True)}
+        current = have.exchanges.get(name)
+        if current is None:
+            result.changes.append(Change("create", "exchange", name, body["type"], body))
+            continue
+        differs = [
+            f"{k} {current.get(k)!r} (file: {body[k]!r})"
+            for k in ("type", "durable")
+            if current.get(k) != body[k]
+        ]
+        if differs:
+            result.conflicts.append(
+                f"exchange {name!r} exists with {', '.join(differs)}; an "
+                "exchange cannot be changed: delete it and apply again"
+            )
+        elif ("exchange", name) not in have.managed:
+            result.changes.append(Change("adopt", "exchange", name, "now managed by apply"))
+
+
+def _queues(want: Declared, have: State, result: Plan) -> None:
+    bindings: list[Change] = []
+    for name, spec in want.queues.items():
+        body = {
+            "name": name,
+            "type": spec.get("type", "classic"),
+            "durable": spec.get("durable", True),
+            "arguments": spec.get("arguments", {}),
+        }
+        current = have.queues.get(name)
+        if current is None:
+            result.changes.append(Change("create", "queue", name, body["type"], body))
+        else:
+            differs = [
+                f"{k} {current.get(k)!r} (file: {body[k]!r})"
+                for k in ("type", "durable", "arguments")
+                if current.get(k) != body[k]
+            ]
+            if differs:
+                result.conflicts.append(
+                    f"queue {name!r} exists with {', '.join(differs)}; RabbitMQ cannot change a "
+                    f"queue: delete it (workerrmq queues rm {name}) and apply again"
+                )
+            elif ("queue", name) not in have.managed:
+                result.changes.append(Change("adopt", "queue", name, "now managed by apply"))
+        bound = {(b["exchange"], b["routing_key"]) for b in (current or {}).get("bindings", [])}
+        for b in spec.get("bindings", []):
+            pair = (b["exchange"], b.get("routing_key", ""))
+            if pair not in bound:
+                bound.add(pair)
+                bindings.append(
+                    Change(
+                        "create",
+                        "binding",
+                        name,
+                        _binding(*pair),
+                        {"exchange": pair[0], "routing_key": pair[1]},
+                    )
+                )
+    result.changes += bindings
+
+
+def _binding(exchange: str, routing_key: str) -> str:
+    return f"from exchange {exchange!r} with routing key {routing_key!r}"
+
+
+def desired_consumer(spec: dict[str, Any]) -> dict[str, Any]:
+    """A consumer of the file with every field it left out at its default."""
+    full = {**consumer_defaults(), "dead_letter_queue": f"{spec['queue']}.dlq", **spec}
+    full.pop("create_queue", None)
+    return full
+
+
+def _consumers(want: Declared, have: State, result: Plan, update_secrets: bool) -> None:
+    for name, spec in want.consumers.items():
+        full = desired_consumer(spec)
+        current = have.consumers.get(name)
+        if current is None:
+            body = {k: v for k, v in spec.items() if v is not None}
+            result.changes.append(Change("create", "consumer", name, f"queue {spec['queue']!r}", body))
+            continue
+        body, shown = {}, []
+        for field, value in full.items():
+            if field in ("name", "signing_secret"):
+                continue
+            have_value = current.get(field)
+            hidden = _hidden(have_value)
+            if not _same(value, have_value) or (update_secrets and hidden):
+                body[field] = value
+                shown.append(
+                    f"{field} {_show(field, have_value)} → {_show(field, value)}"
+                    if not hidden or not _same(value, have_value)
+                    else f"{field} (resent)"
+                )
+        secret = full.get("signing_secret")
+        signing = bool(current.get("signing") or current.get("signing_secret"))
+        if (secret is not None) != signing or (update_secrets and secret is not None):
+            body["signing_secret"] = secret
+            shown.append(
+                "signing_secret " + ("(removed)" if secret is None else "(resent)" if signing else "(set)")
+            )
+        if body:
+            result.changes.append(Change("update", "consumer", name, "; ".join(shown), body))
+
+
+def _hidden(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_hidden(v) for v in value.values())
+    return isinstance(value, str) and HIDDEN in value
+
+
+def _same(want: Any, have: Any) -> bool:
+    """Equal, where ``***`` in what the API shows stands for any hidden text."""
+    if isinstance(want, dict) and isinstance(have, dict):
+        return want.keys() == have.keys() and all(_same(want[k], have[k]) for k in want)
+    if isinstance(want, list | tuple) and isinstance(have, list | tuple):
+        return len(want) == len(have) and all(_same(w, h) for w, h in zip(want, have, strict=True))
+    if isinstance(want, str) and isinstance(have, str) and HIDDEN in have:
+        pattern = ".+".join(map(re.escape, have.split(HIDDEN)))
+        return re.fullmatch(pattern, want, re.DOTALL) is not None
+    if isinstance(want, bool) or isinstance(have, bool):
+        return want is have
+    if isinstance(want, int | float) and isinstance(have, int | float):
+        return float(want) == float(have)
+    return bool(want == have)
+
+
+def _show(field: str, value: Any) -> str:
+    """A value as printed, with credentials masked."""
+    if field == "headers" and isinstance(value, dict):
+        value = {k: HIDDEN if looks_secret(k, v) else v for k, v in value.items()}
+    elif field == "target_url" and isinstance(value, str):
+        parts = urlsplit(value)
+        if parts.password and parts.password != HIDDEN:
+            value = value.replace(f":{parts.password}@", f":{HIDDEN}@", 1)
+    return repr(value)
+
+
+def _keys(want: Declared, have: State, result: Plan) -> None:
+    for name, scope in want.api_keys.items():
+        same_name = [k for k in have.keys if k["name"] == name]
+        active = [k for k in same_name if not k.get("revoked_at")]
+        if not same_name:
+            result.changes.append(Change("create", "api key", name, scope, {"name": name, "scope": scope}))
+        elif not active:
+            result.conflicts.append(
+                f"api key {name!r} was revoked and its name cannot be used again: give the key another name"
+            )
+        elif active[0]["scope"] != scope:
+            result.conflicts.append(
+                f"api key {name!r} has scope {active[0]['scope']!r} (file: {scope!r}); a key's "
+                f"scope cannot change: revoke it (workerrmq api-keys revoke {active[0]['id']}) and "
+                "apply again to get a new token, or declare a key of another name"
+            )
+
+
+def _prune(want: Declared, have: State, result: Plan) -> None:
+    for name in have.consumers:
+        if name not in want.consumers:
+            result.changes.append(Change("delete", "consumer", name))
+    for name, current in have.queues.items():
+        if name in want.queues:
+            declared = {
+                (b["exchange"], b.get("routing_key", "")) for b in want.queues[name].get("bindings", [])
+            }
+            for b in current.get("bindings", []):
+                pair = (b["exchange"], b["routing_key"])
+                if pair not in declared:
+                    result.changes.append(
+                        Change(
+                            "delete",
+                            "binding",
+                            name,
+                            _binding(*pair),
+                            {"exchange": pair[0], "routing_key": pair[1]},
+                        )
+                    )
+    used = {
+        c[field]: c["name"]
+        for c in map(desired_consumer, want.consumers.values())
+        for field in ("queue", "dead_letter_queue")
+    }
+    for kind, name in sorted(have.managed):
+        if kind == "queue" and name not in want.queues and name in have.queues:
+            if name in used:
+                result.notes.append(f"kept queue {name!r}: consumer {used[name]!r} uses it")
+            else:
+                result.changes.append(Change("delete", "queue", name, "only if empty"))
+    for kind, name in sorted(have.managed):
+        if kind == "exchange" and name not in want.exchanges and name in have.exchanges:
+            result.changes.append(Change("delete", "exchange", name, "only if nothing is bound to it"))
+    for key in have.keys:
+        if key["name"] in want.api_keys or key.get("revoked_at"):
+            continue
+        if have.own_key_prefix and key.get("prefix") == have.own_key_prefix:
+            result.notes.append(f"kept api key {key['name']!r}: apply is using it")
+            continue
+        result.changes.append(
+            Change("delete", "api key", key["name"], f"revoke key {key['id']}", {"id": key["id"]})
+        )
