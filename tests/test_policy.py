@@ -27,6 +27,7 @@ from workerrmq.worker.policy import (
     compute_backoff,
     parse_retry_after,
     pick_tier,
+    retry_floor,
 )
 from workerrmq.worker.signing import secret_bytes, sign, signature_headers
 
@@ -187,6 +188,43 @@ def test_pick_tier_with_custom_tiers():
     picks = [pick_tier(2.5, (1, 2, 4), rng=rng) for _ in range(10_000)]
     assert set(picks) == {2, 4}
     assert statistics.fmean(picks) == pytest.approx(2.5, rel=0.02)
+
+
+@pytest.mark.parametrize("retry_after", [1.0, 3.0, 5.0, 7.0, 45.0, 1000.0])
+def test_retry_after_is_a_minimum_never_rounded_down(retry_after):
+    """A wait between two tiers still goes to either, except below a Retry-After."""
+    policy = RetryPolicy(initial_delay=0.05, max_delay=3600.0)
+    rng = random.Random(11)
+    for attempt in range(1, 6):
+        delay = compute_backoff(attempt, policy, retry_after=retry_after, rng=rng)
+        floor = retry_floor(retry_after, policy)
+        picks = {pick_tier(delay, at_least=floor, rng=rng) for _ in range(500)}
+        assert min(picks) >= retry_after, (attempt, sorted(picks))
+
+
+def test_retry_after_of_five_seconds_waits_eight_not_four():
+    rng = random.Random(17)
+    picks = {pick_tier(5.0, at_least=5.0, rng=rng) for _ in range(1000)}
+    assert picks == {8}
+
+
+def test_backoff_above_retry_after_keeps_its_weighted_rounding():
+    # A 45 s backoff with a 20 s Retry-After: both neighbours (30, 60) are >= 20.
+    rng = random.Random(5)
+    picks = [pick_tier(45.0, at_least=20.0, rng=rng) for _ in range(20_000)]
+    assert set(picks) == {30, 60}
+    assert statistics.fmean(picks) == pytest.approx(45.0, rel=0.02)
+
+
+def test_retry_after_beyond_every_tier_takes_the_longest():
+    assert pick_tier(9000.0, (1, 2, 4), at_least=9000.0) == 4
+
+
+def test_retry_floor_is_capped_like_the_backoff():
+    policy = RetryPolicy(max_delay=60.0)
+    assert retry_floor(None, policy) == 0.0
+    assert retry_floor(5.0, policy) == 5.0
+    assert retry_floor(86_400.0, policy) == 60.0
 
 
 # -- parse_retry_after --------------------------------------------------------------------

@@ -10,7 +10,7 @@ import datetime as dt
 import email.utils
 import enum
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = [
     "Verdict",
@@ -19,6 +19,7 @@ __all__ = [
     "compute_backoff",
     "parse_retry_after",
     "pick_tier",
+    "retry_floor",
     "DELAY_TIERS",
     "DEFAULT_RETRY_ON",
 ]
@@ -83,9 +84,28 @@ def compute_backoff(
     return max(0.0, min(policy.max_delay, delay))
 
 
-def pick_tier(delay: float, tiers: Sequence[float] = DELAY_TIERS, *,
+def retry_floor(retry_after: float | None, policy: RetryPolicy) -> float:
+    """The earliest a retry may come, in seconds: the server's ``Retry-After``
+    (never beyond ``max_delay``, as :func:`compute_backoff` caps it), else 0."""
+    return min(policy.max_delay, retry_after) if retry_after is not None else 0.0
+
+
+def pick_tier(delay: float, tiers: Sequence[float] = DELAY_TIERS, *, at_least: float = 0.0,
               rng: random.Random | None = None) -> float:
-    """The delay tier for a wait of *delay* seconds (randomised rounding between tiers)."""
+    """The delay tier for a wait of *delay* seconds.
+
+    Between two tiers the pick is random, weighted so the mean is *delay*; a tier
+    below *at_least* (a ``Retry-After``) is never picked: the wait is rounded up to
+    the next tier instead, so the retry never comes sooner than asked. Only the
+    longest tier can be below *at_least*, when nothing longer exists.
+    """
+    pick = _weighted_neighbour(delay, tiers, (rng or random).random)
+    if pick >= at_least:
+        return pick
+    return next((tier for tier in tiers if tier >= at_least), tiers[-1])
+
+
+def _weighted_neighbour(delay: float, tiers: Sequence[float], draw: Callable[[], float]) -> float:
     if delay <= tiers[0]:
         return tiers[0]
     if delay >= tiers[-1]:
@@ -93,7 +113,7 @@ def pick_tier(delay: float, tiers: Sequence[float] = DELAY_TIERS, *,
     for low, high in zip(tiers, tiers[1:], strict=False):
         if low <= delay <= high:
             chance_high = (delay - low) / (high - low)
-            return high if (rng or random).random() < chance_high else low
+            return high if draw() < chance_high else low
     raise AssertionError("unreachable: tiers are sorted")
 
 
