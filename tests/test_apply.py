@@ -340,3 +340,23 @@ def test_published_schema_is_valid_and_its_defaults_are_the_api_s():
         ConsumerSpec(id="x", name="x", queue="q", target_url=TARGET).retry_on
     )
     assert consumer_defaults()["headers"] == {}
+
+
+def test_readme_example_is_a_valid_file():
+    from pathlib import Path
+
+    from workerrmq.ops.declared import load
+
+    readme = Path(__file__).parent.parent.joinpath("README.md").read_text()
+    section = readme.split("## Configuration as code", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    env = {"SHOP_API_KEY": "k", "ORDERS_SIGNING_SECRET": SECRET, "AUDIT_PASSWORD": "pw"}
+    declared = load(example, env)
+    assert list(declared.consumers) == ["orders-relay", "audit-relay"]
+    assert declared.consumers["audit-relay"]["target_url"] == "https://audit:pw@audit.example/in"
+    assert set(declared.consumers["orders-relay"]) == set(consumer_defaults()) - {"create_queue"} | {
+        "name",
+        "queue",
+        "target_url",
+        "dead_letter_queue",
+    }
