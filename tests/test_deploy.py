@@ -640,3 +640,112 @@ def test_click_rejects_an_unknown_command() -> None:
         assert_real_command(["serve"])
     with pytest.raises(click.UsageError):
         assert_real_command(["worker", "--processes", "none"])
+
+
+# -- the documented RabbitMQ permissions, against the real broker ---------------------------------
+
+
+def documented_user(user: str) -> tuple[str, tuple[str, str, str]]:
+    """The tag and the (configure, write, read) patterns DEPLOY.md gives *user* on vhost /."""
+    docs = (ROOT / "docs" / "DEPLOY.md").read_text().replace("\\\n", " ")
+    tag = re.search(rf"set_user_tags {re.escape(user)} (\w+)", docs)
+    perms = re.search(rf"set_permissions -p / {re.escape(user)}\s+'([^']*)'\s+'([^']*)'\s+'([^']*)'", docs)
+    assert tag and perms, f"DEPLOY.md gives no tag or permissions for {user}"
+    return tag.group(1), (perms.group(1), perms.group(2), perms.group(3))
+
+
+@contextlib.contextmanager
+def temporary_user(name: str, tag: str, perms: tuple[str, str, str]) -> Iterator[str]:
+    """A broker user made for the test and deleted after it; yields its password."""
+    import requests
+
+    from tests.conftest import MANAGEMENT_URL
+    from workerrmq.broker.management import _endpoint
+
+    base, auth = _endpoint(MANAGEMENT_URL)
+    password = "pw" + name.replace("-", "")
+    requests.put(
+        f"{base}/api/users/{name}", json={"password": password, "tags": tag}, auth=auth, timeout=10
+    ).raise_for_status()
+    try:
+        configure, write, read = perms
+        requests.put(
+            f"{base}/api/permissions/%2F/{name}",
+            auth=auth,
+            timeout=10,
+            json={"configure": configure, "write": write, "read": read},
+        ).raise_for_status()
+        yield password
+    finally:
+        requests.delete(f"{base}/api/users/{name}", auth=auth, timeout=10)
+
+
+def test_the_documented_permissions_are_enough_and_no_more(broker: str, mgmt: Any) -> None:
+    import asyncio
+    import uuid
+
+    import aio_pika
+
+    from workerrmq.broker.management import ManagementClient
+    from workerrmq.control import CONTROL_EXCHANGE
+    from workerrmq.errors import WorkerRMQError
+    from workerrmq.worker.retry import FailureRouter
+
+    suffix = uuid.uuid4().hex[:8]
+    queue = f"deployperm{suffix}"  # stands for "orders" in the example
+    tag, perms = documented_user("workerrmq")
+    perms = tuple(p.replace("orders", queue) for p in perms)  # type: ignore[assignment]
+    user = f"deploy-perm-{suffix}"
+    with temporary_user(user, tag, perms) as password:  # type: ignore[arg-type]
+        restricted = ManagementClient(f"http://{user}:{password}@127.0.0.1:15672", "/")
+        try:
+            restricted.ping()
+            assert restricted.declare_queue(queue, durable=True, arguments={"x-queue-type": "quorum"})
+            with pytest.raises(WorkerRMQError):
+                restricted.declare_queue(f"other{suffix}", durable=True, arguments={})
+
+            async def worker_and_api_over_amqp() -> None:
+                connection = await aio_pika.connect(f"amqp://{user}:{password}@127.0.0.1:5672/%2F")
+                async with connection:
+                    channel = await connection.channel()  # the engine's control listener
+                    control = await channel.declare_exchange(
+                        CONTROL_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+                    )
+                    mine = await channel.declare_queue(exclusive=True, auto_delete=True)
+                    await mine.bind(control)
+                    await control.publish(aio_pika.Message(b"{}"), "")
+                    await FailureRouter.open(connection)  # the delay tiers
+                    await channel.declare_queue(queue, passive=True)
+                    await channel.declare_queue(f"{queue}.dlq", durable=True)
+                    confirmed = await connection.channel(publisher_confirms=True)
+                    for target in (queue, f"{queue}.dlq"):
+                        await confirmed.default_exchange.publish(aio_pika.Message(b"m"), target)
+                    message = await (await channel.get_queue(queue)).get(timeout=5)
+                    await message.ack()
+                    own = wait_for_connection(restricted, user)
+                    restricted.close_connection(own, "permission test")
+
+            asyncio.run(worker_and_api_over_amqp())
+            assert len(restricted.peek_messages(f"{queue}.dlq", 1)) == 1
+            restricted.purge_queue(f"{queue}.dlq")
+            assert restricted.queue_bindings(queue)
+        finally:
+            for name in (queue, f"{queue}.dlq"):
+                with contextlib.suppress(WorkerRMQError):
+                    mgmt.delete_queue(name, if_empty=False, if_unused=False)
+
+    keda_tag, keda_perms = documented_user("workerrmq-keda")
+    keda = f"deploy-keda-{suffix}"
+    with temporary_user(keda, keda_tag, keda_perms) as password:
+        reader = ManagementClient(f"http://{keda}:{password}@127.0.0.1:15672", "/")
+        assert "messages" in reader.get_queue("workerrmq.delay.1000ms")
+
+
+def wait_for_connection(client: Any, user: str) -> str:
+    """The name of *user*'s connection, once the management API lists it."""
+    from tests.support import wait_for
+
+    def own() -> str | None:
+        return next((c["name"] for c in client.list_connections() if c["user"] == user), None)
+
+    return wait_for(own, timeout=30, what=f"{user}'s connection in the management API")
