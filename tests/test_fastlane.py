@@ -22,6 +22,7 @@ scalars = st.one_of(
     st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1]),
     st.floats(allow_nan=False, allow_infinity=False), st.sampled_from([0.0, 5.0, 255.0]),
     st.text(max_size=20), st.text(min_size=250, max_size=300), st.just("é" * 130),
+    st.sampled_from(["a\r\nb", "\x00", "\x7f", "tab\there", "\x1f"]),
 )
 values = st.recursive(
     scalars,
@@ -89,6 +90,31 @@ def test_plain_requests_take_the_fast_lane(body):
     b'{"body": NaN}',
     b'{"body": "x", "routing_key": "k"}',  # only the exchange route takes a routing key
     b'[1, 2]',
+    b'{"body": "x", "content_type": "text/plain\\r\\nX-Injected: 1"}',  # sent on as a header
+    b'{"body": "x", "message_id": "m\\u0000"}',
+    b'{"body": "x", "correlation_id": "c\\n"}',
+    b'{"messages": [{"body": "x", "correlation_id": "c\\u007f"}]}',
 ])
 def test_anything_unusual_takes_the_full_path(raw):
     assert plain_publish_request(raw, routed=False) is None
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"body": "x", "routing_key": "k\\r"}',
+    b'{"messages": [{"body": "x"}], "routing_key": "k\\n"}',
+    b'{"messages": [{"body": "x", "routing_key": "k\\u0000"}]}',
+])
+def test_control_characters_in_a_routing_key_take_the_full_path(raw):
+    assert plain_publish_request(raw, routed=True) is None
+    assert _full_path(raw, routed=True) is None
+
+
+@pytest.mark.parametrize("field", ["content_type", "message_id", "correlation_id"])
+@pytest.mark.parametrize("value", ["a\r", "a\n", "\x00", "a\x01b", "\x7f", "a\tb", "é"])
+def test_both_paths_agree_on_control_characters(field, value):
+    """The schema refuses what an HTTP header value cannot hold (tab aside); the fast lane
+    takes exactly the values the schema takes."""
+    raw = json.dumps({"body": "x", field: value}).encode()
+    full = _full_path(raw, routed=False)
+    assert (full is not None) == (value in ("a\tb", "é"))
+    assert plain_publish_request(raw, routed=False) == full

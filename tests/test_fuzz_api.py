@@ -564,3 +564,102 @@ def test_consumers_cannot_name_unmanageable_queues(client, admin, queue, field, 
     assert created.status_code == 201
     json_error(client.patch(f"/api/v1/consumers/{created.json['id']}", json={field: name},
                             headers=admin), 400, field)
+
+
+# -- integers longer than Python converts ------------------------------------------------------
+
+LONG_INTEGER = "9" * 5000  # Python's int() refuses more than 4,300 digits
+SAMPLE_PATH_ARGS = {"name": "fuzz-long-int", "ref": "fuzz-long-int", "key_id": "987654"}
+
+
+def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema or "allOf" in schema:
+        if "$ref" in schema:
+            schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+        else:
+            schema = schema["allOf"][0]
+    return schema
+
+
+def _property_paths(spec: dict[str, Any], schema: dict[str, Any], path: tuple[str, ...] = (),
+                    depth: int = 0) -> Iterator[tuple[str, ...]]:
+    """The dotted path of every property of a request body, nested objects and the first
+    item of arrays of objects included."""
+    schema = _resolve(spec, schema)
+    for name, prop in schema.get("properties", {}).items():
+        if prop.get("readOnly"):
+            continue
+        yield (*path, name)
+        prop = _resolve(spec, prop)
+        if depth < 3 and prop.get("type") == "array" and "properties" in _resolve(spec, prop["items"]):
+            yield from _property_paths(spec, prop["items"], (*path, name, "0"), depth + 1)
+        elif depth < 3 and "properties" in prop:
+            yield from _property_paths(spec, prop, (*path, name), depth + 1)
+
+
+def _body_with(path: tuple[str, ...], raw: str) -> str:
+    """JSON text with *raw* (JSON text itself) at *path*; "0" steps into a one-item list."""
+    text = raw
+    for step in reversed(path):
+        text = f"[{text}]" if step == "0" else f"{{{json.dumps(step)}: {text}}}"
+    return text
+
+
+def _long_integer_cases(spec: dict[str, Any]) -> Iterator[tuple[str, str, str | None, str, str]]:
+    """(method, url, body text or None, field, where) for every JSON body property and every
+    integer query argument of every operation that /openapi.json documents."""
+    for template, operations in spec["paths"].items():
+        url = template
+        for arg, value in SAMPLE_PATH_ARGS.items():
+            url = url.replace(f"{{{arg}}}", value)
+        for method, operation in operations.items():
+            if method == "parameters":
+                continue
+            for parameter in operation.get("parameters", []):
+                kind = parameter.get("schema", {}).get("type")
+                if parameter["in"] == "query" and kind in ("integer", "number"):
+                    yield (method.upper(), f"{url}?{parameter['name']}={LONG_INTEGER}", None,
+                           parameter["name"], "query")
+            content = operation.get("requestBody", {}).get("content", {})
+            if "application/json" in content:
+                for path in _property_paths(spec, content["application/json"]["schema"]):
+                    yield (method.upper(), url, _body_with(path, LONG_INTEGER), ".".join(path),
+                           "body")
+
+
+def test_integers_over_4300_digits_are_400_naming_the_field_on_every_route(app, client, admin):
+    """Python refuses to convert integers of more than 4,300 digits, and the JSON decoder
+    let that ValueError through: a 500 on every route with a JSON body."""
+    cases = list(_long_integer_cases(client.get("/openapi.json").json))
+    routes = {(method, url.split("?")[0]) for method, url, *_ in cases}
+    assert len(routes) >= 12, routes  # the walk really covers the API
+    assert {"arguments.max_length", "messages.0.priority", "count", "concurrency",
+            "page"} <= {field for _, _, _, field, _ in cases}
+    failures = []
+    for method, url, body, field, where in cases:
+        headers = admin if body is None else {**admin, "Content-Type": "application/json"}
+        response = client.open(url, method=method, headers=headers, data=body)
+        error = (response.json or {}).get("error", {})
+        if response.status_code != 400 or error.get("field") != field:
+            failures.append((method, url[:60], where, field, response.status_code, error))
+    assert failures == []
+
+
+@pytest.mark.parametrize(("path", "template", "field"), [
+    ("/api/v1/queues/{q}/messages", '{"body": "x", "headers": {"n": %s}}', "headers.n"),
+    ("/api/v1/queues/{q}/messages", '{"body": {"a": [1, %s]}}', "body.a.1"),
+    ("/api/v1/queues/{q}/messages", '{"body": -%s}', "body"),
+    ("/messagePublish", '{"queueName": "{q}", "message": {"n": %s}}', "message.n"),
+])
+def test_long_integers_deep_in_free_form_values_are_400(client, admin, queue, path, template,
+                                                        field):
+    text = template.replace("{q}", queue) % LONG_INTEGER
+    error = json_error(post_raw(client, admin, path.replace("{q}", queue), text), 400, field)
+    assert "5000 digits" in error["message"] and "4300" in error["message"]
+
+
+def test_an_integer_of_4300_digits_meets_the_fields_own_rule(client, admin, queue):
+    text = '{"body": "x", "priority": %s}' % ("9" * 4300)
+    error = json_error(post_raw(client, admin, f"/api/v1/queues/{queue}/messages", text), 400,
+                       "priority")
+    assert "digits" not in error["message"]  # decoded; the range check refuses it

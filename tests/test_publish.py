@@ -269,3 +269,70 @@ def test_body_over_the_limit_is_413_json(make_settings, queue_name):
         assert big.json["error"]["code"] == "payload_too_large"
     finally:
         app.extensions["workerrmq"].close()
+
+
+# -- properties the endpoint receives as HTTP headers ---------------------------------------
+
+CONTROL_CHARACTERS = ["\r", "\n", "\r\nX-Injected: 1", "\x00", "\x01", "\x1f", "\x7f"]
+HEADER_PROPERTIES = ["content_type", "message_id", "correlation_id"]
+
+
+@pytest.mark.parametrize("char", CONTROL_CHARACTERS)
+@pytest.mark.parametrize("field", HEADER_PROPERTIES)
+def test_control_characters_in_header_properties_are_400(client, admin, queue, amqp, field, char):
+    """These properties reach the endpoint as HTTP headers, which cannot hold them: they were
+    accepted here, then every delivery failed and the message was dead-lettered as
+    "internal error". Each publish route and both ways through it (the plain request's
+    quick way and the full schema) refuse them, naming the field."""
+    value = f"abc{char}def"
+    plain = {"body": "x", field: value}
+    full = {**plain, "priority": 5.0}  # an integral float: only the schema takes it
+    cases = [
+        (f"/api/v1/queues/{queue}/messages", plain, field),
+        (f"/api/v1/queues/{queue}/messages", full, field),
+        (f"/api/v1/queues/{queue}/messages", {"messages": [{"body": "ok"}, plain]},
+         f"messages.1.{field}"),
+        ("/api/v1/exchanges/amq.default/messages", {**plain, "routing_key": queue}, field),
+    ]
+    for path, body, where in cases:
+        response = client.post(path, json=body, headers=admin)
+        assert response.status_code == 400, (path, body, response.json)
+        error = response.json["error"]
+        assert error["field"] == where
+        assert "control characters" in error["message"] and where in error["message"]
+    assert amqp.basic_get(queue, auto_ack=True)[0] is None  # nothing was published
+
+
+@pytest.mark.parametrize("char", ["\r", "\n", "\x00"])
+def test_control_characters_in_a_routing_key_are_400(client, admin, queue, char):
+    """The routing key reaches the endpoint as X-WorkerRMQ-Routing-Key."""
+    key = f"{queue}{char}"
+    for body, where in [({"body": "x", "routing_key": key}, "routing_key"),
+                        ({"messages": [{"body": "x"}], "routing_key": key}, "routing_key"),
+                        ({"messages": [{"body": "x", "routing_key": key}]},
+                         "messages.0.routing_key")]:
+        response = client.post("/api/v1/exchanges/amq.default/messages", json=body, headers=admin)
+        assert response.status_code == 400, response.json
+        assert response.json["error"]["field"] == where
+
+
+def test_header_properties_the_api_takes_are_delivered(
+    client, admin, settings, start_engine, endpoint, queue_name,
+):
+    """The other side of the rule: tabs, non-ASCII text and 255-byte values go through to
+    the endpoint's headers."""
+    worker = start_engine(settings)
+    queue = queue_name("pub")
+    created = client.post("/api/v1/consumers", headers=admin, json={
+        "queue": queue, "target_url": endpoint.url, "create_queue": True})
+    assert created.status_code == 201, created.json
+    worker.runner(created.json["id"])
+    sent = {"content_type": "text/plain;\tcharset=utf-8", "message_id": "m" * 255,
+            "correlation_id": "corrélation-ü"}
+    response = publish(client, admin, queue, body="hello", **sent)
+    assert response.status_code == 201, response.json
+    wait_for(endpoint.count, what="the delivery")
+    got = endpoint.received[0].headers
+    assert got["Content-Type"] == sent["content_type"]
+    assert got["X-WorkerRMQ-Message-Id"] == sent["message_id"]
+    assert got["X-WorkerRMQ-Correlation-Id"] == sent["correlation_id"]

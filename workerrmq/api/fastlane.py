@@ -22,7 +22,7 @@ import orjson
 from flask import request
 from marshmallow import ValidationError
 
-from workerrmq.api.schemas import MAX_EXPIRY_MS, amqp_table
+from workerrmq.api.schemas import HEADER_UNSAFE, MAX_EXPIRY_MS, amqp_table
 from workerrmq.services.names import NAME_MAX
 
 __all__ = ["plain_publish_request", "fast_lane"]
@@ -44,8 +44,7 @@ def _plain_message(message: Any, texts: dict[str, int]) -> bool:
             if type(value) is not str:
                 return False
         elif key in texts:
-            # orjson refuses lone surrogates, so every str here encodes to UTF-8.
-            if type(value) is not str or len(value.encode()) > texts[key]:
+            if not _plain_text(value, texts[key]):
                 return False
             if key == "message_id" and not value:
                 return False
@@ -61,6 +60,12 @@ def _plain_message(message: Any, texts: dict[str, int]) -> bool:
         else:
             return False
     return True
+
+
+def _plain_text(value: Any, limit: int) -> bool:
+    """A string within *limit* bytes that can be sent on as an HTTP header value."""
+    # orjson refuses lone surrogates, so every str here encodes to UTF-8.
+    return type(value) is str and len(value.encode()) <= limit and not HEADER_UNSAFE.search(value)
 
 
 def _plain_headers(headers: dict[str, Any]) -> bool:
@@ -98,8 +103,10 @@ def plain_publish_request(raw: bytes, *, routed: bool) -> dict[str, Any] | None:
     routing_key = body.get("routing_key", "")
     messages = body["messages"]
     if (
-        extra or type(routing_key) is not str or len(routing_key.encode()) > NAME_MAX
-        or type(messages) is not list or not messages
+        extra
+        or not _plain_text(routing_key, NAME_MAX)
+        or type(messages) is not list
+        or not messages
         or not all(_plain_message(m, texts) for m in messages)
     ):
         return None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
@@ -44,6 +47,23 @@ def max_bytes(limit: int) -> validate.Validator:
     return MaxBytes()
 
 
+#: Characters no HTTP header value may hold (tab is allowed): CR, LF, NUL and the other
+#: controls. The worker sends message properties on as request headers, and aiohttp
+#: refuses a request holding one (the message would be dead-lettered).
+HEADER_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def header_safe(value: str) -> str:
+    """Refuse text that could not be sent on as an HTTP header value."""
+    found = HEADER_UNSAFE.search(value)
+    if found is not None:
+        raise ValidationError(
+            f"must not contain control characters such as CR, LF or NUL (found "
+            f"{found.group()!r}): it is sent to the endpoint as an HTTP header"
+        )
+    return value
+
+
 # -- JSON bodies: the types they document, and text that can be sent on ---------------------
 
 
@@ -77,36 +97,91 @@ class StrictBoolean(fields.Boolean):
 
 
 def _bad_text(data: Any, *, allow_nul: bool) -> tuple[str, str] | None:
-    """(dotted path, problem) of a string in *data* that cannot be passed on, or None.
+    """(dotted path, problem) of a string in *data* (keys included) that cannot be
+    passed on, or None.
 
     JSON may escape lone surrogates (``"\\udcff"``), which no UTF-8 encoder takes;
-    PostgreSQL text cannot hold NUL. Iterative: the parser allows deeper nesting than
-    Python's recursion limit.
+    PostgreSQL text cannot hold NUL.
     """
+    for where, text in _leaves(data, lambda v: _text_problem(v, allow_nul=allow_nul)):
+        return where, str(_text_problem(text, allow_nul=allow_nul))
+    return None
+
+
+def _text_problem(value: Any, *, allow_nul: bool) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (it holds a lone surrogate)"
+    if not allow_nul and "\x00" in value:
+        return "must not contain NUL characters"
+    return None
+
+
+# -- decoding JSON bodies --------------------------------------------------------------------
+
+
+_INT_DIGITS_MAX = 4300  # CPython's default int max str digits
+
+
+class _LongInteger:
+    """Stands in for a JSON integer too long for ``int()`` until the body is checked."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def load_json_body(text: str | bytes) -> Any:
+    """Decode a request body as every JSON route does.
+
+    Python refuses to convert integers of more than 4,300 digits (a guard against
+    quadratic-time conversion), and ``json`` lets that ``ValueError`` escape as if the
+    body were fine. Such an integer is refused here with a ``ValidationError`` naming
+    where it is (``arguments.max_length``, ``messages.0.priority``), so it is a 400
+    on every route, wherever it sits. Other malformed JSON raises ``JSONDecodeError``.
+    """
+    long_integers: list[_LongInteger] = []
+
+    def parse_int(digits: str) -> int | _LongInteger:
+        try:
+            return int(digits)
+        except ValueError:
+            long_integers.append(_LongInteger(len(digits.lstrip("-"))))
+            return long_integers[-1]
+
+    data = json.loads(text, parse_int=parse_int)
+    if long_integers:
+        where, value = next(_leaves(data, lambda v: isinstance(v, _LongInteger)))
+        problem = f"is an integer of {value.digits} digits; integers may have at most {_INT_DIGITS_MAX}"
+        raise ValidationError({where or "_schema": [problem]})
+    return data
+
+
+def _leaves(data: Any, wanted: Callable[[Any], object]) -> Iterator[tuple[str, Any]]:
+    """(dotted path, value) of each value in *data*, keys included, for which *wanted*
+    is true. Iterative: the parser allows deeper nesting than Python's recursion limit."""
     stack: list[tuple[tuple[str, ...], Any]] = [((), data)]
     while stack:
         path, value = stack.pop()
-        texts: list[tuple[tuple[str, ...], Any]] = [(path, value)]
         if isinstance(value, dict):
-            texts = [((*path, str(k)), k) for k in value]
-            stack.extend(((*path, str(k)), v) for k, v in value.items())
+            for key, item in value.items():
+                if wanted(key):
+                    yield _dotted((*path, str(key))), key
+                stack.append(((*path, str(key)), item))
         elif isinstance(value, list):
             stack.extend(((*path, str(i)), v) for i, v in enumerate(value))
-        for where, text in texts:
-            if not isinstance(text, str):
-                continue
-            problem = None
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                problem = "is not valid Unicode text (it holds a lone surrogate)"
-            if not allow_nul and "\x00" in text:
-                problem = "must not contain NUL characters"
-            if problem:
-                # The path may hold the offending key itself: escape it for the answer.
-                dotted = ".".join(where).encode("utf-8", "backslashreplace").decode()
-                return dotted.replace("\x00", "\\x00"), problem
-    return None
+        elif wanted(value):
+            yield _dotted(path), value
+
+
+def _dotted(path: tuple[str, ...]) -> str:
+    """*path* joined with dots, escaped so that any key can be shown in an answer."""
+    dotted = ".".join(path).encode("utf-8", "backslashreplace").decode()
+    return dotted.replace("\x00", "\\x00")
 
 
 class Strict(Schema):
@@ -271,11 +346,12 @@ class Message(JsonBody):
     body = fields.Raw(allow_none=True, metadata={
         "description": "a string is sent as UTF-8 text, any other JSON value as JSON"})
     body_base64 = fields.String(metadata={"description": "raw bytes, base64-encoded"})
-    content_type = fields.String(validate=[validate.Length(max=255), max_bytes(255)])
+    # AMQP short strings, sent to the endpoint as headers (Content-Type, X-WorkerRMQ-*).
+    content_type = fields.String(validate=[validate.Length(max=255), max_bytes(255), header_safe])
     headers = fields.Dict(keys=fields.String(validate=[validate.Length(max=128), max_bytes(128)]),
                           validate=amqp_table)
-    message_id = fields.String(validate=[validate.Length(min=1, max=255), max_bytes(255)])
-    correlation_id = fields.String(validate=[validate.Length(max=255), max_bytes(255)])
+    message_id = fields.String(validate=[validate.Length(min=1, max=255), max_bytes(255), header_safe])
+    correlation_id = fields.String(validate=[validate.Length(max=255), max_bytes(255), header_safe])
     priority = StrictInteger(validate=validate.Range(min=0, max=255))
     expiration = StrictInteger(validate=validate.Range(min=0, max=MAX_EXPIRY_MS),
                                metadata={"description": "ms"})
@@ -290,7 +366,8 @@ class Message(JsonBody):
 
 
 class RoutedMessage(Message):
-    routing_key = fields.String(validate=[validate.Length(max=NAME_MAX), max_bytes(NAME_MAX)])
+    # Sent to the endpoint as X-WorkerRMQ-Routing-Key.
+    routing_key = fields.String(validate=[validate.Length(max=NAME_MAX), max_bytes(NAME_MAX), header_safe])
 
 
 class PublishRequest(Message):
