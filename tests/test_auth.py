@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
+from tests.support import wait_for
+
 # The only routes open without a key: health, the API's description, and the dashboard
 # page with its static files (the page asks for a key before it calls the API).
 PUBLIC_PATHS = {"/healthz", "/readyz", "/openapi.json", "/docs", "/", "/static/<path:filename>"}
@@ -181,3 +183,66 @@ def test_key_check_is_fast(app):
     per_check = (time.perf_counter() - started) / 200
     # A database round trip on a busy machine; bcrypt alone would be ~100 ms.
     assert per_check < 0.01
+
+
+# -- the failed-authentication limit ------------------------------------------------------------
+
+BAD = {"Authorization": "Bearer wrmq_not-a-real-key"}
+
+
+def test_a_valid_key_is_never_refused_for_failures_from_its_address(make_settings, make_app):
+    """40 bad keys from one address used to lock out every request from it, the admin's
+    included; behind a reverse proxy, that is every client."""
+    client, admin = make_app(make_settings(auth_failure_limit=40))
+    shared = {"REMOTE_ADDR": "203.0.113.9"}
+    statuses = [client.get("/api/v1/keys", headers=BAD, environ_base=shared).status_code
+                for _ in range(1000)]
+    assert statuses[:40] == [401] * 40
+    assert set(statuses[40:]) == {429}  # failures stay limited
+    response = client.get("/api/v1/keys", headers=admin, environ_base=shared)
+    assert response.status_code == 200, response.json
+    # ... and right after it, the bad key is still refused.
+    assert client.get("/api/v1/keys", headers=BAD, environ_base=shared).status_code == 429
+
+
+def test_missing_keys_count_as_failures(make_settings, make_app):
+    client, admin = make_app(make_settings(auth_failure_limit=3))
+    peer = {"REMOTE_ADDR": "203.0.113.10"}
+    assert [client.get("/api/v1/queues", environ_base=peer).status_code
+            for _ in range(4)] == [401, 401, 401, 429]
+    assert client.get("/api/v1/connections", headers=admin, environ_base=peer).status_code == 200
+    assert client.get("/healthz", environ_base=peer).status_code == 200  # public: no key, no count
+
+
+def test_a_forbidden_scope_is_not_a_failed_authentication(make_settings, make_app):
+    client, admin = make_app(make_settings(auth_failure_limit=2))
+    _, token = client.application.extensions["workerrmq"].keys.create("reader", "read")
+    read = {"Authorization": f"Bearer {token}"}
+    peer = {"REMOTE_ADDR": "203.0.113.11"}
+    for _ in range(5):
+        assert client.get("/api/v1/keys", headers=read, environ_base=peer).status_code == 403
+    assert client.get("/api/v1/queues", headers=BAD, environ_base=peer).status_code == 401
+
+
+def test_the_limit_frees_up_as_the_window_passes():
+    from workerrmq.api.auth import FailureLimiter
+    from workerrmq.errors import TooManyRequests
+
+    limiter = FailureLimiter(limit=2, window=0.2)
+    limiter.fail("a")
+    limiter.fail("a")
+    with pytest.raises(TooManyRequests) as refused:
+        limiter.fail("a")
+    assert refused.value.retry_after >= 1
+    limiter.fail("b")  # another client has its own count
+    wait_for(lambda: _accepted(limiter, "a"), timeout=5, what="the window to pass")
+
+
+def _accepted(limiter, client: str) -> bool:
+    from workerrmq.errors import TooManyRequests
+
+    try:
+        limiter.fail(client)
+    except TooManyRequests:
+        return False
+    return True

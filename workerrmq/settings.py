@@ -9,6 +9,7 @@ variable, so start-up stops with a message instead of a traceback.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -61,6 +62,8 @@ class Settings:
     api_threads: int = 8
     block_private_targets: bool = False
     auth_failure_limit: int = 20  # failed authentications per client per minute
+    # Proxies whose X-Forwarded-* headers name the client (TRUSTED_PROXIES); none by default.
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     worker_bind: str = "127.0.0.1:5001"  # a worker's /healthz, /readyz, /metrics; "" for none
 
     @property
@@ -124,6 +127,8 @@ class Settings:
         integer("API_WORKERS", "api_workers", 1)
         integer("API_THREADS", "api_threads", 1)
         integer("AUTH_FAILURE_LIMIT", "auth_failure_limit", 1)
+        if env.get("TRUSTED_PROXIES", "").strip():
+            kwargs["trusted_proxies"] = _networks("TRUSTED_PROXIES", env["TRUSTED_PROXIES"])
         flag = env.get("BLOCK_PRIVATE_TARGETS", "").strip().lower()
         if flag:
             if flag not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
@@ -154,6 +159,19 @@ class Settings:
         _check_bind("BIND", self.bind, allow_zero=False)
         if self.worker_bind:
             _check_bind("WORKER_BIND", self.worker_bind, allow_zero=True)
+
+
+def _networks(var: str, value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated addresses or CIDR networks, such as ``10.0.0.5, 10.1.0.0/16, ::1``."""
+    networks = []
+    for item in (i.strip() for i in value.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(var, f"{item!r} is not an IP address or network") from None
+    return tuple(networks)
 
 
 def _check_bind(var: str, bind: str, *, allow_zero: bool) -> None:

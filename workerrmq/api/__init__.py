@@ -27,6 +27,7 @@ from workerrmq.api import (
 )
 from workerrmq.api.auth import init_auth
 from workerrmq.api.errors import register_error_handlers
+from workerrmq.api.proxies import TrustedProxies
 from workerrmq.api.services import Services
 from workerrmq.settings import Settings
 
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(dashboard.blp)
     register_error_handlers(app)
     app.after_request(_log_request)
+    app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]
     return app
 
 

@@ -11,7 +11,7 @@ import collections
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from flask import Flask, current_app, g, request
 
@@ -51,10 +51,12 @@ def required_scope(app: Flask, endpoint: str, method: str) -> str | None:
 
 
 class FailureLimiter:
-    """Counts failed authentications per client; too many in a window answer 429.
+    """Counts failed authentications per client; past the limit in a window they get 429.
 
-    Kept in process memory: each API process counts on its own, so with N
-    processes a client gets at most N times the limit.
+    Only failures are counted and limited: a request with a valid key is never
+    refused, whatever its client (or anyone sharing its address) got wrong before.
+    Kept in process memory: each API process counts on its own, so with N processes
+    a client gets at most N times the limit.
     """
 
     def __init__(self, limit: int = 20, window: float = 60.0) -> None:
@@ -63,18 +65,21 @@ class FailureLimiter:
         self._failures: dict[str, collections.deque[float]] = {}
         self._lock = threading.Lock()
 
-    def check(self, client: str) -> None:
+    def fail(self, client: str) -> None:
+        """Count a failed attempt of *client*; raise TooManyRequests past the limit.
+
+        A refused attempt is not counted, so a client keeps at most ``limit``
+        timestamps and may try again once the oldest leaves the window.
+        """
         with self._lock:
-            recent = self._recent(client, time.monotonic())
+            now = time.monotonic()
+            recent = self._recent(client, now)
             if len(recent) >= self.limit:
-                retry_after = int(recent[0] + self.window - time.monotonic()) + 1
+                retry_after = int(recent[0] + self.window - now) + 1
                 raise TooManyRequests(
                     "too many failed authentications from this client", retry_after=retry_after
                 )
-
-    def fail(self, client: str) -> None:
-        with self._lock:
-            self._recent(client, time.monotonic()).append(time.monotonic())
+            recent.append(now)
 
     def _recent(self, client: str, now: float) -> collections.deque[float]:
         recent = self._failures.setdefault(client, collections.deque())
@@ -93,22 +98,25 @@ def _authenticate() -> None:
     scope = required_scope(current_app, request.endpoint, request.method)
     if scope is None:
         return
-    limiter: FailureLimiter = current_app.extensions["workerrmq.auth_failures"]
-    client = request.remote_addr or "unknown"
-    limiter.check(client)
-    header = request.headers.get("Authorization", "")
-    kind, _, token = header.partition(" ")
-    if kind.lower() != "bearer" or not token.strip():
-        limiter.fail(client)
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    services = current_app.extensions["workerrmq"]
-    key = services.keys.authenticate(token.strip())
+    kind, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if kind.lower() != "bearer" or not token:
+        _failed("missing API key: send 'Authorization: Bearer <key>'")
+    key = current_app.extensions["workerrmq"].keys.authenticate(token)
     if key is None:
-        limiter.fail(client)
-        raise Unauthorized("unknown or revoked API key")
+        _failed("unknown or revoked API key")
     g.key = key
     if not scope_allows(key.scope, scope):
         raise Forbidden(f"this needs a key with scope '{scope}'; this key has '{key.scope}'")
+
+
+def _failed(reason: str) -> NoReturn:
+    """Count a failed authentication of this request's client, then refuse it: 401, or
+    429 once the client failed too often. The client is the TCP peer, or the address a
+    trusted proxy forwarded (see :mod:`workerrmq.api.proxies`)."""
+    limiter: FailureLimiter = current_app.extensions["workerrmq.auth_failures"]
+    limiter.fail(request.remote_addr or "unknown")
+    raise Unauthorized(reason)
 
 
 def init_auth(app: Flask, *, failure_limit: int = 20, failure_window: float = 60.0) -> None:
