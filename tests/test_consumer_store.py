@@ -17,6 +17,7 @@ from sqlalchemy import inspect, select, text, update
 from workerrmq.errors import Conflict, NotFound
 from workerrmq.store import Database
 from workerrmq.store.consumers import ConsumerSpec, ConsumerStore, StatsReport
+from workerrmq.store.crypto import Cipher
 from workerrmq.store.db import MIGRATIONS
 from workerrmq.store.db import head_revision as db_head_revision
 from workerrmq.store.keys import KeyStore
@@ -24,10 +25,12 @@ from workerrmq.store.models import ConsumerStats
 from workerrmq.worker.engine import Engine
 from workerrmq.worker.policy import DEFAULT_RETRY_ON
 
+CIPHER = Cipher(["a SECRET_KEY for the store's tests"])
+
 
 @pytest.fixture
 def store(db: Database) -> ConsumerStore:
-    return ConsumerStore(db)
+    return ConsumerStore(db, CIPHER)
 
 
 def values(name: str = "orders", queue: str = "orders", **extra: object) -> dict[str, object]:
@@ -309,7 +312,7 @@ def test_migrate_twice_is_a_no_op(database_url):
     db = Database(database_url)
     try:
         db.migrate()
-        store = ConsumerStore(db)
+        store = ConsumerStore(db, CIPHER)
         spec = store.create(values())
         tables = set(inspect(db.engine).get_table_names())
         db.migrate()
@@ -343,7 +346,7 @@ def test_upgrade_from_0001_keeps_api_keys(database_url):
         with db.engine.connect() as connection:
             assert connection.execute(text("SELECT count(*) FROM api_keys")).scalar() == 1
         # The new tables work.
-        store = ConsumerStore(db)
+        store = ConsumerStore(db, CIPHER)
         spec = store.create(values())
         store.report("w1", [StatsReport(consumer_id=spec.id, delivered=1)])
         assert store.stats(spec.id)["delivered"] == 1
@@ -363,7 +366,7 @@ def test_a_report_cancelled_mid_write_does_not_collide_with_the_next(make_settin
     engine = Engine(make_settings(), report_interval=60)
     engine.db.migrate()
     try:
-        specs = [ConsumerStore(engine.db).create(values(f"c{i}", f"q{i}")) for i in range(50)]
+        specs = [engine.store.create(values(f"c{i}", f"q{i}")) for i in range(50)]
         for spec in specs:
             engine.stats[spec.id] = StatsReport(consumer_id=spec.id, delivered=1)
 

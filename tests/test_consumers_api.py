@@ -137,7 +137,7 @@ def test_every_field_can_be_set(client, admin, queue):
     assert response.status_code == 201, response.json
     got = client.get(f"/api/v1/consumers/{response.json['id']}", headers=admin).json
     assert got["method"] == "PUT"
-    assert got["headers"] == {"Authorization": "Bearer abc"}
+    assert got["headers"] == {"Authorization": "***"}  # write-only: shown as set
     assert (got["timeout"], got["concurrency"], got["max_attempts"]) == (2.5, 4, 3)
     assert (got["initial_delay"], got["max_delay"]) == (0.1, 5.0)
     assert got["retry_on"] == ["429", "timeout"]
@@ -154,7 +154,7 @@ def test_missing_queue_is_404(client, admin, queue_name, mgmt):
     assert response.status_code == 404
     assert response.json["error"]["code"] == "not_found"
     assert name in response.json["error"]["message"]
-    assert client.get("/api/v1/consumers", headers=admin).json == []
+    assert client.get("/api/v1/consumers", headers=admin).json["items"] == []
 
 
 def test_create_queue_true_declares_it(client, admin, queue_name, mgmt):
@@ -192,7 +192,7 @@ def test_invalid_fields_are_400_naming_the_field(client, admin, queue, body, fie
     response = create(client, admin, **{"queue": queue, "target_url": TARGET, **body})
     named = error_field(response)
     assert named is not None and named.split(".")[0] == field, response.json
-    assert client.get("/api/v1/consumers", headers=admin).json == []
+    assert client.get("/api/v1/consumers", headers=admin).json["items"] == []
 
 
 def test_bad_queue_name_is_400(client, admin):
@@ -210,7 +210,7 @@ def test_duplicate_name_is_409(client, admin, queue):
     # The default name is the queue's, so a second unnamed consumer on a queue conflicts too.
     assert create(client, admin, queue=queue, target_url=TARGET).status_code == 201
     assert create(client, admin, queue=queue, target_url=TARGET).status_code == 409
-    assert len(client.get("/api/v1/consumers", headers=admin).json) == 2
+    assert len(client.get("/api/v1/consumers", headers=admin).json["items"]) == 2
 
 
 def test_get_by_id_and_by_name_and_list(client, admin, queue):
@@ -222,7 +222,7 @@ def test_get_by_id_and_by_name_and_list(client, admin, queue):
     assert by_id.json["id"] == by_name.json["id"] == first["id"]
     assert "stats" in by_id.json
     listed = client.get("/api/v1/consumers", headers=admin)
-    assert [c["id"] for c in listed.json] == [first["id"], second["id"]]
+    assert [c["id"] for c in listed.json["items"]] == [first["id"], second["id"]]
     missing = client.get("/api/v1/consumers/nope", headers=admin)
     assert missing.status_code == 404
     assert missing.json["error"]["code"] == "not_found"
@@ -303,7 +303,7 @@ def test_delete_then_404(client, admin, queue):
     assert response.get_data() == b""
     assert client.get(f"/api/v1/consumers/{consumer_id}", headers=admin).status_code == 404
     assert client.delete(f"/api/v1/consumers/{consumer_id}", headers=admin).status_code == 404
-    assert client.get("/api/v1/consumers", headers=admin).json == []
+    assert client.get("/api/v1/consumers", headers=admin).json["items"] == []
     # The name is free again.
     assert create(client, admin, queue=queue, target_url=TARGET).status_code == 201
 
@@ -538,3 +538,87 @@ def test_changes_are_broadcast_on_the_control_exchange(client, admin, queue, amq
     wait_for(lambda: announced(consumer_id, "updated") == 2, timeout=5, what="pause announced")
     client.delete(f"/api/v1/consumers/{consumer_id}", headers=admin)
     wait_for(lambda: announced(consumer_id, "deleted") == 1, timeout=5, what="'deleted' sent")
+
+
+# -- headers an endpoint must not get from configuration ------------------------------------
+
+
+@pytest.mark.parametrize("header", [
+    "Content-Length", "content-length", "Transfer-Encoding", "Connection", "Host", "Upgrade",
+    "TE", "Trailer", "Keep-Alive", "Proxy-Authorization", "proxy-connection", "Expect",
+    "Content-Type", "Content-Encoding", "X-WorkerRMQ-Message-Id", "x-workerrmq-attempt",
+    "webhook-signature", "Webhook-Id", "webhook-timestamp",
+])
+def test_framing_and_own_headers_are_refused_naming_the_header(client, admin, queue, header):
+    response = create(client, admin, queue=queue, target_url=TARGET, headers={header: "0"})
+    assert error_field(response) == "headers"
+    assert header in response.json["error"]["message"]
+    assert client.get("/api/v1/consumers", headers=admin).json["items"] == []
+    # The same rule on a change.
+    consumer_id = create(client, admin, queue=queue, target_url=TARGET).json["id"]
+    patched = client.patch(f"/api/v1/consumers/{consumer_id}", json={"headers": {header: "0"}},
+                           headers=admin)
+    assert error_field(patched) == "headers"
+    assert client.get(f"/api/v1/consumers/{consumer_id}", headers=admin).json["headers"] == {}
+
+
+def test_ordinary_headers_are_kept(client, admin, queue):
+    headers = {"X-Tenant": "acme", "User-Agent": "shop-relay/1", "Accept": "application/json"}
+    response = create(client, admin, queue=queue, target_url=TARGET, headers=headers)
+    assert response.status_code == 201, response.json
+    assert response.json["headers"] == headers
+
+
+# -- inputs that would only fail later -------------------------------------------------------
+
+
+def test_dead_letter_queue_must_not_be_the_queue_itself(client, admin, queue):
+    response = create(client, admin, queue=queue, target_url=TARGET, dead_letter_queue=queue)
+    assert error_field(response) == "dead_letter_queue"
+    consumer_id = create(client, admin, queue=queue, target_url=TARGET).json["id"]
+    url = f"/api/v1/consumers/{consumer_id}"
+    assert error_field(client.patch(url, json={"dead_letter_queue": queue}, headers=admin)) == \
+        "dead_letter_queue"
+    # Moving the consumer onto its own dead-letter queue is the same loop.
+    assert error_field(client.patch(url, json={"queue": f"{queue}.dlq"}, headers=admin)) == "queue"
+    assert client.get(url, headers=admin).json["version"] == 1
+
+
+def test_a_name_that_is_another_consumers_id_is_refused(client, admin, queue):
+    first = create(client, admin, queue=queue, target_url=TARGET, name="first").json
+    taken = create(client, admin, queue=queue, target_url=TARGET, name=first["id"])
+    assert taken.status_code == 409, taken.json
+    assert first["id"] in taken.json["error"]["message"]
+    second = create(client, admin, queue=queue, target_url=TARGET, name="second").json
+    renamed = client.patch(f"/api/v1/consumers/{second['id']}", json={"name": first["id"]},
+                           headers=admin)
+    assert renamed.status_code == 409
+    # The first consumer is still the one its id names.
+    assert client.get(f"/api/v1/consumers/{first['id']}", headers=admin).json["name"] == "first"
+    # A consumer may carry its own id as its name.
+    own = client.patch(f"/api/v1/consumers/{second['id']}", json={"name": second["id"]},
+                       headers=admin)
+    assert own.status_code == 200, own.json
+
+
+def test_the_list_is_paged_like_queues(client, admin, queue):
+    ids = [create(client, admin, queue=queue, target_url=TARGET, name=f"p{n}").json["id"]
+           for n in range(5)]
+    first = client.get("/api/v1/consumers?page_size=2", headers=admin)
+    assert first.status_code == 200
+    assert set(first.json) == set(client.get("/api/v1/queues?page_size=1", headers=admin).json)
+    assert (first.json["page"], first.json["page_size"], first.json["total"]) == (1, 2, 5)
+    pages = [client.get(f"/api/v1/consumers?page={p}&page_size=2", headers=admin).json
+             for p in (1, 2, 3, 4)]
+    assert [c["id"] for page in pages for c in page["items"]] == ids
+    assert [len(page["items"]) for page in pages] == [2, 2, 1, 0]
+    assert all("stats" in c for c in pages[0]["items"])
+    default = client.get("/api/v1/consumers", headers=admin).json
+    assert (default["page"], default["page_size"], len(default["items"])) == (1, 100, 5)
+    by_queue = client.get(f"/api/v1/consumers?queue={queue}&page_size=1", headers=admin).json
+    assert by_queue["total"] == 5 and len(by_queue["items"]) == 1
+    assert error_field(client.get("/api/v1/consumers?page_size=501", headers=admin)) == "page_size"
+    assert error_field(client.get("/api/v1/consumers?page=0", headers=admin)) == "page"
+    # The seed's route still answers every consumer as one list.
+    seed = client.get("/getConsumers", headers=admin).json
+    assert [c["consumerId"] for c in seed] == ids

@@ -221,7 +221,7 @@ def test_consumers_create_show_pause_resume_rm(cli, queue_name):
 
     row = next(line for line in cli("consumers", "ls").stdout.splitlines() if name in line)
     assert queue in row and "running" in row
-    assert name in [c["name"] for c in json.loads(cli("consumers", "ls", "--json").stdout)]
+    assert name in [c["name"] for c in json.loads(cli("consumers", "ls", "--json").stdout)["items"]]
 
     assert "paused" in cli("consumers", "pause", name).stdout
     assert json.loads(cli("consumers", "show", name, "--json").stdout)["state"] == "paused"
@@ -236,6 +236,23 @@ def test_consumers_create_show_pause_resume_rm(cli, queue_name):
     assert name in cli("consumers", "rm", name).stdout
     assert "not found" in cli("consumers", "show", name, code=4).stderr
     cli("consumers", "pause", name, code=4)
+
+
+def test_consumer_credentials_never_show(cli, queue_name):
+    queue = queue_name("credcli")
+    cli("queues", "create", queue)
+    name = f"{queue}-relay"
+    cli("consumers", "create", queue, "--name", name,
+        "--target-url", "http://relay:pw-Tb4Wq@127.0.0.1:9/hook?token=tok-Mk2Rv",
+        "-H", "X-Api-Key=key-Ns8Hz", "--signing-secret", "a-signing-secret-Pq7Lc")
+    outputs = [cli("consumers", "show", name).stdout, cli("consumers", "ls").stdout,
+               cli("consumers", "ls", "--json").stdout, cli("consumers", "show", name, "--json").stdout]
+    for output in outputs:
+        for secret in ("pw-Tb4Wq", "tok-Mk2Rv", "key-Ns8Hz", "a-signing-secret-Pq7Lc"):
+            assert secret not in output
+    shown = json.loads(outputs[3])
+    assert shown["target_url"] == "http://relay:***@127.0.0.1:9/hook?token=***"
+    assert shown["headers"] == {"X-Api-Key": "***"} and shown["signing"] is True
 
 
 def put_dead_letters(amqp, dlq: str, source: str, count: int) -> None:

@@ -182,3 +182,34 @@ def test_no_secret_in_any_output(secret_broker_user, tmp_path, endpoint, queue_n
     for secret in (api_key, new_token, signing, signing[len("whsec_"):], password):
         assert secret not in output, f"a secret leaked into the logs: {secret[:10]}..."
         assert all(secret not in answer for answer in answers), "a secret leaked into a response"
+
+
+def test_a_stored_definition_with_a_framing_header_sends_nothing(settings, client, admin,
+                                                                queue_name, endpoint,
+                                                                start_engine, amqp):
+    """A definition stored before the API refused ``Content-Length: 0`` (which made every
+    endpoint read an empty body, answer 200, and the message count as delivered): the
+    worker does not run it, its status and last error say why, and its messages wait in
+    the queue; once the header is gone they arrive whole."""
+    worker = start_engine(settings)
+    queue = queue_name("framing")
+    client.post("/api/v1/queues", json={"name": queue}, headers=admin)
+    spec = worker.engine.store.create({"name": "framing", "queue": queue,
+                                       "target_url": endpoint.url,
+                                       "headers": {"content-length": "0"}})
+    client.post(f"/api/v1/queues/{queue}/messages", json={"body": "the whole body"},
+                headers=admin)
+    worker.runner(spec.id, status="invalid_definition")
+    url = f"/api/v1/consumers/{spec.id}"
+    stats = wait_for(lambda: client.get(url, headers=admin).json["stats"]["last_error"]
+                     and client.get(url, headers=admin).json["stats"], timeout=15,
+                     what="the consumer's last error")
+    assert "content-length" in stats["last_error"]
+    assert stats["status"] == ["invalid_definition"]
+    assert amqp.queue_declare(queue, passive=True).method.message_count == 1
+    assert endpoint.count() == 0
+
+    fixed = client.patch(url, json={"headers": {"X-Tenant": "acme"}}, headers=admin)
+    assert fixed.status_code == 200, fixed.json
+    wait_for(endpoint.delivered_ids, timeout=20, what="the delivery after the fix")
+    assert endpoint.bodies() == [b"the whole body"]

@@ -80,7 +80,10 @@ def prepare_database(settings: Settings) -> None:
     services = Services.build(settings)
     try:
         services.db.migrate()
+        services.consumers.store.prepare()
         _announce_bootstrap_key(services)
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc.message}") from None
     except WorkerRMQError as exc:
         raise click.ClickException(f"database {exc.message}") from None
     finally:

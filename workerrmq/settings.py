@@ -50,6 +50,9 @@ class Settings:
     )
     database_url: str = dataclasses.field(default="sqlite:///var/workerrmq.sqlite3", repr=False)
     secret_key: str = dataclasses.field(default="", repr=False)
+    # Earlier SECRET_KEYs that still decrypt stored credentials (re-encrypted at start).
+    secret_key_fallbacks: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    secret_key_file: str = ""  # the generated key's file when SECRET_KEY is unset; "": by the database
     default_target_url: str = ""
     bootstrap_api_key: str = dataclasses.field(default="", repr=False)
     bind: str = "0.0.0.0:5000"
@@ -112,6 +115,10 @@ class Settings:
         text("RABBITMQ_MANAGEMENT_URL", "rabbitmq_management_url")
         text("DATABASE_URL", "database_url")
         text("SECRET_KEY", "secret_key")
+        text("SECRET_KEY_FILE", "secret_key_file")
+        fallbacks = [k.strip() for k in env.get("SECRET_KEY_FALLBACKS", "").split(",") if k.strip()]
+        if fallbacks:
+            kwargs["secret_key_fallbacks"] = tuple(fallbacks)
         text("EPINTOWER_API_PROCESS_ORDER", "default_target_url")
         if "default_target_url" in kwargs and not env.get("DEFAULT_TARGET_URL", "").strip():
             # Only the seed's alias is set: name it, not DEFAULT_TARGET_URL, if it is invalid.

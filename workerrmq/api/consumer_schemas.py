@@ -15,6 +15,8 @@ from workerrmq.api.schemas import (
     StrictFloat,
     StrictInteger,
 )
+from workerrmq.credentials import PLACEHOLDER
+from workerrmq.worker.headers import refused_header
 from workerrmq.worker.policy import DELAY_TIERS
 from workerrmq.worker.signing import secret_bytes
 
@@ -33,6 +35,14 @@ def _headers(value: dict[str, str]) -> None:
             raise ValidationError(f"{name[:40]!r} is not a valid header name")
         if "\r" in text or "\n" in text or not text.isascii():
             raise ValidationError(f"the value of {name!r} must be printable ASCII on one line")
+        reason = refused_header(name)
+        if reason is not None:
+            raise ValidationError(f"{name!r} cannot be configured: {reason}")
+
+
+def _signing_secret(value: str) -> None:
+    if value != PLACEHOLDER and not 16 <= len(value) <= 255:
+        raise ValidationError(f"must be 16 to 255 characters ({PLACEHOLDER!r} keeps the stored one)")
 
 
 class ConsumerFields(JsonBody):
@@ -42,10 +52,15 @@ class ConsumerFields(JsonBody):
 
     name = fields.String(validate=validate.Length(min=1, max=200))
     queue = Name()
-    target_url = fields.Url(schemes={"http", "https"}, require_tld=False,
-                            validate=validate.Length(max=2048))
+    target_url = fields.Url(
+        schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2048),
+        metadata={"description": "shown with its password and credential-like query values "
+                                 f"as {PLACEHOLDER!r}; sending {PLACEHOLDER!r} back keeps them"})
     method = fields.String(validate=validate.OneOf(["POST", "PUT"]))
-    headers = fields.Dict(keys=fields.String(), values=fields.String(), validate=_headers)
+    headers = fields.Dict(
+        keys=fields.String(), values=fields.String(), validate=_headers,
+        metadata={"description": "credential-like headers (Authorization, *-Key, *Token*, ...) "
+                                 f"are shown as {PLACEHOLDER!r}; sending {PLACEHOLDER!r} back keeps them"})
     timeout = StrictFloat(validate=validate.Range(min=0.1, max=300), metadata={"description": "s"})
     concurrency = StrictInteger(validate=validate.Range(min=1, max=1000), metadata={
         "description": "deliveries in flight, in total over the workers that run it"})
@@ -54,8 +69,9 @@ class ConsumerFields(JsonBody):
     max_delay = StrictFloat(validate=validate.Range(min=DELAY_TIERS[0], max=DELAY_TIERS[-1]))
     retry_on = fields.List(fields.String(validate=_retry_token), validate=validate.Length(max=50))
     signing_secret = fields.String(
-        allow_none=True, validate=validate.Length(min=16, max=255), load_only=True,
-        metadata={"description": "Standard Webhooks secret (whsec_<base64>); never shown again"},
+        allow_none=True, validate=_signing_secret, load_only=True,
+        metadata={"description": "Standard Webhooks secret (whsec_<base64>); never shown again; "
+                                 f"{PLACEHOLDER!r} keeps the stored one, null removes it"},
     )
     rate_limit = StrictFloat(allow_none=True, validate=validate.Range(min=0.01, max=100_000),
                               metadata={"description": "deliveries per second"})
@@ -115,6 +131,19 @@ class Consumer(ConsumerFields):
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
     stats = fields.Nested(ConsumerStatsView)
+
+
+class ConsumerListArgs(Strict):
+    queue = Name(metadata={"description": "only the consumers of this queue"})
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
+    page_size = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+
+
+class ConsumerPage(Schema):
+    items = fields.List(fields.Nested(Consumer), required=True)
+    page = fields.Integer()
+    page_size = fields.Integer()
+    total = fields.Integer()
 
 
 class DeadLetterArgs(Strict):

@@ -15,6 +15,7 @@ from workerrmq.services.queues import QueueService
 from workerrmq.settings import Settings
 from workerrmq.store import Database
 from workerrmq.store.consumers import ConsumerStore
+from workerrmq.store.crypto import Cipher
 from workerrmq.store.keys import KeyStore
 from workerrmq.store.workers import WorkerRegistry
 
@@ -52,7 +53,7 @@ class Services:
             messages=MessageService(publisher, max_batch=settings.max_batch),
             connections=ConnectionService(management),
             consumers=ConsumerService(
-                ConsumerStore(db), queues, management, publisher,
+                ConsumerStore(db, Cipher.from_settings(settings)), queues, management, publisher,
                 default_target_url=settings.default_target_url,
                 block_private_targets=settings.block_private_targets,
             ),

@@ -40,11 +40,20 @@ def consumers_ls(ops: Ops) -> None:
 
     \b
     Example:
-      workerrmq consumers ls --json | jq -r '.[] | select(.state == "paused") | .name'
+      workerrmq consumers ls --json | jq -r '.items[] | select(.state == "paused") | .name'
+
+    Credentials in target URLs and headers show as ***, as the API shows them.
     """
-    items = ops.client.get("/api/v1/consumers")
+    items: list[dict[str, Any]] = []
+    page = 1
+    while True:
+        answer = ops.client.get("/api/v1/consumers", page=page, page_size=500)
+        items += answer["items"]
+        if not answer["items"] or len(items) >= answer["total"]:
+            break
+        page += 1
     if ops.as_json:
-        ops.print_json(items)
+        ops.print_json({"items": items, "total": len(items)})
         return
     ops.table(
         ["consumer", "queue", "target", "state", "delivered", "failed", "dead", "in flight",

@@ -11,6 +11,14 @@ from aio_pika.abc import AbstractIncomingMessage
 from workerrmq.broker.management import ManagementClient
 from workerrmq.broker.publisher import Publisher
 from workerrmq.control import announce_change
+from workerrmq.credentials import (
+    PLACEHOLDER,
+    auth_conflict,
+    redact_headers,
+    redact_url,
+    restore_headers,
+    restore_url,
+)
 from workerrmq.errors import InvalidInput, NotFound
 from workerrmq.services.names import check_name
 from workerrmq.services.queues import QueueService
@@ -32,8 +40,11 @@ def replayed(message: AbstractIncomingMessage) -> aio_pika.Message:
 
 
 def view(spec: ConsumerSpec) -> dict[str, Any]:
-    """What the API shows of a consumer: everything but its signing secret."""
+    """What the API shows of a consumer: its credentials as ``***``, its signing secret
+    only as ``signing: true``."""
     shown = dataclasses.asdict(spec)
+    shown["target_url"] = redact_url(spec.target_url)
+    shown["headers"] = redact_headers(spec.headers)
     shown["signing"] = shown.pop("signing_secret") is not None
     shown["retry_on"] = list(spec.retry_on)
     return shown
@@ -62,6 +73,12 @@ class ConsumerService:
                     "target_url is required (no DEFAULT_TARGET_URL is configured)", field="target_url"
                 )
             values["target_url"] = self.default_target_url
+        values["target_url"] = restore_url(values["target_url"], None)
+        values["headers"] = restore_headers(values.get("headers") or {}, {})
+        if values.get("signing_secret") == PLACEHOLDER:
+            raise InvalidInput(f"signing_secret: {PLACEHOLDER!r} keeps a stored secret, and a new "
+                               "consumer has none; send the secret itself", field="signing_secret")
+        _check_consistent(values, values)
         self._check_target(values["target_url"])
         if not self.queues.exists(values["queue"]):
             if not create_queue:
@@ -74,23 +91,35 @@ class ConsumerService:
         return self._with_stats(spec)
 
     def list(self, queue: str | None = None) -> list[dict[str, Any]]:
-        specs = self.store.list(queue=queue)
-        stats = self.store.stats_of(spec.id for spec in specs)
-        return [{**view(spec), "stats": stats[spec.id]} for spec in specs]
+        """Every consumer (of *queue*) with its statistics; the seed's listing."""
+        return self._views(self.store.list(queue=queue))
+
+    def page(self, *, page: int = 1, page_size: int = 100, queue: str | None = None) -> dict[str, Any]:
+        """One page of consumers (of *queue*), oldest first, shaped like a page of queues."""
+        specs, total = self.store.page(queue=queue, offset=(page - 1) * page_size, limit=page_size)
+        return {"items": self._views(specs), "page": page, "page_size": page_size, "total": total}
 
     def get(self, ref: str) -> dict[str, Any]:
         return self._with_stats(self.store.get(_ref(ref)))
 
     def update(self, ref: str, changes: dict[str, Any]) -> dict[str, Any]:
         ref = _ref(ref)
+        changes = dict(changes)
         _check_queue_names(changes)
+        if changes.get("signing_secret") == PLACEHOLDER:
+            del changes["signing_secret"]  # sent back as read: keep the stored secret
+        current = self.store.get(ref)
+        if changes.get("target_url"):
+            changes["target_url"] = restore_url(changes["target_url"], current.target_url)
+        if "headers" in changes:
+            changes["headers"] = restore_headers(changes["headers"] or {}, current.headers)
+        _check_consistent({**dataclasses.asdict(current), **changes}, changes)
         if changes.get("target_url"):
             self._check_target(changes["target_url"])
         if "queue" in changes and not self.queues.exists(changes["queue"]):
             raise NotFound(f"queue {changes['queue']!r} not found")
         if "initial_delay" in changes or "max_delay" in changes:
             # The schema only sees the request; check the policy the consumer would end up with.
-            current = self.store.get(ref)
             initial = changes.get("initial_delay", current.initial_delay)
             maximum = changes.get("max_delay", current.max_delay)
             if initial > maximum:
@@ -141,6 +170,28 @@ class ConsumerService:
 
     def _with_stats(self, spec: ConsumerSpec) -> dict[str, Any]:
         return {**view(spec), "stats": self.store.stats(spec.id)}
+
+    def _views(self, specs: list[ConsumerSpec]) -> list[dict[str, Any]]:
+        stats = self.store.stats_of(spec.id for spec in specs)
+        return [{**view(spec), "stats": stats[spec.id]} for spec in specs]
+
+
+def _check_consistent(result: dict[str, Any], sent: dict[str, Any]) -> None:
+    """Refuse a definition no delivery could succeed with. *result* is the consumer as it
+    would be saved, *sent* what the request set (which field the error names)."""
+    dead_letter_queue = result.get("dead_letter_queue") or f"{result['queue']}.dlq"
+    if dead_letter_queue == result["queue"]:
+        raise InvalidInput(
+            "dead_letter_queue: must differ from queue (its messages would come back forever)",
+            field="dead_letter_queue" if "dead_letter_queue" in sent else "queue",
+        )
+    if auth_conflict(result["target_url"], result.get("headers") or {}):
+        field = "headers" if "headers" in sent else "target_url"
+        raise InvalidInput(
+            f"{field}: an Authorization header cannot go with credentials in target_url "
+            "(user:password@); keep one of them",
+            field=field,
+        )
 
 
 def _check_queue_names(values: dict[str, Any]) -> None:

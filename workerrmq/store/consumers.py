@@ -7,10 +7,12 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
+from workerrmq.credentials import redact_headers, redact_url, secret_headers
 from workerrmq.errors import Conflict, NotFound
+from workerrmq.store.crypto import Cipher
 from workerrmq.store.db import Database
 from workerrmq.store.models import ConsumerDef, ConsumerStats, as_utc, utcnow
 from workerrmq.worker.policy import DEFAULT_RETRY_ON
@@ -23,14 +25,18 @@ STATS_FRESH_FOR = dt.timedelta(seconds=30)
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ConsumerSpec:
-    """A consumer definition, detached from the database; what a worker runs."""
+    """A consumer definition, detached from the database; what a worker runs.
+
+    It holds the credentials themselves (decrypted): show it through
+    :func:`workerrmq.credentials.redact_url` and ``redact_headers``, never as is.
+    """
 
     id: str
     name: str
     queue: str
-    target_url: str
+    target_url: str = dataclasses.field(repr=False)
     method: str = "POST"
-    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
     timeout: float = 10.0
     concurrency: int = 32
     max_attempts: int = 8
@@ -50,13 +56,52 @@ class ConsumerSpec:
     updated_at: dt.datetime | None = None
 
     @classmethod
-    def of(cls, row: ConsumerDef) -> ConsumerSpec:
-        values = {f.name: getattr(row, f.name) for f in dataclasses.fields(cls)}
-        values["headers"] = dict(row.headers or {})
+    def of(cls, row: ConsumerDef, cipher: Cipher) -> ConsumerSpec:
+        """The definition in *row*, its credentials opened with *cipher*."""
+        values = {f.name: getattr(row, f.name) for f in dataclasses.fields(cls)
+                  if f.name not in _SEALED}
+        values.update(_opened(row, cipher))
         values["retry_on"] = tuple(row.retry_on)
         values["created_at"] = as_utc(row.created_at)
         values["updated_at"] = as_utc(row.updated_at)
         return cls(**values)
+
+
+#: The fields whose credentials are stored encrypted, in ``ConsumerDef.credentials``.
+_SEALED = ("target_url", "headers", "signing_secret")
+
+
+def _opened(row: ConsumerDef, cipher: Cipher) -> dict[str, Any]:
+    """*row*'s target URL, headers and signing secret with their credentials in place."""
+    sealed = cipher.open(row.credentials) if row.credentials else {}
+    return {
+        "target_url": sealed.get("target_url", row.target_url),
+        "headers": {**(row.headers or {}), **sealed.get("headers", {})},
+        "signing_secret": sealed.get("signing_secret", row.legacy_signing_secret),
+    }
+
+
+def _seal(row: ConsumerDef, cipher: Cipher, values: Mapping[str, Any]) -> None:
+    """Store *values* (``target_url``, ``headers``, ``signing_secret``) in *row*: what may
+    be shown in the plain columns, the credentials encrypted in ``credentials``."""
+    target_url, headers = values["target_url"], dict(values["headers"] or {})
+    row.target_url = redact_url(target_url)
+    row.headers = redact_headers(headers)
+    row.legacy_signing_secret = None
+    sealed: dict[str, Any] = {}
+    if row.target_url != target_url:
+        sealed["target_url"] = target_url
+    if secret_headers(headers):
+        sealed["headers"] = secret_headers(headers)
+    if values["signing_secret"] is not None:
+        sealed["signing_secret"] = values["signing_secret"]
+    row.credentials = cipher.seal(sealed) if sealed else None
+
+
+def _in_plaintext(row: ConsumerDef) -> bool:
+    """True for a row written before credentials were encrypted that holds one."""
+    return (row.legacy_signing_secret is not None or redact_url(row.target_url) != row.target_url
+            or redact_headers(row.headers or {}) != (row.headers or {}))
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -78,58 +123,99 @@ class StatsReport:
 
 
 _EDITABLE = {f.name for f in dataclasses.fields(ConsumerSpec)} - {
-    "id", "version", "created_at", "updated_at"
+    "id", "version", "created_at", "updated_at", *_SEALED
 }
 
 
 class ConsumerStore:
-    def __init__(self, db: Database) -> None:
+    """Consumer definitions; credentials are encrypted with *cipher* on the way in and
+    opened on the way out."""
+
+    def __init__(self, db: Database, cipher: Cipher) -> None:
         self.db = db
+        self.cipher = cipher
+
+    def prepare(self) -> None:
+        """Run once at start, after the migrations: refuse a wrong ``SECRET_KEY``
+        (:class:`~workerrmq.errors.ConfigError`), then encrypt what is still plaintext."""
+        self.cipher.check(self.db)
+        self.seal_plaintext()
+
+    def seal_plaintext(self) -> int:
+        """Encrypt credentials stored in plaintext (rows from before encryption) and
+        re-encrypt tokens of an earlier key under ``SECRET_KEY``; how many rows changed."""
+        changed = 0
+        with self.db.session() as session:
+            for row in session.scalars(select(ConsumerDef)):
+                if _in_plaintext(row):
+                    _seal(row, self.cipher, _opened(row, self.cipher))
+                    changed += 1
+                elif row.credentials and (rotated := self.cipher.rotate(row.credentials)):
+                    row.credentials = rotated
+                    changed += 1
+        return changed
 
     def create(self, values: Mapping[str, Any]) -> ConsumerSpec:
         values = dict(values)
         values.setdefault("retry_on", list(DEFAULT_RETRY_ON))
         values.setdefault("dead_letter_queue", f"{values['queue']}.dlq")
         row = ConsumerDef(**{k: v for k, v in values.items() if k in _EDITABLE})
+        _seal(row, self.cipher, {"headers": {}, "signing_secret": None, **values})
         try:
             with self.db.session() as session:
+                self._check_name(session, row)
                 session.add(row)
                 session.flush()
-                return ConsumerSpec.of(row)
+                return ConsumerSpec.of(row, self.cipher)
         except IntegrityError:
             raise Conflict(f"a consumer named {values['name']!r} already exists") from None
 
     def get(self, ref: str) -> ConsumerSpec:
         """The consumer whose id or name is *ref*."""
         with self.db.session() as session:
-            return ConsumerSpec.of(self._row(session, ref))
+            return ConsumerSpec.of(self._row(session, ref), self.cipher)
 
     def list(self, *, queue: str | None = None) -> list[ConsumerSpec]:
+        """Every consumer (of *queue*), oldest first."""
+        return self.page(queue=queue)[0]
+
+    def page(
+        self, *, queue: str | None = None, offset: int = 0, limit: int | None = None
+    ) -> tuple[list[ConsumerSpec], int]:
+        """*limit* consumers (of *queue*) from *offset*, oldest first, and how many there are."""
         with self.db.session() as session:
             query = select(ConsumerDef).order_by(ConsumerDef.created_at, ConsumerDef.id)
+            count = select(func.count()).select_from(ConsumerDef)
             if queue:
                 query = query.where(ConsumerDef.queue == queue)
-            return [ConsumerSpec.of(row) for row in session.scalars(query)]
+                count = count.where(ConsumerDef.queue == queue)
+            rows = list(session.scalars(query.offset(offset).limit(limit)))
+            total = len(rows) if offset == 0 and limit is None else session.scalar(count) or 0
+            return [ConsumerSpec.of(row, self.cipher) for row in rows], total
 
     def update(self, ref: str, changes: Mapping[str, Any]) -> ConsumerSpec:
         """Apply *changes* and bump the version, so running workers pick them up."""
         try:
             with self.db.session() as session:
                 row = self._row(session, ref)
+                sealed = {k: changes[k] for k in _SEALED if k in changes}
                 for key, value in changes.items():
                     if key in _EDITABLE:
                         setattr(row, key, value)
+                if sealed:
+                    _seal(row, self.cipher, {**_opened(row, self.cipher), **sealed})
+                self._check_name(session, row)
                 row.version += 1
                 row.updated_at = utcnow()
                 session.flush()
-                return ConsumerSpec.of(row)
+                return ConsumerSpec.of(row, self.cipher)
         except IntegrityError:
             raise Conflict(f"a consumer named {changes.get('name')!r} already exists") from None
 
     def delete(self, ref: str) -> ConsumerSpec:
         with self.db.session() as session:
             row = self._row(session, ref)
-            spec = ConsumerSpec.of(row)
+            spec = ConsumerSpec.of(row, self.cipher)
             session.execute(delete(ConsumerStats).where(ConsumerStats.consumer_id == row.id))
             session.delete(row)
             return spec
@@ -175,6 +261,17 @@ class ConsumerStore:
                     rows[row.consumer_id].append(row)
         now = utcnow()
         return {cid: summarize(found, now) for cid, found in rows.items()}
+
+    @staticmethod
+    def _check_name(session: Any, row: ConsumerDef) -> None:
+        """Refuse a name that is another consumer's id: ``/consumers/<ref>`` looks ids up
+        first, so that consumer could never be reached by its name."""
+        if row.name is None or row.name == row.id:
+            return
+        with session.no_autoflush:
+            other = session.get(ConsumerDef, row.name)
+        if other is not None and other is not row:
+            raise Conflict(f"name: {row.name!r} is the id of another consumer")
 
     @staticmethod
     def _row(session: Any, ref: str) -> ConsumerDef:

@@ -5,7 +5,18 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, func
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    func,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from workerrmq.scopes import SCOPES
@@ -48,7 +59,12 @@ def new_id() -> str:
 
 
 class ConsumerDef(Base):
-    """A consumer: forwards each message of ``queue`` to ``target_url``."""
+    """A consumer: forwards each message of ``queue`` to ``target_url``.
+
+    ``target_url`` and ``headers`` hold the definition as shown, credentials replaced
+    by ``***``; ``credentials`` holds the values themselves, encrypted (see
+    :mod:`workerrmq.store.crypto` and :mod:`workerrmq.credentials`).
+    """
 
     __tablename__ = "consumers"
 
@@ -64,7 +80,9 @@ class ConsumerDef(Base):
     initial_delay: Mapped[float] = mapped_column(Float, default=1.0)
     max_delay: Mapped[float] = mapped_column(Float, default=3600.0)
     retry_on: Mapped[list[str]] = mapped_column(JSON)
-    signing_secret: Mapped[str | None] = mapped_column(String(255))
+    # Plaintext written before credentials were encrypted; sealed and emptied at start.
+    legacy_signing_secret: Mapped[str | None] = mapped_column("signing_secret", String(255))
+    credentials: Mapped[str | None] = mapped_column(Text)  # a Fernet token, or None
     rate_limit: Mapped[float | None] = mapped_column(Float)
     ordered: Mapped[bool] = mapped_column(Boolean, default=False)
     circuit_threshold: Mapped[int] = mapped_column(Integer, default=10)
@@ -98,6 +116,16 @@ class ConsumerStats(Base):
     latency_p50_ms: Mapped[float | None] = mapped_column(Float)
     latency_p99_ms: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class KeyCheck(Base):
+    """A token encrypted under the key the credentials are encrypted with: a start with
+    another ``SECRET_KEY`` fails to open it and stops, naming the variable."""
+
+    __tablename__ = "key_check"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token: Mapped[str] = mapped_column(Text)
 
 
 class WorkerRecord(Base):

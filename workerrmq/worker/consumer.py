@@ -131,9 +131,18 @@ class ConsumerRunner:
         if self.status == "consuming":
             await self._reconsume(self._prefetch)
 
+    def invalid(self, problem: str) -> None:
+        """Record that the definition cannot be delivered with: the runner takes no
+        message (they stay in the queue), and its status and last error say why."""
+        self.status = "invalid_definition"
+        self.stats.last_error = f"invalid definition: {problem}"[:500]
+        self.stats.last_error_at = dt.datetime.now(dt.UTC)
+
     @property
     def healthy(self) -> bool:
         """False once the channel is gone and the runner needs restarting."""
+        if self.status == "invalid_definition":
+            return True  # nothing to restart: a new version of the definition replaces it
         return self._channel is not None and not self._channel.is_closed and self.status != "queue_missing"
 
     def report(self) -> StatsReport:

@@ -16,16 +16,15 @@ import yarl
 from aiormq.abc import DeliveredMessage
 
 from workerrmq import __version__
+from workerrmq.credentials import auth_conflict
 from workerrmq.store.consumers import ConsumerSpec
 from workerrmq.worker.guard import TargetBlocked, check_literal
+from workerrmq.worker.headers import HEADER_PREFIX, first_refused
 from workerrmq.worker.policy import parse_retry_after
 from workerrmq.worker.signing import secret_bytes, signature_headers
 
-__all__ = ["Attempt", "DeliveryResult", "Endpoint", "HEADER_PREFIX"]
+__all__ = ["Attempt", "DeliveryResult", "Endpoint", "HEADER_PREFIX", "definition_problem"]
 
-#: Every delivery header WorkerRMQ sets starts with this; the message's own AMQP
-#: headers arrive as ``X-WorkerRMQ-Header-<name>``.
-HEADER_PREFIX = "X-WorkerRMQ-"
 ATTEMPTS_HEADER = "x-workerrmq-attempts"
 USER_AGENT = f"WorkerRMQ/{__version__}"
 #: aiohttp's own defaults that an endpoint has no use for (WorkerRMQ reads no answer body
@@ -72,6 +71,18 @@ DEATH_HEADERS = ("x-death", "x-first-death-", "x-last-death-")
 def is_internal_header(name: str) -> bool:
     """Headers WorkerRMQ or the broker's dead-lettering add; not forwarded to endpoints."""
     return name.startswith(("x-workerrmq-", *DEATH_HEADERS))
+
+
+def definition_problem(spec: ConsumerSpec) -> str | None:
+    """Why no request to *spec*'s endpoint could be sent as configured, or None.
+
+    The API refuses such definitions when they are saved; this catches ones stored
+    before it did, so that the worker does not send broken requests with them.
+    """
+    problem = first_refused(spec.headers)
+    if problem is None and auth_conflict(spec.target_url, spec.headers):
+        problem = "an Authorization header cannot go with credentials in target_url"
+    return problem
 
 
 @dataclasses.dataclass(frozen=True)

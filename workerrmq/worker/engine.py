@@ -30,13 +30,15 @@ from workerrmq import __version__, metrics
 from workerrmq.broker.connect import connect_first
 from workerrmq.broker.publisher import is_alive, new_event_loop
 from workerrmq.control import CONTROL_EXCHANGE
-from workerrmq.errors import WorkerRMQError
+from workerrmq.credentials import redact_url
+from workerrmq.errors import ConfigError, WorkerRMQError
 from workerrmq.settings import Settings
 from workerrmq.store import Database
 from workerrmq.store.consumers import ConsumerSpec, ConsumerStore, StatsReport
+from workerrmq.store.crypto import Cipher
 from workerrmq.store.workers import WorkerIdentity, WorkerRegistry
 from workerrmq.worker.consumer import ConsumerRunner
-from workerrmq.worker.delivery import SKIP_AUTO_HEADERS
+from workerrmq.worker.delivery import SKIP_AUTO_HEADERS, definition_problem
 from workerrmq.worker.guard import GuardedResolver
 from workerrmq.worker.placement import chosen_workers, share_of
 from workerrmq.worker.retry import FailureRouter
@@ -57,7 +59,7 @@ class Engine:
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.identity = WorkerIdentity(self.worker_id, socket.gethostname(), os.getpid(), __version__)
         self.db = Database(settings.database_url)
-        self.store = ConsumerStore(self.db)
+        self.store = ConsumerStore(self.db, Cipher.from_settings(settings))
         self.registry = WorkerRegistry(self.db)
         self.reconcile_interval = reconcile_interval
         self.report_interval = report_interval
@@ -116,13 +118,17 @@ class Engine:
         log.info("worker %s stopped", self.worker_id)
 
     async def _prepare_database(self) -> bool:
-        """Migrate and register, waiting for the database; False if stopped meanwhile."""
+        """Migrate, check SECRET_KEY and register, waiting for the database; False if
+        stopped meanwhile. Raises :class:`ConfigError` for a wrong SECRET_KEY."""
         assert self._stopping is not None
         while not self._stopping.is_set():
             try:
                 await asyncio.to_thread(self.db.migrate)
+                await asyncio.to_thread(self.store.prepare)
                 await asyncio.to_thread(self.registry.register, self.identity)
                 return True
+            except ConfigError:
+                raise
             except WorkerRMQError as exc:
                 log.warning("%s; retrying in 5s", exc.message)
                 await self._wait(5)
@@ -249,6 +255,10 @@ class Engine:
             on_trouble=self._poke.set, guard=self.settings.block_private_targets,
         )
         self.runners[spec.id] = runner
+        if (problem := definition_problem(spec)) is not None:
+            runner.invalid(problem)
+            log.warning("consumer %s: not started, its definition is invalid: %s", spec.name, problem)
+            return
         try:
             started = await runner.start()
         except aiormq.exceptions.ChannelClosed as exc:
@@ -256,7 +266,8 @@ class Engine:
             log.warning("consumer %s: cannot start (%s); retrying", spec.name, exc)
             return
         if started:
-            log.info("consumer %s: consuming %s -> %s", spec.name, spec.queue, spec.target_url)
+            log.info("consumer %s: consuming %s -> %s", spec.name, spec.queue,
+                     redact_url(spec.target_url))
         else:
             log.warning("consumer %s: queue %r does not exist; retrying", spec.name, spec.queue)
 
@@ -367,5 +378,8 @@ def run_worker(settings: Settings) -> None:
     loop = new_event_loop()
     try:
         loop.run_until_complete(engine.run(handle_signals=True))
+    except ConfigError as exc:
+        log.critical("worker %s cannot start: %s", engine.worker_id, exc.message)
+        raise SystemExit(2) from None
     finally:
         loop.close()

@@ -269,7 +269,7 @@
     refreshing = true;
     clearTimeout(timer);
     try {
-      await refreshAll();
+      await Promise.all([refreshAll(), refreshWarning()]);
     } finally {
       refreshing = false;
       if (refreshAgain && apiKey) {
@@ -286,7 +286,7 @@
     const queuePath = "/api/v1/queues?page_size=500" + (filter ? "&name=" + enc(filter) : "");
     const [queues, consumers, connections, workers] = await Promise.allSettled([
       api("GET", queuePath),
-      api("GET", "/api/v1/consumers"),
+      api("GET", "/api/v1/consumers?page_size=500"),
       api("GET", "/api/v1/connections"),
       workersApi === false ? Promise.resolve(null) : api("GET", "/api/v1/workers"),
     ]);
@@ -302,19 +302,38 @@
     if (queueList) renderQueues(queueList);
 
     sectionError("consumers", consumers);
-    if (consumers.status === "fulfilled") {
-      const counts = await deadLetterCounts(consumers.value, queueList, !filter);
+    // The first page of 500; the API shows credentials in target URLs and headers as ***.
+    const consumerPage = consumers.status === "fulfilled" ? consumers.value : null;
+    const consumerList = consumerPage ? consumerPage.items || [] : null;
+    if (consumerList) {
+      const counts = await deadLetterCounts(consumerList, queueList, !filter);
       if (!apiKey) return;
-      renderConsumers(consumers.value, counts);
+      renderConsumers(consumerList, counts, consumerPage.total || consumerList.length);
     }
 
     sectionError("connections", connections);
     if (connections.status === "fulfilled") renderConnections(connections.value || []);
 
-    renderWorkers(workers, consumers.status === "fulfilled" ? consumers.value : null);
+    renderWorkers(workers, consumerList);
 
     const anyFailed = results.some((r) => r.status === "rejected" && !(r === workers && r.reason.status === 404));
     setText($("last-updated"), (anyFailed ? "Partly updated " : "Updated ") + new Date().toLocaleTimeString());
+  }
+
+  /** /readyz's warnings (such as "no worker is alive") in the banner above the sections. */
+  async function refreshWarning() {
+    let warnings = [];
+    try {
+      // Public, and answered with JSON also while unready (503).
+      const response = await fetch("/readyz", { cache: "no-store", credentials: "omit" });
+      const data = await response.json();
+      if (data && Array.isArray(data.warnings)) warnings = data.warnings.map(String);
+    } catch (_err) {
+      /* unreachable or an older API: the sections say what failed */
+    }
+    const banner = $("service-warning");
+    setText(banner, warnings.length ? "Warning: " + warnings.join(" ") : "");
+    banner.hidden = warnings.length === 0;
   }
 
   function sectionError(section, result) {
@@ -398,8 +417,9 @@
 
   // -- consumers -------------------------------------------------------------------------------------
 
-  function renderConsumers(consumers, dlqCounts) {
-    setText($("consumers-count"), consumers.length + (consumers.length === 1 ? " consumer" : " consumers"));
+  function renderConsumers(consumers, dlqCounts, total) {
+    const shown = total > consumers.length ? consumers.length + " of " + total : String(consumers.length);
+    setText($("consumers-count"), shown + (total === 1 ? " consumer" : " consumers"));
     $("consumers-empty").hidden = consumers.length > 0;
     syncRows($("consumers-table").tBodies[0], consumers, (c) => c.id, buildConsumerRow,
       (row, consumer) => updateConsumerRow(row, consumer, dlqCounts.get(consumer.id)));
