@@ -13,7 +13,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 
@@ -68,6 +68,10 @@ class Settings:
     # Proxies whose X-Forwarded-* headers name the client (TRUSTED_PROXIES); none by default.
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     worker_bind: str = "127.0.0.1:5001"  # a worker's /healthz, /readyz, /metrics; "" for none
+    rabbitmq_management_ca_file: str = ""  # CA bundle for an https management URL; "": the system's
+    tls_cert_file: str = ""  # with tls_key_file: the API serves https with this certificate (PEM)
+    tls_key_file: str = ""
+    url_prefix: str = ""  # the path the API and dashboard live under behind a proxy, e.g. /workerrmq
 
     @property
     def rabbitmq_urls(self) -> tuple[str, ...]:
@@ -127,6 +131,11 @@ class Settings:
         text("DEFAULT_TARGET_URL", "default_target_url")
         text("WORKERRMQ_API_KEY", "bootstrap_api_key")
         text("BIND", "bind")
+        text("RABBITMQ_MANAGEMENT_CA_FILE", "rabbitmq_management_ca_file")
+        text("TLS_CERT_FILE", "tls_cert_file")
+        text("TLS_KEY_FILE", "tls_key_file")
+        if env.get("URL_PREFIX", "").strip():
+            kwargs["url_prefix"] = env["URL_PREFIX"].strip().rstrip("/")
         if "WORKER_BIND" in env:
             kwargs["worker_bind"] = env["WORKER_BIND"].strip()
         integer("MAX_BATCH", "max_batch", 1)
@@ -153,10 +162,12 @@ class Settings:
         """Raise :class:`ConfigError` for the first invalid value."""
         for url in self.rabbitmq_url.split(","):
             _check_url("RABBITMQ_URL", url.strip(), ("amqp", "amqps"))
+            _check_tls_files("RABBITMQ_URL", url.strip())
         for url in self.rabbitmq_management_url.split(","):
             _check_url("RABBITMQ_MANAGEMENT_URL", url.strip(), ("http", "https"))
         if self.default_target_url:
             _check_url("DEFAULT_TARGET_URL", self.default_target_url, ("http", "https"))
+        self._validate_tls()
         if "://" not in self.database_url:
             raise ConfigError("DATABASE_URL", "must be a URL such as sqlite:///path/to/file.db")
         if self.log_level not in LOG_LEVELS:
@@ -179,6 +190,29 @@ def _networks(var: str, value: str) -> tuple[ipaddress.IPv4Network | ipaddress.I
         except ValueError:
             raise ConfigError(var, f"{item!r} is not an IP address or network") from None
     return tuple(networks)
+
+
+    def _validate_tls(self) -> None:
+        for var, path in (("RABBITMQ_MANAGEMENT_CA_FILE", self.rabbitmq_management_ca_file),
+                          ("TLS_CERT_FILE", self.tls_cert_file), ("TLS_KEY_FILE", self.tls_key_file)):
+            _check_file(var, path)
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("TLS_CERT_FILE", "and TLS_KEY_FILE must be set together")
+        if self.url_prefix and (not self.url_prefix.startswith("/") or "?" in self.url_prefix
+                                or "#" in self.url_prefix or "//" in self.url_prefix):
+            raise ConfigError("URL_PREFIX", f"must be a path such as /workerrmq, got {self.url_prefix!r}")
+
+
+def _check_file(var: str, path: str) -> None:
+    if path and not Path(path).is_file():
+        raise ConfigError(var, f"names no readable file: {path!r}")
+
+
+def _check_tls_files(var: str, url: str) -> None:
+    """The ``cafile``, ``certfile`` and ``keyfile`` of an amqps URL must exist."""
+    for name, values in parse_qs(urlsplit(url).query).items():
+        if name in ("cafile", "certfile", "keyfile") and not Path(values[-1]).is_file():
+            raise ConfigError(var, f"{name} names no readable file: {values[-1]!r}")
 
 
 def _check_bind(var: str, bind: str, *, allow_zero: bool) -> None:

@@ -39,7 +39,8 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         db = Database(settings.database_url)
         management = ManagementClient(
-            settings.rabbitmq_management_url, settings.vhost, timeout=settings.broker_timeout
+            settings.rabbitmq_management_url, settings.vhost, timeout=settings.broker_timeout,
+            ca_file=settings.rabbitmq_management_ca_file,
         )
         publisher = Publisher(settings.rabbitmq_urls, timeout=settings.broker_timeout)
         queues = QueueService(management)

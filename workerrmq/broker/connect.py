@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Sequence
 
 import aio_pika
@@ -10,7 +11,7 @@ from aio_pika.abc import AbstractConnection
 
 from workerrmq.settings import redact_url
 
-__all__ = ["connect_first"]
+__all__ = ["connect_first", "failure_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,22 @@ async def connect_first(urls: Sequence[str], *, timeout: float, name: str) -> Ab
                 url, timeout=timeout, client_properties={"connection_name": name}
             )
         except Exception as exc:  # noqa: BLE001 - try the next broker, whatever went wrong
-            log.info("broker %s refused (%s); trying the next", redact_url(url), type(exc).__name__)
+            reason = failure_reason(exc)
+            level = logging.WARNING if reason.startswith("TLS") else logging.INFO
+            log.log(level, "broker %s refused (%s); trying the next", redact_url(url), reason)
             last = exc
     raise last if last is not None else ValueError("no broker URL given")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why a connection failed, safe to log: the error's type, or for a TLS failure what
+    the TLS layer said (``TLS: certificate verify failed: Hostname mismatch ...``)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS: certificate verify failed: {cause.verify_message}"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS: {cause.reason or cause}"
+        wrapped = [a for a in (*cause.args, getattr(cause, "reason", None)) if isinstance(a, BaseException)]
+        cause = cause.__cause__ or (wrapped[0] if wrapped else None)  # requests wraps in args
+    return type(exc).__name__

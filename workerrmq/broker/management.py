@@ -12,6 +12,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
+from workerrmq.broker.connect import failure_reason
 from workerrmq.errors import BrokerUnavailable, Conflict, InvalidInput, NotFound, WorkerRMQError
 
 __all__ = ["ManagementClient"]
@@ -27,13 +28,16 @@ def _q(segment: str) -> str:
 class ManagementClient:
     """Talks to one management endpoint for one virtual host."""
 
-    def __init__(self, url: str, vhost: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, vhost: str, *, timeout: float = 5.0, ca_file: str = "") -> None:
+        """*ca_file* verifies an https *url* (the system's CAs when empty)."""
         # Several comma-separated URLs (one per cluster node): the first that answers serves.
         self._endpoints = [_endpoint(u.strip()) for u in url.split(",") if u.strip()]
         self._current = 0
         self.vhost = vhost
         self.timeout = timeout
         self._http = requests.Session()
+        # Passed with each request: requests lets REQUESTS_CA_BUNDLE override a session's own.
+        self._verify: str | bool = ca_file or True
 
     # -- queues -----------------------------------------------------------------
 
@@ -186,10 +190,10 @@ class ManagementClient:
             base, auth = self._endpoints[index]
             try:
                 response = self._http.request(
-                    method, base + path, auth=auth, timeout=self.timeout, **kwargs
+                    method, base + path, auth=auth, timeout=self.timeout, verify=self._verify, **kwargs
                 )
             except requests.RequestException as exc:
-                failure = type(exc).__name__
+                failure = failure_reason(exc)
                 continue
             self._current = index
             return response
