@@ -45,10 +45,22 @@ class Context:
     """What the cases share: the plan, the processes, the clients."""
 
     def __init__(
-        self, *, plan: Plan, progress: Progress, cleanup: Cleanup, broker: Broker,
-        endpoint: EndpointClient, api: ApiClient, http: aiohttp.ClientSession, tmp: Path,
-        amqp_url: str, management_url: str, api_key: str, api_base: str,
-        workerrmq_argv: Callable[..., list[str]], workerrmq_env: dict[str, str],
+        self,
+        *,
+        plan: Plan,
+        progress: Progress,
+        cleanup: Cleanup,
+        broker: Broker,
+        endpoint: EndpointClient,
+        api: ApiClient,
+        http: aiohttp.ClientSession,
+        tmp: Path,
+        amqp_url: str,
+        management_url: str,
+        api_key: str,
+        api_base: str,
+        workerrmq_argv: Callable[..., list[str]],
+        workerrmq_env: dict[str, str],
     ) -> None:
         self.plan = plan
         self.progress = progress
@@ -71,8 +83,15 @@ class Context:
 
     # -- processes ---------------------------------------------------------------------------
 
-    def spawn(self, name: str, argv: list[str], *, env: dict[str, str] | None = None,
-              cwd: Path | None = None, profile: bool = False) -> Proc:
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        profile: bool = False,
+    ) -> Proc:
         self._spawned += 1
         log = self.tmp / "logs" / f"{self._spawned:03d}-{name}.log"
         log.parent.mkdir(exist_ok=True)
@@ -80,20 +99,33 @@ class Context:
         if profiled:
             assert self.profile_dir is not None
             out = self.profile_dir / f"{self._spawned:03d}-{name}.txt"
-            argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw",
-                    "--subprocesses", "--rate", "250", "--output", str(out), "--", *argv]
+            argv = [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--format",
+                "raw",
+                "--subprocesses",
+                "--rate",
+                "250",
+                "--output",
+                str(out),
+                "--",
+                *argv,
+            ]
         return self.cleanup.track(Proc(name, argv, env=env, cwd=cwd, log=log, profiled=profiled))
 
     def contender(self, module: str, *args: object) -> Proc:
         argv = [sys.executable, "-m", f"bench.contenders.{module}", *map(str, args)]
         # Under --profile the baseline relay is profiled too, to compare like with like.
-        return self.spawn(module, argv, cwd=Path(__file__).resolve().parent.parent,
-                          profile=module == "plain_relay")
+        return self.spawn(
+            module, argv, cwd=Path(__file__).resolve().parent.parent, profile=module == "plain_relay"
+        )
 
     async def start_worker(self, name: str = "worker") -> Proc:
         """``workerrmq worker`` as users run it; returns once it says it is connected."""
-        proc = self.spawn(name, self.workerrmq_argv("worker"), env=self.worker_env(), cwd=self.tmp,
-                          profile=True)
+        proc = self.spawn(
+            name, self.workerrmq_argv("worker"), env=self.worker_env(), cwd=self.tmp, profile=True
+        )
         deadline = time.monotonic() + 60
         while " connected" not in proc.tail(50):
             if not proc.alive():
@@ -131,8 +163,9 @@ class Context:
 
     # -- measuring -----------------------------------------------------------------------------
 
-    async def watch(self, bucket: str, count: int, label: str, *, proc: Proc | None = None,
-                    timeout: float | None = None) -> dict[str, Any]:
+    async def watch(
+        self, bucket: str, count: int, label: str, *, proc: Proc | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
         """Wait until the endpoint has *count* requests in *bucket* (or time is up)."""
         deadline = time.monotonic() + (timeout or self.plan.drain_timeout)
         timed_out = False
@@ -154,8 +187,11 @@ class Context:
             self.progress.tick(f"{label}: {stats.count:,}/{count:,}")
             await asyncio.sleep(0.05)
         return {
-            "rate": stats.rate(), "count": stats.count, "timed_out": timed_out,
-            "seconds": stats.last - stats.first, "_meter": meter,
+            "rate": stats.rate(),
+            "count": stats.count,
+            "timed_out": timed_out,
+            "seconds": stats.last - stats.first,
+            "_meter": meter,
         }
 
 
@@ -198,8 +234,7 @@ def _fmt_rate(result: dict[str, Any] | None) -> str:
     return text
 
 
-async def _guarded(ctx: Context, label: str, step: Callable[[], Awaitable[dict[str, Any]]]
-                   ) -> dict[str, Any]:
+async def _guarded(ctx: Context, label: str, step: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
     """Run one measurement; a failure is recorded and reported, and the benchmark goes on."""
     try:
         result = await step()
@@ -225,8 +260,9 @@ async def relay_once(ctx: Context, contender: str, size: int, label: str) -> dic
     bucket = broker.name(f"relay-{contender}")
     target = ctx.endpoint.url("ok", bucket)
     if contender == "http_only":
-        proc = ctx.contender("http_only", "--target", target, "--count", n, "--size", size,
-                             "--concurrency", plan.prefetch)
+        proc = ctx.contender(
+            "http_only", "--target", target, "--count", n, "--size", size, "--concurrency", plan.prefetch
+        )
         try:
             return await ctx.watch(bucket, n, label, proc=proc)
         finally:
@@ -245,8 +281,9 @@ async def relay_once(ctx: Context, contender: str, size: int, label: str) -> dic
             return await _broker_only(ctx, queue, n, label)
         module = {"plain": "plain_relay", "seed": "seed_relay"}[contender]
         extra = ("--prefetch", plan.prefetch) if contender == "plain" else ()
-        proc = ctx.contender(module, "--amqp-url", ctx.amqp_url, "--queue", queue,
-                             "--target", target, "--count", n, *extra)
+        proc = ctx.contender(
+            module, "--amqp-url", ctx.amqp_url, "--queue", queue, "--target", target, "--count", n, *extra
+        )
         timeout = plan.seed_timeout if contender == "seed" else None
         try:
             return await ctx.watch(bucket, n, label, proc=proc, timeout=timeout)
@@ -270,15 +307,12 @@ async def _broker_only(ctx: Context, queue: str, n: int, label: str) -> dict[str
         code = ctx.cleanup.stop(proc)
     lines = [line for line in proc.tail(5).splitlines() if line.startswith("{")]
     if code != 0 or not lines:
-        raise RuntimeError(
-            f"{label}: the broker-only consumer failed (exit {code}):\n{proc.tail()}"
-        )
+        raise RuntimeError(f"{label}: the broker-only consumer failed (exit {code}):\n{proc.tail()}")
     stats = orjson.loads(lines[-1])
     seconds = stats["last"] - stats["first"]
     rate = (stats["count"] - 1) / seconds if seconds > 0 else None
     meter.mark(stats["count"])
-    return {"rate": rate, "count": stats["count"], "timed_out": False, "seconds": seconds,
-            "_meter": meter}
+    return {"rate": rate, "count": stats["count"], "timed_out": False, "seconds": seconds, "_meter": meter}
 
 
 async def relay_case(ctx: Context) -> dict[str, Any]:
@@ -288,12 +322,14 @@ async def relay_case(ctx: Context) -> dict[str, Any]:
     for size in plan.sizes:
         for run in range(plan.runs):
             # Rotate the order each run, so no contender always goes first (or after the slowest).
-            order = contenders[run % len(contenders):] + contenders[:run % len(contenders)]
+            order = contenders[run % len(contenders) :] + contenders[: run % len(contenders)]
             for contender in order:
                 label = f"relay {_size(size)} · {contender} · run {run + 1}/{plan.runs}"
-                results[str(size)][contender].append(await _guarded(
-                    ctx, label, lambda c=contender, s=size, lb=label: relay_once(ctx, c, s, lb)
-                ))
+                results[str(size)][contender].append(
+                    await _guarded(
+                        ctx, label, lambda c=contender, s=size, lb=label: relay_once(ctx, c, s, lb)
+                    )
+                )
     return results
 
 
@@ -317,8 +353,19 @@ async def latency_once(ctx: Context, contender: str, label: str) -> dict[str, An
             await ctx.ensure_worker()
             consumer_id = await ctx.consumer(queue, target)
         else:
-            proc = ctx.contender("plain_relay", "--amqp-url", ctx.amqp_url, "--queue", queue,
-                                 "--target", target, "--count", total, "--prefetch", plan.prefetch)
+            proc = ctx.contender(
+                "plain_relay",
+                "--amqp-url",
+                ctx.amqp_url,
+                "--queue",
+                queue,
+                "--target",
+                target,
+                "--count",
+                total,
+                "--prefetch",
+                plan.prefetch,
+            )
         if not await broker.wait_consumers([queue], 1, timeout=30):
             raise RuntimeError(f"{label}: nothing consumes {queue}")
         pad = b"x" * 200
@@ -341,8 +388,11 @@ async def latency_once(ctx: Context, contender: str, label: str) -> dict[str, An
         if proc is not None:
             ctx.cleanup.stop(proc)
         await broker.delete(queue)
-    counted = [lat for pub, lat in zip(stats.published, stats.latencies, strict=True)
-               if pub >= started_wall + plan.latency_warmup]
+    counted = [
+        lat
+        for pub, lat in zip(stats.published, stats.latencies, strict=True)
+        if pub >= started_wall + plan.latency_warmup
+    ]
     if not counted:
         raise RuntimeError(f"{label}: no message arrived after the warm-up")
     result = {
@@ -354,8 +404,10 @@ async def latency_once(ctx: Context, contender: str, label: str) -> dict[str, An
         "sent": total,
         "published_rate": published_rate,
     }
-    result["_summary"] = (f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, "
-                          f"max {result['max_ms']:.1f} ms at {published_rate:,.0f} msg/s")
+    result["_summary"] = (
+        f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, "
+        f"max {result['max_ms']:.1f} ms at {published_rate:,.0f} msg/s"
+    )
     return result
 
 
@@ -374,8 +426,13 @@ async def latency_case(ctx: Context) -> dict[str, Any]:
 
 
 async def hammer(
-    request: Callable[[aiohttp.ClientSession], Awaitable[int]], *, clients: int, seconds: float,
-    warmup: float, label: str, progress: Progress,
+    request: Callable[[aiohttp.ClientSession], Awaitable[int]],
+    *,
+    clients: int,
+    seconds: float,
+    warmup: float,
+    label: str,
+    progress: Progress,
 ) -> dict[str, Any]:
     """*clients* loops send *request* for *warmup* + *seconds*; messages of the timed part count.
 
@@ -429,10 +486,14 @@ async def publish_case(ctx: Context) -> dict[str, Any]:
     mgmt = ctx.management_url.rstrip("/")
     user, password = _credentials(mgmt)
     mgmt_url = _strip_credentials(mgmt) + "/api/exchanges/%2F/amq.default/publish"
-    mgmt_body = orjson.dumps({
-        "properties": {"delivery_mode": 2, "content_type": "text/plain"},
-        "routing_key": queue, "payload": text, "payload_encoding": "string",
-    })
+    mgmt_body = orjson.dumps(
+        {
+            "properties": {"delivery_mode": 2, "content_type": "text/plain"},
+            "routing_key": queue,
+            "payload": text,
+            "payload_encoding": "string",
+        }
+    )
     mgmt_headers = {"Content-Type": "application/json", "Authorization": basic_auth(user, password)}
 
     async def api_single(http: aiohttp.ClientSession) -> int:
@@ -453,11 +514,14 @@ async def publish_case(ctx: Context) -> dict[str, Any]:
     amqp_body = text.encode()
 
     async def amqp_batch(_http: aiohttp.ClientSession) -> int:
-        confirms = await asyncio.gather(*(
-            channel.basic_publish(amqp_body, routing_key=queue, properties=properties,
-                                  mandatory=True, wait=False)
-            for _ in range(plan.batch_size)
-        ))
+        confirms = await asyncio.gather(
+            *(
+                channel.basic_publish(
+                    amqp_body, routing_key=queue, properties=properties, mandatory=True, wait=False
+                )
+                for _ in range(plan.batch_size)
+            )
+        )
         return sum(isinstance(c, aiormq.spec.Basic.Ack) for c in confirms)
 
     async def mgmt_single(http: aiohttp.ClientSession) -> int:
@@ -475,15 +539,20 @@ async def publish_case(ctx: Context) -> dict[str, Any]:
     order = list(kinds)
     try:
         for run in range(plan.runs):
-            for kind in order[run % len(order):] + order[:run % len(order)]:
+            for kind in order[run % len(order) :] + order[: run % len(order)]:
                 request, clients = kinds[kind]
                 label = f"publish · {kind} · {clients} clients · run {run + 1}/{plan.runs}"
 
                 async def step(r=request, c=clients, lb=label) -> dict[str, Any]:
                     try:
-                        return await hammer(r, clients=c, seconds=plan.publish_seconds,
-                                            warmup=min(1.0, plan.publish_seconds / 5), label=lb,
-                                            progress=ctx.progress)
+                        return await hammer(
+                            r,
+                            clients=c,
+                            seconds=plan.publish_seconds,
+                            warmup=min(1.0, plan.publish_seconds / 5),
+                            label=lb,
+                            progress=ctx.progress,
+                        )
                     finally:
                         await broker.purge(queue)
 
@@ -532,10 +601,19 @@ async def isolation_once(ctx: Context, variant: str, label: str) -> dict[str, An
             failing = await broker.declare(broker.name("iso-fail"))
             # Each of its messages makes 3 requests: half as many keep it busy throughout.
             await broker.prefill(failing, max(n // 2, 100), 200, tick=ctx.progress.tick)
-            consumers.append((await ctx.consumer(
-                failing, ctx.endpoint.url("fail", fail_bucket), max_attempts=3,
-                initial_delay=0.05, max_delay=0.1, **extra,
-            ), failing))
+            consumers.append(
+                (
+                    await ctx.consumer(
+                        failing,
+                        ctx.endpoint.url("fail", fail_bucket),
+                        max_attempts=3,
+                        initial_delay=0.05,
+                        max_delay=0.1,
+                        **extra,
+                    ),
+                    failing,
+                )
+            )
             await _wait_count(ctx, fail_bucket, 10, timeout=30)
         consumers.append((await ctx.consumer(healthy, ctx.endpoint.url("ok", bucket)), healthy))
         before = (await ctx.endpoint.stats(fail_bucket)).count
@@ -560,7 +638,7 @@ async def isolation_case(ctx: Context) -> dict[str, Any]:
     variants = list(ISOLATION_VARIANTS)
     results: dict[str, Any] = {v: [] for v in variants}
     for run in range(ctx.plan.runs):
-        for variant in variants[run % 3:] + variants[:run % 3]:
+        for variant in variants[run % 3 :] + variants[: run % 3]:
             label = f"isolation · {variant} · run {run + 1}/{ctx.plan.runs}"
             results[variant].append(
                 await _guarded(ctx, label, lambda v=variant, lb=label: isolation_once(ctx, v, lb))
@@ -585,17 +663,16 @@ async def scale_case(ctx: Context) -> dict[str, Any]:
         started = time.perf_counter()
         await _define_consumers(ctx, names, target)
         results["define_seconds"] = time.perf_counter() - started
-        ctx.progress.say(f"scale: {k:,} consumers defined through the API in "
-                         f"{results['define_seconds']:.1f}s")
+        ctx.progress.say(
+            f"scale: {k:,} consumers defined through the API in {results['define_seconds']:.1f}s"
+        )
         for run in range(plan.runs):
             label = f"scale · {k:,} consumers · run {run + 1}/{plan.runs}"
-            results["runs"].append(
-                await _guarded(ctx, label, lambda lb=label: scale_once(ctx, names, lb))
-            )
+            results["runs"].append(await _guarded(ctx, label, lambda lb=label: scale_once(ctx, names, lb)))
     finally:
         ctx.stop_worker()
         for start in range(0, len(names), 100):
-            await broker.delete(*names[start:start + 100])
+            await broker.delete(*names[start : start + 100])
     return results
 
 
@@ -615,16 +692,18 @@ async def _define_consumers(ctx: Context, names: list[str], target: str) -> None
 
 async def scale_once(ctx: Context, names: list[str], label: str) -> dict[str, Any]:
     started = time.monotonic()
-    worker = ctx.worker = ctx.spawn("worker-scale", ctx.workerrmq_argv("worker"),
-                                    env=ctx.worker_env(), cwd=ctx.tmp)
+    worker = ctx.worker = ctx.spawn(
+        "worker-scale", ctx.workerrmq_argv("worker"), env=ctx.worker_env(), cwd=ctx.tmp
+    )
     try:
         return await _measure_scale(ctx, worker, names, started, label)
     finally:
         ctx.stop_worker()
 
 
-async def _measure_scale(ctx: Context, worker: Proc, names: list[str], started: float,
-                         label: str) -> dict[str, Any]:
+async def _measure_scale(
+    ctx: Context, worker: Proc, names: list[str], started: float, label: str
+) -> dict[str, Any]:
     plan = ctx.plan
     deadline = started + plan.scale_timeout
     # A consumer is consuming once the broker has a consumer on its queue ...
@@ -665,23 +744,25 @@ async def _measure_scale(ctx: Context, worker: Proc, names: list[str], started: 
     return result
 
 
-async def _until_consumers(ctx: Context, worker: Proc, names: list[str], want: int,
-                           deadline: float, label: str) -> None:
+async def _until_consumers(
+    ctx: Context, worker: Proc, names: list[str], want: int, deadline: float, label: str
+) -> None:
     """Poll (passive declares: the broker's live count) until every queue has *want* consumers."""
     pending = list(names)
     while pending:
         if not worker.alive():
             raise RuntimeError(f"the worker exited: {worker.tail()}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{label}: {len(pending)} of {len(names)} queues had fewer than "
-                               f"{want} consumer(s) after {ctx.plan.scale_timeout:.0f}s")
+            raise RuntimeError(
+                f"{label}: {len(pending)} of {len(names)} queues had fewer than "
+                f"{want} consumer(s) after {ctx.plan.scale_timeout:.0f}s"
+            )
         still = []
         for name in pending:
             if (await ctx.broker.counts(name))[1] < want:
                 still.append(name)
         pending = still
-        ctx.progress.tick(f"{label}: {len(names) - len(pending):,}/{len(names):,} with {want} "
-                          "consumer(s)")
+        ctx.progress.tick(f"{label}: {len(names) - len(pending):,}/{len(names):,} with {want} consumer(s)")
 
 
 def _engine_processes(pid: int) -> list[Any]:

@@ -56,21 +56,45 @@ class Plan:
     @classmethod
     def full(cls) -> Plan:
         return cls(
-            quick=False, runs=3, messages=20_000, sizes=(200, 16 * 1024), prefetch=64,
-            drain_timeout=240.0, seed_timeout=60.0, latency_rate=1000, latency_seconds=10.0,
+            quick=False,
+            runs=3,
+            messages=20_000,
+            sizes=(200, 16 * 1024),
+            prefetch=64,
+            drain_timeout=240.0,
+            seed_timeout=60.0,
+            latency_rate=1000,
+            latency_seconds=10.0,
             latency_warmup=1.0,
-            publish_seconds=5.0, publish_clients=32, batch_size=500, batch_clients=4,
-            scale_consumers=1000, scale_timeout=90.0, idle_seconds=10.0,
+            publish_seconds=5.0,
+            publish_clients=32,
+            batch_size=500,
+            batch_clients=4,
+            scale_consumers=1000,
+            scale_timeout=90.0,
+            idle_seconds=10.0,
         )
 
     @classmethod
     def quick_plan(cls) -> Plan:
         return cls(
-            quick=True, runs=1, messages=500, sizes=(200, 16 * 1024), prefetch=64,
-            drain_timeout=30.0, seed_timeout=30.0, latency_rate=1000, latency_seconds=1.0,
+            quick=True,
+            runs=1,
+            messages=500,
+            sizes=(200, 16 * 1024),
+            prefetch=64,
+            drain_timeout=30.0,
+            seed_timeout=30.0,
+            latency_rate=1000,
+            latency_seconds=1.0,
             latency_warmup=0.2,
-            publish_seconds=1.0, publish_clients=32, batch_size=100, batch_clients=4,
-            scale_consumers=20, scale_timeout=30.0, idle_seconds=1.0,
+            publish_seconds=1.0,
+            publish_clients=32,
+            batch_size=100,
+            batch_clients=4,
+            scale_consumers=20,
+            scale_timeout=30.0,
+            idle_seconds=1.0,
         )
 
 
@@ -162,8 +186,14 @@ class CpuAccount:
         import psutil
 
         total = psutil.cpu_times()
-        busy = total.user + total.nice + total.system + getattr(total, "irq", 0) + \
-            getattr(total, "softirq", 0) + getattr(total, "steal", 0)
+        busy = (
+            total.user
+            + total.nice
+            + total.system
+            + getattr(total, "irq", 0)
+            + getattr(total, "softirq", 0)
+            + getattr(total, "steal", 0)
+        )
         own = os.times()
         mine = own.user + own.system + own.children_user + own.children_system
         for child in psutil.Process().children(recursive=True):
@@ -197,8 +227,16 @@ class CpuAccount:
 class Proc:
     """A child in its own session (Ctrl-C reaches only bench.run, which stops it in order)."""
 
-    def __init__(self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None,
-                 cwd: Path | None = None, log: Path, profiled: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        log: Path,
+        profiled: bool = False,
+    ) -> None:
         self.name = name
         self.log = log
         self.profiled = profiled  # argv runs the program under ``py-spy record``
@@ -206,8 +244,13 @@ class Proc:
         self.started = time.time()
         self._rusage: Any = None  # resource usage, once it exited and was reaped
         self.popen = subprocess.Popen(
-            list(argv), env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._log_file,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            list(argv),
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     @property
@@ -410,25 +453,29 @@ class Broker:
         ok = await self._raw.queue_declare(name, passive=True)
         return ok.message_count or 0, ok.consumer_count or 0
 
-    async def prefill(self, name: str, count: int, size: int,
-                      tick: Callable[[str], None] | None = None) -> float:
+    async def prefill(
+        self, name: str, count: int, size: int, tick: Callable[[str], None] | None = None
+    ) -> float:
         """Publish *count* persistent messages of *size* bytes with confirms; returns msg/s."""
         assert self._confirming is not None
         exchange = self._confirming.default_exchange
         started = time.perf_counter()
         window = 500
         for start in range(0, count, window):
-            await asyncio.gather(*(
-                exchange.publish(
-                    aio_pika.Message(
-                        message_body(size, n), content_type="application/json",
-                        message_id=uuid.uuid4().hex,
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    ),
-                    name,
+            await asyncio.gather(
+                *(
+                    exchange.publish(
+                        aio_pika.Message(
+                            message_body(size, n),
+                            content_type="application/json",
+                            message_id=uuid.uuid4().hex,
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        ),
+                        name,
+                    )
+                    for n in range(start, min(count, start + window))
                 )
-                for n in range(start, min(count, start + window))
-            ))
+            )
             if tick is not None:
                 tick(f"pre-filling {name}: {min(count, start + window):,}/{count:,}")
         return count / (time.perf_counter() - started)
@@ -437,8 +484,12 @@ class Broker:
         """One persistent message, no confirm awaited (the latency case paces these)."""
         assert self._channel is not None
         await self._channel.default_exchange.publish(
-            aio_pika.Message(body, content_type="application/json", message_id=uuid.uuid4().hex,
-                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            aio_pika.Message(
+                body,
+                content_type="application/json",
+                message_id=uuid.uuid4().hex,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
             name,
         )
 
@@ -519,10 +570,10 @@ class ApiClient:
         except aiohttp.ClientError:
             return False
 
-    async def call(self, method: str, path: str, body: Any = None,
-                   expect: Sequence[int] = (200,)) -> Any:
-        async with self.http.request(method, f"{self.base}{path}", json=body,
-                                     headers=self.headers) as response:
+    async def call(self, method: str, path: str, body: Any = None, expect: Sequence[int] = (200,)) -> Any:
+        async with self.http.request(
+            method, f"{self.base}{path}", json=body, headers=self.headers
+        ) as response:
             text = await response.text()
             if response.status not in expect:
                 raise ApiError(f"{method} {path}: {response.status} {text[:300]}")
@@ -536,8 +587,9 @@ class ApiClient:
         await self.call("DELETE", f"/api/v1/consumers/{quote(ref, safe='')}", expect=(204, 404))
 
 
-async def wait_until(condition: Callable[[], Any], *, timeout: float, what: str,
-                     interval: float = 0.1) -> Any:
+async def wait_until(
+    condition: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.1
+) -> Any:
     """Await *condition* (a coroutine function) until truthy; RuntimeError after *timeout* s."""
     deadline = time.monotonic() + timeout
     while True:

@@ -67,9 +67,11 @@ class Endpoint:
             self.buckets.clear()
             return web.Response(text="reset")
         if path.startswith("/_stats/"):
-            bucket = self.buckets.get(path[len("/_stats/"):]) or Bucket()
+            bucket = self.buckets.get(path[len("/_stats/") :]) or Bucket()
             stats: dict[str, object] = {
-                "count": bucket.count, "first": bucket.first, "last": bucket.last,
+                "count": bucket.count,
+                "first": bucket.first,
+                "last": bucket.last,
             }
             if request.query.get("lat"):
                 stats["latencies"] = bucket.latencies

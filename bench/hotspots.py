@@ -15,8 +15,15 @@ from pathlib import Path
 
 #: Leaf frames of threads that wait (py-spy's idle detection misses some): left out by default.
 IDLE_LEAVES = (
-    "EpollSelector.select", "Condition.wait", "_worker", "Thread.run", "Arbiter.wait_for_signals",
-    "Event.wait", "Arbiter.sleep", "select", "sleep",
+    "EpollSelector.select",
+    "Condition.wait",
+    "_worker",
+    "Thread.run",
+    "Arbiter.wait_for_signals",
+    "Event.wait",
+    "Arbiter.sleep",
+    "select",
+    "sleep",
 )
 _LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
@@ -42,8 +49,11 @@ def summarise(path: Path, top: int, only: str | None, idle: bool = False) -> str
         if not match:
             continue
         count = int(match.group("count"))
-        frames = [_short(f) for f in match.group("stack").split(";")
-                  if f and not f.startswith(("process ", "thread "))]
+        frames = [
+            _short(f)
+            for f in match.group("stack").split(";")
+            if f and not f.startswith(("process ", "thread "))
+        ]
         if not frames:
             continue
         if not idle and frames[-1].split(" (", 1)[0] in IDLE_LEAVES:

@@ -17,8 +17,11 @@ CONTENDER_NAMES = {
     "http_only": "(d) ceiling: HTTP only",
 }
 SHORT_NAMES = {
-    "workerrmq": "(a) WorkerRMQ", "plain": "(b) plain", "seed": "(c) seed",
-    "broker_only": "(d) broker-only", "http_only": "(d) HTTP-only",
+    "workerrmq": "(a) WorkerRMQ",
+    "plain": "(b) plain",
+    "seed": "(c) seed",
+    "broker_only": "(d) broker-only",
+    "http_only": "(d) HTTP-only",
 }
 ISOLATION_NAMES = {
     "alone": "healthy consumer alone",
@@ -173,14 +176,12 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     relay = results.get("relay") or {}
     if "error" not in relay:
         out["relay"] = {
-            size: {c: _med(runs) for c, runs in by_contender.items()}
-            for size, by_contender in relay.items()
+            size: {c: _med(runs) for c, runs in by_contender.items()} for size, by_contender in relay.items()
         }
     latency = results.get("latency") or {}
     if "error" not in latency:
         out["latency"] = {
-            c: {k: _med(runs, k) for k in ("p50_ms", "p99_ms", "max_ms")}
-            for c, runs in latency.items()
+            c: {k: _med(runs, k) for k in ("p50_ms", "p99_ms", "max_ms")} for c, runs in latency.items()
         }
     publish = results.get("publish") or {}
     if "error" not in publish:
@@ -208,40 +209,107 @@ def targets(results: dict[str, Any]) -> list[Target]:
     k = results.get("meta", {}).get("plan", {}).get("scale_consumers", 1000)
     single = _ratio(pub.get("api_single"), pub.get("mgmt_single"))
     rows = [
-        Target("a_vs_b", "relay 200 B: (a) WorkerRMQ vs (b) plain relay", "≥ 1.3×",
-               f"{_num(a)} vs {_num(b)} msg/s = ×{_num(_ratio(a, b), 2)}", _ratio(a, b), 1.3, True),
-        Target("a_vs_c", "relay 200 B: (a) WorkerRMQ vs (c) seed design", "≥ 6×",
-               f"{_num(a)} vs {_num(c)} msg/s = ×{_num(_ratio(a, c), 1)}", _ratio(a, c), 6.0, True),
-        Target("a_vs_ceiling", "relay 200 B: (a) WorkerRMQ vs broker-only ceiling", "≥ 60%",
-               f"{_num(a)} vs {_num(broker)} msg/s = {_num(_pct(_ratio(a, broker)))}%",
-               _ratio(a, broker), 0.60, True),
-        Target("latency_p50", "latency at 1,000 msg/s, (a) p50", "≤ 3 ms",
-               _num(lat.get("p50_ms"), 2, " ms"), lat.get("p50_ms"), 3.0, False),
-        Target("latency_p99", "latency at 1,000 msg/s, (a) p99", "≤ 15 ms",
-               _num(lat.get("p99_ms"), 2, " ms"), lat.get("p99_ms"), 15.0, False),
-        Target("publish_single", "single-message publish: WorkerRMQ API vs management API",
-               "≥ 2×", f"{_num(pub.get('api_single'))} vs {_num(pub.get('mgmt_single'))} msg/s "
-               f"= ×{_num(single, 2)}", single, 2.0, True),
-        Target("publish_batch", "batch publish through the WorkerRMQ API", "≥ 20,000 msg/s",
-               f"{_num(pub.get('api_batch'))} msg/s", pub.get("api_batch"), 20_000, True),
+        Target(
+            "a_vs_b",
+            "relay 200 B: (a) WorkerRMQ vs (b) plain relay",
+            "≥ 1.3×",
+            f"{_num(a)} vs {_num(b)} msg/s = ×{_num(_ratio(a, b), 2)}",
+            _ratio(a, b),
+            1.3,
+            True,
+        ),
+        Target(
+            "a_vs_c",
+            "relay 200 B: (a) WorkerRMQ vs (c) seed design",
+            "≥ 6×",
+            f"{_num(a)} vs {_num(c)} msg/s = ×{_num(_ratio(a, c), 1)}",
+            _ratio(a, c),
+            6.0,
+            True,
+        ),
+        Target(
+            "a_vs_ceiling",
+            "relay 200 B: (a) WorkerRMQ vs broker-only ceiling",
+            "≥ 60%",
+            f"{_num(a)} vs {_num(broker)} msg/s = {_num(_pct(_ratio(a, broker)))}%",
+            _ratio(a, broker),
+            0.60,
+            True,
+        ),
+        Target(
+            "latency_p50",
+            "latency at 1,000 msg/s, (a) p50",
+            "≤ 3 ms",
+            _num(lat.get("p50_ms"), 2, " ms"),
+            lat.get("p50_ms"),
+            3.0,
+            False,
+        ),
+        Target(
+            "latency_p99",
+            "latency at 1,000 msg/s, (a) p99",
+            "≤ 15 ms",
+            _num(lat.get("p99_ms"), 2, " ms"),
+            lat.get("p99_ms"),
+            15.0,
+            False,
+        ),
+        Target(
+            "publish_single",
+            "single-message publish: WorkerRMQ API vs management API",
+            "≥ 2×",
+            f"{_num(pub.get('api_single'))} vs {_num(pub.get('mgmt_single'))} msg/s = ×{_num(single, 2)}",
+            single,
+            2.0,
+            True,
+        ),
+        Target(
+            "publish_batch",
+            "batch publish through the WorkerRMQ API",
+            "≥ 20,000 msg/s",
+            f"{_num(pub.get('api_batch'))} msg/s",
+            pub.get("api_batch"),
+            20_000,
+            True,
+        ),
     ]
-    for variant, note in (("failing_circuit_on", "circuit breaker on (default)"),
-                          ("failing_circuit_off", "circuit breaker off (stress)")):
+    for variant, note in (
+        ("failing_circuit_on", "circuit breaker on (default)"),
+        ("failing_circuit_off", "circuit breaker off (stress)"),
+    ):
         ratio = _ratio(iso.get(variant), iso.get("alone"))
-        rows.append(Target(
-            f"isolation_{variant}", f"isolation, {note}: healthy throughput kept",
-            "≥ 90% (cost ≤ 10%)",
-            f"{_num(iso.get(variant))} vs {_num(iso.get('alone'))} msg/s alone = "
-            f"{_num(_pct(ratio))}% (cost {_num(_pct(1 - ratio) if ratio is not None else None)}%)",
-            ratio, 0.90, True,
-        ))
+        rows.append(
+            Target(
+                f"isolation_{variant}",
+                f"isolation, {note}: healthy throughput kept",
+                "≥ 90% (cost ≤ 10%)",
+                f"{_num(iso.get(variant))} vs {_num(iso.get('alone'))} msg/s alone = "
+                f"{_num(_pct(ratio))}% (cost {_num(_pct(1 - ratio) if ratio is not None else None)}%)",
+                ratio,
+                0.90,
+                True,
+            )
+        )
     rows += [
-        Target("scale_time", f"scale: {k:,} consumers consuming after a cold worker start",
-               "≤ 10 s",
-               _num(scale.get("consuming_seconds"), 2, " s"), scale.get("consuming_seconds"), 10.0,
-               False),
-        Target("scale_rss", f"scale: worker RSS with {k:,} consumers", "< 200 MB",
-               _num(scale.get("rss_mb"), 0, " MB"), scale.get("rss_mb"), 200.0, False, strict=True),
+        Target(
+            "scale_time",
+            f"scale: {k:,} consumers consuming after a cold worker start",
+            "≤ 10 s",
+            _num(scale.get("consuming_seconds"), 2, " s"),
+            scale.get("consuming_seconds"),
+            10.0,
+            False,
+        ),
+        Target(
+            "scale_rss",
+            f"scale: worker RSS with {k:,} consumers",
+            "< 200 MB",
+            _num(scale.get("rss_mb"), 0, " MB"),
+            scale.get("rss_mb"),
+            200.0,
+            False,
+            strict=True,
+        ),
     ]
     return rows
 
@@ -269,18 +337,19 @@ def markdown(results: dict[str, Any]) -> str:
         "",
     ]
     if meta.get("quick"):
-        lines += ["> **Quick mode** (smoke test): tiny sizes, one run. These figures are not",
-                  "> the benchmark; run `./run.sh bench` for it.", ""]
+        lines += [
+            "> **Quick mode** (smoke test): tiny sizes, one run. These figures are not",
+            "> the benchmark; run `./run.sh bench` for it.",
+            "",
+        ]
     lines += [
         f"- Date: {meta.get('date', '?')}; wall time {meta.get('seconds', '?')} s",
         f"- Machine: {meta.get('cpus', '?')} cores ({meta.get('cpu_model', '?')}), "
         f"{meta.get('memory_gib', '?')} GiB; everything on loopback",
         f"- RabbitMQ {versions.get('rabbitmq', '?')} (Erlang {versions.get('erlang', '?')}); "
         f"Python {versions.get('python', '?')}; "
-        + ", ".join(f"{k} {v}" for k, v in versions.items()
-                    if k not in ("python", "rabbitmq", "erlang")),
-        f"- Command: `{meta.get('command', 'python -m bench.run')}`"
-        + _git_note(meta.get("git") or {}),
+        + ", ".join(f"{k} {v}" for k, v in versions.items() if k not in ("python", "rabbitmq", "erlang")),
+        f"- Command: `{meta.get('command', 'python -m bench.run')}`" + _git_note(meta.get("git") or {}),
         _cpu_line(meta),
         "",
         "## Against the targets (issue 5, item 7)",
@@ -295,10 +364,14 @@ def markdown(results: dict[str, Any]) -> str:
     missed = [t for t in rows if t.met is False]
     lines += ["", f"{met} of {len(rows)} targets met."]
     if missed:
-        lines += ["", "Missed: " + "; ".join(
-            f"{t.what} ({t.verdict.replace('**', '').replace('missed', '').strip(': ')})"
-            for t in missed
-        ) + "."]
+        lines += [
+            "",
+            "Missed: "
+            + "; ".join(
+                f"{t.what} ({t.verdict.replace('**', '').replace('missed', '').strip(': ')})" for t in missed
+            )
+            + ".",
+        ]
         notes = [(t, LIMITS[t.key]) for t in missed if t.key in LIMITS]
         if notes:
             lines += ["", "What limits them (profiled with py-spy under this benchmark):", ""]
@@ -324,10 +397,12 @@ def _cpu_line(meta: dict[str, Any]) -> str:
     cpu = meta.get("cpu")
     if not cpu:
         return ""
-    line = (f"- CPU during the run (100% = both cores): {cpu['busy_percent']:.0f}% busy; "
-            f"the benchmark's processes {cpu['benchmark_percent']:.0f}%, "
-            f"RabbitMQ {cpu['rabbitmq_percent']:.0f}%, "
-            f"other processes {cpu['others_percent']:.0f}%")
+    line = (
+        f"- CPU during the run (100% = both cores): {cpu['busy_percent']:.0f}% busy; "
+        f"the benchmark's processes {cpu['benchmark_percent']:.0f}%, "
+        f"RabbitMQ {cpu['rabbitmq_percent']:.0f}%, "
+        f"other processes {cpu['others_percent']:.0f}%"
+    )
     if cpu["others_percent"] > 5:
         line += " — **the machine was not quiet; the figures carry that noise**"
     load = meta.get("load_average_at_start")
@@ -368,14 +443,17 @@ def _relay_section(results: dict[str, Any]) -> list[str]:
                 cell += " †"
             if _errors(runs):
                 cell += f" [{_errors(runs)} failed]"
-            row += (f" {cell} | {_num(_ratio(a, value), 2)} "
-                    f"| {_num(_med(runs, 'cpu_us_per_msg'), 0, ' µs')} |")
+            row += f" {cell} | {_num(_ratio(a, value), 2)} | {_num(_med(runs, 'cpu_us_per_msg'), 0, ' µs')} |"
         lines.append(row)
-    lines += ["", "×(a): how many times (a) is faster than the row. CPU/msg: CPU time (user + "
-              "system) of the contender's own process per message while it drained, which depends "
-              "far less than msg/s on what else the machine was doing (RabbitMQ's and the "
-              "endpoint's share is not in it). † a run was stopped at the time limit and counted "
-              "as it stood.", ""]
+    lines += [
+        "",
+        "×(a): how many times (a) is faster than the row. CPU/msg: CPU time (user + "
+        "system) of the contender's own process per message while it drained, which depends "
+        "far less than msg/s on what else the machine was doing (RabbitMQ's and the "
+        "endpoint's share is not in it). † a run was stopped at the time limit and counted "
+        "as it stood.",
+        "",
+    ]
     return lines
 
 
@@ -428,8 +506,12 @@ def _publish_section(results: dict[str, Any]) -> list[str]:
     ]
     single = plan.get("publish_clients")
     batch_clients = plan.get("batch_clients")
-    clients = {"api_single": single, "mgmt_single": single, "api_batch": batch_clients,
-               "amqp_batch": batch_clients}
+    clients = {
+        "api_single": single,
+        "mgmt_single": single,
+        "api_batch": batch_clients,
+        "amqp_batch": batch_clients,
+    }
     for kind, name in PUBLISH_NAMES.items():
         runs = publish.get(kind)
         if kind in ("api_batch", "amqp_batch"):
@@ -553,8 +635,13 @@ def chart(results: dict[str, Any], path: Path) -> None:
     if results.get("meta", {}).get("quick"):
         title += " — QUICK MODE, not the benchmark"
     fig.suptitle(f"{title}: medians, {results.get('meta', {}).get('date', '')}")
-    colors = {"workerrmq": "#d62728", "plain": "#1f77b4", "seed": "#7f7f7f",
-              "broker_only": "#2ca02c", "http_only": "#9467bd"}
+    colors = {
+        "workerrmq": "#d62728",
+        "plain": "#1f77b4",
+        "seed": "#7f7f7f",
+        "broker_only": "#2ca02c",
+        "http_only": "#9467bd",
+    }
 
     for ax, size in zip(axes[0][:2], ("200", "16384"), strict=True):
         values = s.get("relay", {}).get(size, {})
@@ -572,15 +659,15 @@ def chart(results: dict[str, Any], path: Path) -> None:
     width = 0.25
     for i, stat in enumerate(("p50_ms", "p99_ms", "max_ms")):
         heights = [lat[k].get(stat) or 0 for k in keys]
-        bars = ax.bar([j + (i - 1) * width for j in range(len(keys))], heights, width,
-                      label=stat.replace("_ms", ""))
+        bars = ax.bar(
+            [j + (i - 1) * width for j in range(len(keys))], heights, width, label=stat.replace("_ms", "")
+        )
         _label_bars(ax, bars, heights, "{:.1f}")
     ax.set_xticks(range(len(keys)), [SHORT_NAMES[k] for k in keys])
     ax.axhline(3, color="green", linestyle=":", linewidth=1, label="p50 target 3 ms")
     ax.axhline(15, color="orange", linestyle=":", linewidth=1, label="p99 target 15 ms")
     ax.set_yscale("log")
-    tallest = max([lat[k].get(stat) or 0 for k in keys for stat in ("p50_ms", "p99_ms", "max_ms")]
-                  + [15])
+    tallest = max([lat[k].get(stat) or 0 for k in keys for stat in ("p50_ms", "p99_ms", "max_ms")] + [15])
     ax.set_ylim(top=tallest * 30)  # room for the legend above the bars
     ax.set_ylabel("ms (log)")
     ax.set_title("Publish-to-endpoint latency at 1,000 msg/s")
@@ -590,8 +677,11 @@ def chart(results: dict[str, Any], path: Path) -> None:
     pub = s.get("publish", {})
     keys = list(PUBLISH_NAMES)
     heights = [pub.get(k) or 0 for k in keys]
-    bars = ax.bar(["API single", "mgmt API single", "API batch", "AMQP batch\n(ceiling)"], heights,
-                  color=["#d62728", "#7f7f7f", "#ff9896", "#c7c7c7"])
+    bars = ax.bar(
+        ["API single", "mgmt API single", "API batch", "AMQP batch\n(ceiling)"],
+        heights,
+        color=["#d62728", "#7f7f7f", "#ff9896", "#c7c7c7"],
+    )
     _label_bars(ax, bars, heights, "{:,.0f}")
     ax.axhline(20_000, color="orange", linestyle=":", linewidth=1, label="batch target 20,000/s")
     ax.set_yscale("log")
@@ -603,12 +693,16 @@ def chart(results: dict[str, Any], path: Path) -> None:
     iso = s.get("isolation", {})
     keys = list(ISOLATION_NAMES)
     heights = [iso.get(k) or 0 for k in keys]
-    bars = ax.bar(["alone", "+ failing\n(breaker on)", "+ failing\n(breaker off)"], heights,
-                  color=["#d62728", "#ff9896", "#ffbb78"])
+    bars = ax.bar(
+        ["alone", "+ failing\n(breaker on)", "+ failing\n(breaker off)"],
+        heights,
+        color=["#d62728", "#ff9896", "#ffbb78"],
+    )
     _label_bars(ax, bars, heights, "{:,.0f}")
     if iso.get("alone"):
-        ax.axhline(iso["alone"] * 0.9, color="orange", linestyle=":", linewidth=1,
-                   label="90% of alone (target)")
+        ax.axhline(
+            iso["alone"] * 0.9, color="orange", linestyle=":", linewidth=1, label="90% of alone (target)"
+        )
         ax.legend(fontsize=8)
     ax.set_ylabel("healthy consumer, messages/s")
     ax.set_title("Isolation")
@@ -618,13 +712,19 @@ def chart(results: dict[str, Any], path: Path) -> None:
     k = (results.get("scale") or {}).get("consumers", 0)
     seconds, rss = scale.get("consuming_seconds"), scale.get("rss_mb")
     heights = [(seconds or 0) / 10 * 100, (rss or 0) / 200 * 100]
-    bars = ax.bar([f"until all consuming\n({_num(seconds, 2, ' s')})",
-                   f"worker RSS\n({_num(rss, 0, ' MB')})"], heights, color=["#d62728", "#ff9896"])
+    bars = ax.bar(
+        [f"until all consuming\n({_num(seconds, 2, ' s')})", f"worker RSS\n({_num(rss, 0, ' MB')})"],
+        heights,
+        color=["#d62728", "#ff9896"],
+    )
     _label_bars(ax, bars, heights, "{:.0f}%")
     ax.axhline(100, color="orange", linestyle=":", linewidth=1, label="target (10 s, 200 MB)")
     ax.set_ylabel("% of the target's limit")
-    ax.set_title(f"Scale: {k:,} consumers, one `workerrmq worker`\nidle CPU "
-                 f"{_num(scale.get('idle_cpu_percent'), 1, '%')} of a core", fontsize=11)
+    ax.set_title(
+        f"Scale: {k:,} consumers, one `workerrmq worker`\nidle CPU "
+        f"{_num(scale.get('idle_cpu_percent'), 1, '%')} of a core",
+        fontsize=11,
+    )
     ax.legend(fontsize=8)
 
     fig.tight_layout(rect=(0, 0, 1, 0.96))
@@ -635,8 +735,13 @@ def chart(results: dict[str, Any], path: Path) -> None:
 def _label_bars(ax: Any, bars: Any, values: Sequence[float], fmt: str) -> None:
     for bar, value in zip(bars, values, strict=True):
         if value:
-            ax.annotate(fmt.format(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center", va="bottom", fontsize=8)
+            ax.annotate(
+                fmt.format(value),
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
 
 
 def write(results: dict[str, Any], out: Path) -> list[Path]:

@@ -60,45 +60,85 @@ DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_MANAGEMENT = "http://guest:guest@127.0.0.1:15672"
 #: Variables of WorkerRMQ that bench.run sets itself for the processes it starts.
 _OWN_VARIABLES = (
-    "RABBITMQ_URL", "RABBITMQ_MANAGEMENT_URL", "DATABASE_URL", "SECRET_KEY", "DEFAULT_TARGET_URL",
-    "EPINTOWER_API_PROCESS_ORDER", "WORKERRMQ_API_KEY", "BIND", "LOG_LEVEL", "LOG_FORMAT",
-    "MAX_BATCH", "MAX_REQUEST_BYTES", "API_WORKERS", "API_THREADS", "BLOCK_PRIVATE_TARGETS",
-    "WORKER_BIND", "PYTHONPATH",
+    "RABBITMQ_URL",
+    "RABBITMQ_MANAGEMENT_URL",
+    "DATABASE_URL",
+    "SECRET_KEY",
+    "DEFAULT_TARGET_URL",
+    "EPINTOWER_API_PROCESS_ORDER",
+    "WORKERRMQ_API_KEY",
+    "BIND",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "MAX_BATCH",
+    "MAX_REQUEST_BYTES",
+    "API_WORKERS",
+    "API_THREADS",
+    "BLOCK_PRIVATE_TARGETS",
+    "WORKER_BIND",
+    "PYTHONPATH",
 )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.run", description=__doc__.split("\n\n")[0],
+        prog="python -m bench.run",
+        description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--quick", action="store_true",
-                        help="a tiny version: 500 messages, 1 run, 20 consumers, short phases")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs",
-                        help="where PERFORMANCE.md, performance.png and performance.json go")
+    parser.add_argument(
+        "--quick", action="store_true", help="a tiny version: 500 messages, 1 run, 20 consumers, short phases"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "docs",
+        help="where PERFORMANCE.md, performance.png and performance.json go",
+    )
     parser.add_argument("--runs", type=int, help="runs per case (default 3, 1 with --quick)")
-    parser.add_argument("--cases", default=",".join(CASES),
-                        help=f"comma-separated subset of: {', '.join(CASES)}")
-    parser.add_argument("--contenders", default=",".join(RELAY_CONTENDERS),
-                        help="relay contenders to run (comma-separated subset of: "
-                             f"{', '.join(RELAY_CONTENDERS)})")
-    parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
-                        help="first wait up to SECONDS for the machine to be idle (other "
-                             "processes use under 15%% of the CPU for 5 s in a row)")
-    parser.add_argument("--sizes", help="message sizes of the relay case, bytes, comma-separated "
-                                         "(default 200,16384)")
+    parser.add_argument(
+        "--cases", default=",".join(CASES), help=f"comma-separated subset of: {', '.join(CASES)}"
+    )
+    parser.add_argument(
+        "--contenders",
+        default=",".join(RELAY_CONTENDERS),
+        help=f"relay contenders to run (comma-separated subset of: {', '.join(RELAY_CONTENDERS)})",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for the machine to be idle (other "
+        "processes use under 15%% of the CPU for 5 s in a row)",
+    )
+    parser.add_argument(
+        "--sizes", help="message sizes of the relay case, bytes, comma-separated (default 200,16384)"
+    )
     parser.add_argument("--messages", type=int, help="messages per throughput run (default 20,000)")
-    parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="run 'workerrmq api' and 'workerrmq worker' under py-spy; collapsed "
-                             "stacks go to DIR (summarise: python -m bench.hotspots DIR/*.txt)")
-    parser.add_argument("--source", type=Path, metavar="DIR",
-                        help="run WorkerRMQ from this checkout (put on PYTHONPATH) instead of "
-                             "the installed one, e.g. a 'git worktree' of another commit")
-    parser.add_argument("--worker-processes", type=int, metavar="N",
-                        help="run 'workerrmq worker --processes N' (default: its own default, "
-                             "one engine process per core)")
-    parser.add_argument("--keep-logs", action="store_true",
-                        help="keep the temporary directory with every process's log")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="run 'workerrmq api' and 'workerrmq worker' under py-spy; collapsed "
+        "stacks go to DIR (summarise: python -m bench.hotspots DIR/*.txt)",
+    )
+    parser.add_argument(
+        "--source",
+        type=Path,
+        metavar="DIR",
+        help="run WorkerRMQ from this checkout (put on PYTHONPATH) instead of "
+        "the installed one, e.g. a 'git worktree' of another commit",
+    )
+    parser.add_argument(
+        "--worker-processes",
+        type=int,
+        metavar="N",
+        help="run 'workerrmq worker --processes N' (default: its own default, one engine process per core)",
+    )
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="keep the temporary directory with every process's log"
+    )
     args = parser.parse_args(argv)
     unknown = set(args.cases.split(",")) - set(CASES)
     if unknown:
@@ -122,8 +162,17 @@ def _workerrmq_argv(*args: str, worker_processes: int | None = None) -> list[str
 
 def _versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for package in ("workerrmq", "aio-pika", "aiohttp", "uvloop", "pika", "requests", "gunicorn",
-                    "flask", "orjson"):
+    for package in (
+        "workerrmq",
+        "aio-pika",
+        "aiohttp",
+        "uvloop",
+        "pika",
+        "requests",
+        "gunicorn",
+        "flask",
+        "orjson",
+    ):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
     return versions
@@ -144,12 +193,15 @@ def _git(source: Path | None = None) -> dict[str, Any]:
     root = source or ROOT
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
 
     try:
-        return {"commit": git("rev-parse", "--short", "HEAD"),
-                "changed_files": len(git("status", "--porcelain", "--", "workerrmq").splitlines())}
+        return {
+            "commit": git("rev-parse", "--short", "HEAD"),
+            "changed_files": len(git("status", "--porcelain", "--", "workerrmq").splitlines()),
+        }
     except (OSError, subprocess.SubprocessError):
         return {}
 
@@ -169,14 +221,12 @@ async def _broker_overview(http: aiohttp.ClientSession, management_url: str) -> 
     try:
         async with http.get(f"{base}/api/overview", headers=auth) as response:
             data = await response.json()
-        return {"rabbitmq": data.get("rabbitmq_version", "?"),
-                "erlang": data.get("erlang_version", "?")}
+        return {"rabbitmq": data.get("rabbitmq_version", "?"), "erlang": data.get("erlang_version", "?")}
     except (aiohttp.ClientError, ValueError):
         return {}
 
 
-async def run(args: argparse.Namespace, progress: Progress, cleanup: Cleanup,
-              tmp: Path) -> dict[str, Any]:
+async def run(args: argparse.Namespace, progress: Progress, cleanup: Cleanup, tmp: Path) -> dict[str, Any]:
     plan = Plan.quick_plan() if args.quick else Plan.full()
     if args.runs:
         plan = dataclasses.replace(plan, runs=args.runs)
@@ -189,16 +239,18 @@ async def run(args: argparse.Namespace, progress: Progress, cleanup: Cleanup,
     api_key = f"wrmq_bench_{uuid.uuid4().hex}"
     api_port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in _OWN_VARIABLES}
-    env.update({
-        "RABBITMQ_URL": amqp_url,
-        "RABBITMQ_MANAGEMENT_URL": management_url,
-        "DATABASE_URL": f"sqlite:///{tmp}/workerrmq.sqlite3",
-        "WORKERRMQ_API_KEY": api_key,
-        "BIND": f"127.0.0.1:{api_port}",
-        "SECRET_KEY": uuid.uuid4().hex,
-        # The endpoint is on loopback; the guard against private targets must let it through.
-        "BLOCK_PRIVATE_TARGETS": "false",
-    })
+    env.update(
+        {
+            "RABBITMQ_URL": amqp_url,
+            "RABBITMQ_MANAGEMENT_URL": management_url,
+            "DATABASE_URL": f"sqlite:///{tmp}/workerrmq.sqlite3",
+            "WORKERRMQ_API_KEY": api_key,
+            "BIND": f"127.0.0.1:{api_port}",
+            "SECRET_KEY": uuid.uuid4().hex,
+            # The endpoint is on loopback; the guard against private targets must let it through.
+            "BLOCK_PRIVATE_TARGETS": "false",
+        }
+    )
     if args.source:
         env["PYTHONPATH"] = str(args.source.resolve())
     broker = Broker(amqp_url, cleanup, prefix)
@@ -210,8 +262,14 @@ async def run(args: argparse.Namespace, progress: Progress, cleanup: Cleanup,
 
 
 async def _run_cases(
-    args: argparse.Namespace, plan: Plan, progress: Progress, cleanup: Cleanup, tmp: Path,
-    broker: Broker, env: dict[str, str], prefix: str,
+    args: argparse.Namespace,
+    plan: Plan,
+    progress: Progress,
+    cleanup: Cleanup,
+    tmp: Path,
+    broker: Broker,
+    env: dict[str, str],
+    prefix: str,
 ) -> dict[str, Any]:
     amqp_url, management_url = args.amqp_url, args.management_url
     api_key = env["WORKERRMQ_API_KEY"]
@@ -223,21 +281,32 @@ async def _run_cases(
         api_base = f"http://127.0.0.1:{api_port}"
         api = ApiClient(api_base, api_key, http)
         ctx = Context(
-            plan=plan, progress=progress, cleanup=cleanup, broker=broker, endpoint=endpoint,
-            api=api, http=http, tmp=tmp, amqp_url=amqp_url, management_url=management_url,
-            api_key=api_key, api_base=api_base,
-            workerrmq_argv=functools.partial(_workerrmq_argv,
-                                             worker_processes=args.worker_processes),
+            plan=plan,
+            progress=progress,
+            cleanup=cleanup,
+            broker=broker,
+            endpoint=endpoint,
+            api=api,
+            http=http,
+            tmp=tmp,
+            amqp_url=amqp_url,
+            management_url=management_url,
+            api_key=api_key,
+            api_base=api_base,
+            workerrmq_argv=functools.partial(_workerrmq_argv, worker_processes=args.worker_processes),
             workerrmq_env=env,
         )
         ctx.contenders = tuple(c for c in RELAY_CONTENDERS if c in args.contenders.split(","))
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
             ctx.profile_dir = args.profile
-        progress.say(f"starting the endpoint (port {endpoint_port}) and 'workerrmq api' "
-                     f"(port {api_port}); queues are named {prefix}-*")
-        ep = ctx.spawn("endpoint", [sys.executable, "-m", "bench.endpoint", "--port",
-                                    str(endpoint_port)], cwd=ROOT)
+        progress.say(
+            f"starting the endpoint (port {endpoint_port}) and 'workerrmq api' "
+            f"(port {api_port}); queues are named {prefix}-*"
+        )
+        ep = ctx.spawn(
+            "endpoint", [sys.executable, "-m", "bench.endpoint", "--port", str(endpoint_port)], cwd=ROOT
+        )
         api_proc = ctx.spawn("api", _workerrmq_argv("api"), env=env, cwd=tmp, profile=True)
 
         async def endpoint_up() -> bool:
@@ -262,9 +331,7 @@ async def _run_cases(
                 "plan": dataclasses.asdict(plan),
                 "cpus": os.cpu_count(),
                 "cpu_model": _cpu_model(),
-                "memory_gib": round(
-                    os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-                ),
+                "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
                 "host": socket.gethostname(),
                 "versions": {**_versions(), **await _broker_overview(http, management_url)},
                 "command": "python -m bench.run " + " ".join(sys.argv[1:]),
@@ -297,8 +364,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         socket.create_connection((parts.hostname, parts.port or 5672), timeout=3).close()
     except OSError as exc:
-        print(f"bench: RabbitMQ is not reachable at {parts.hostname}:{parts.port or 5672} ({exc})",
-              file=sys.stderr)
+        print(
+            f"bench: RabbitMQ is not reachable at {parts.hostname}:{parts.port or 5672} ({exc})",
+            file=sys.stderr,
+        )
         return 2
     progress = Progress()
     if args.wait_quiet:
@@ -306,8 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     busy = _cpu_busy()
     if busy > 25:
-        progress.say(f"warning: the machine is busy ({busy:.0f}% CPU before the start); "
-                     "the figures will be noisy (--wait-quiet waits for a quiet machine)")
+        progress.say(
+            f"warning: the machine is busy ({busy:.0f}% CPU before the start); "
+            "the figures will be noisy (--wait-quiet waits for a quiet machine)"
+        )
     account = CpuAccount()
     cleanup = Cleanup(args.amqp_url)
     tmp = Path(tempfile.mkdtemp(prefix="workerrmq-bench-"))
@@ -342,8 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-async def _stoppable(work: Coroutine[Any, Any, dict[str, Any]], progress: Progress
-                     ) -> dict[str, Any]:
+async def _stoppable(work: Coroutine[Any, Any, dict[str, Any]], progress: Progress) -> dict[str, Any]:
     """Run *work*; Ctrl-C or SIGTERM cancels it, so every ``finally`` of the cases runs.
 
     The handlers are the loop's own, so they work even where SIGINT was ignored on start
@@ -399,8 +469,7 @@ def _cleanup_patiently(cleanup: Cleanup, progress: Progress) -> None:
         presses += 1
         if presses > 1:
             raise KeyboardInterrupt
-        progress.say("still cleaning up (stopping processes, deleting queues); "
-                     "Ctrl-C again to abandon")
+        progress.say("still cleaning up (stopping processes, deleting queues); Ctrl-C again to abandon")
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     previous_term = signal.signal(signal.SIGTERM, on_sigint)
@@ -410,8 +479,9 @@ def _cleanup_patiently(cleanup: Cleanup, progress: Progress) -> None:
         signal.signal(signal.SIGINT, previous)
         signal.signal(signal.SIGTERM, previous_term)
     if cleanup.queues:
-        progress.say(f"could not delete {len(cleanup.queues)} queues: "
-                     + ", ".join(sorted(cleanup.queues)[:10]))
+        progress.say(
+            f"could not delete {len(cleanup.queues)} queues: " + ", ".join(sorted(cleanup.queues)[:10])
+        )
 
 
 if __name__ == "__main__":

@@ -24,13 +24,16 @@ def _rates(runs: list[dict]) -> list[float]:
 
 
 @pytest.mark.timeout(300)
-def test_quick_benchmark_reports_every_case(
-    tmp_path: Path, broker: str, mgmt: ManagementClient
-) -> None:
+def test_quick_benchmark_reports_every_case(tmp_path: Path, broker: str, mgmt: ManagementClient) -> None:
     env = {**os.environ, "RABBITMQ_URL": broker, "RABBITMQ_MANAGEMENT_URL": MANAGEMENT_URL}
     done = subprocess.run(
         [sys.executable, "-m", "bench.run", "--quick", "--out", str(tmp_path)],
-        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=280,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=280,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
