@@ -166,7 +166,7 @@ def test_public_routes_need_no_key(client, path):
 def test_healthz_and_readyz_answer_without_key(client):
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz").json
-    assert ready == {"status": "ready",
+    assert ready == {"status": "ready", "warnings": [],
                      "checks": {"broker": "ok", "management": "ok", "database": "ok"}}
 
 

@@ -439,7 +439,8 @@ def test_seed_create_list_delete_consumer(default_client, queue_name):
     make_queue(client, admin, name)
     created = client.post("/createConsumer", json={"queueName": name}, headers=admin)
     assert created.status_code == 200, created.json
-    assert created.json == {"message": "Consumer has been created successfully."}
+    # With a "warning" too: no worker runs in this test (tests/test_no_worker.py).
+    assert created.json["message"] == "Consumer has been created successfully."
 
     listed = client.get("/getConsumers", headers=admin)
     assert listed.status_code == 200

@@ -335,3 +335,32 @@ def test_dashboard_shows_api_errors_and_escapes_text(
     expect(_consumer_row(page, evil)).to_have_count(1)
     _consumer_row(page, evil).get_by_role("button", name=f"Pause {evil}").click()
     expect(alert).to_contain_text("failed: this needs a key with scope 'admin'")
+
+
+def test_dashboard_warns_while_no_worker_runs_its_consumers(
+    browser_page, app, client, admin, queue_name,
+) -> None:
+    """Consumers set to run and no worker alive: nothing is delivered, and the page says so
+    in a banner (from /readyz) until a worker heartbeats."""
+    from playwright.sync_api import expect
+
+    from workerrmq.store.workers import WorkerIdentity
+
+    page = browser_page
+    queue = queue_name("dash")
+    created = client.post("/api/v1/consumers", headers=admin, json={
+        "queue": queue, "target_url": "http://127.0.0.1:9/hook", "create_queue": True})
+    assert created.status_code == 201, created.json
+
+    _sign_in(page, _token(admin))
+    banner = page.get_by_role("region", name="Service warning")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("no worker is alive: 1 running consumer delivers nothing")
+    expect(banner).to_contain_text("workerrmq worker")
+
+    # A worker registers (as a worker process does): the banner goes at the next refresh.
+    app.extensions["workerrmq"].workers.register(
+        WorkerIdentity("dash-worker", "test-host", os.getpid(), "test"))
+    expect(banner).to_be_hidden(timeout=10_000)
+    expect(page.get_by_role("table", name="Workers", exact=True)
+           .locator('[data-col="state"]')).to_have_text("alive")

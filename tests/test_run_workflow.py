@@ -43,6 +43,9 @@ def test_seed_workflow_with_run(tmp_path, endpoint, queue_name, amqp):
         wait_for(lambda: http_up(f"{base}/readyz"), timeout=60, what="the API of 'workerrmq run'")
         children = _children(run.pid)
         assert len(children) == 2, "run supervises the API and a worker"
+        wait_for(lambda: any(w["state"] == "alive" for w in requests.get(
+            f"{base}/api/v1/workers", headers=headers, timeout=10).json()),
+            timeout=60, what="the worker to register (else the answers below carry a warning)")
         queue = queue_name("run")
 
         def post(path: str, body: dict) -> dict:

@@ -20,6 +20,7 @@ from workerrmq.api import (
     keys,
     managed,
     messages,
+    no_worker,
     queues,
     schemas,
     seed,
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["workerrmq"] = services
 
     app.before_request(_start_timer)
+    no_worker.init_app(app)
     init_auth(app, failure_limit=settings.auth_failure_limit)
     api = _Api(app)
     for module in (queues, exchanges, messages, consumers, workers, connections, keys, managed,

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Response
 
 from workerrmq.api import consumer_schemas as schemas
+from workerrmq.api import no_worker
 from workerrmq.api.blueprint import Blueprint
 from workerrmq.api.schemas import Error
 from workerrmq.api.services import services
@@ -24,15 +25,15 @@ def list_consumers(args: dict[str, Any]) -> dict[str, Any]:
 
 @blp.route("", methods=["POST"])
 @blp.arguments(schemas.ConsumerCreate)
-@blp.response(201, schemas.Consumer)
+@blp.response(201, no_worker.ConsumerCreated)
 @blp.alt_response(404, schema=Error, description="the queue does not exist")
 @blp.alt_response(409, schema=Error, description="a consumer of that name exists")
 def create_consumer(body: dict[str, Any]) -> dict[str, Any]:
     """Create a consumer: every message of `queue` goes to `target_url`.
 
-    Running workers start it within a second.
+    Running workers start it within a second; while none is alive, `warning` says so.
     """
-    return services().consumers.create(body)
+    return no_worker.with_warning(services().consumers.create(body))
 
 
 @blp.route("/<ref>", methods=["GET"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from workerrmq.api import consumer_schemas, schemas
+from workerrmq.api import consumer_schemas, no_worker, schemas
 from workerrmq.api.auth import requires
 from workerrmq.api.blueprint import Blueprint
 from workerrmq.api.responses import ResponseError, ResponseMessages
@@ -67,15 +67,16 @@ def get_connections() -> list[dict[str, Any]]:
 
 @blp.route("/createConsumer", methods=["POST"])
 @blp.arguments(consumer_schemas.SeedConsumerCreate)
-@blp.response(200, schemas.SeedMessage)
+@blp.response(200, no_worker.SeedConsumerCreated)
 def create_consumer(body: dict[str, Any]) -> dict[str, str]:
     """Create a consumer on `queueName` sending to DEFAULT_TARGET_URL (or `target_url`).
 
-    Accepts every field of `POST /api/v1/consumers` besides.
+    Accepts every field of `POST /api/v1/consumers` besides. While no worker is alive,
+    `warning` says so.
     """
     values = {**body, "queue": body.pop("queueName")}
     services().consumers.create(values)
-    return {"message": ResponseMessages.CONSUMER_CREATED}
+    return no_worker.with_warning({"message": ResponseMessages.CONSUMER_CREATED})
 
 
 @blp.route("/deleteConsumer", methods=["POST"])

@@ -6,11 +6,11 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from workerrmq.store.consumers import STATS_FRESH_FOR
 from workerrmq.store.db import Database
-from workerrmq.store.models import ConsumerStats, WorkerRecord, as_utc, utcnow
+from workerrmq.store.models import ConsumerDef, ConsumerStats, WorkerRecord, as_utc, utcnow
 
 __all__ = ["WorkerIdentity", "WorkerRegistry", "LOST_AFTER"]
 
@@ -60,6 +60,19 @@ class WorkerRegistry:
         with self.db.session() as session:
             rows = session.scalars(select(WorkerRecord).where(WorkerRecord.stopped_at.is_(None)))
             return sorted(r.id for r in rows if as_utc(r.last_heartbeat) >= since)
+
+    def running_without_worker(self) -> int:
+        """How many consumers are set to run while no worker is alive to run them.
+
+        The number of running (not paused) consumers when no worker heartbeat is
+        recent (see :data:`LOST_AFTER`), else 0: nothing is delivered until a worker
+        (``workerrmq worker`` or ``workerrmq run``) starts.
+        """
+        if self.alive():
+            return 0
+        with self.db.session() as session:
+            running = select(func.count()).select_from(ConsumerDef)
+            return int(session.scalar(running.where(ConsumerDef.state == "running")) or 0)
 
     def list(self, *, include_stopped: bool = False) -> list[dict[str, Any]]:
         """Every worker with its state (alive, lost, stopped) and the consumers it runs."""

@@ -269,7 +269,7 @@
     refreshing = true;
     clearTimeout(timer);
     try {
-      await refreshAll();
+      await Promise.all([refreshAll(), refreshWarning()]);
     } finally {
       refreshing = false;
       if (refreshAgain && apiKey) {
@@ -318,6 +318,22 @@
 
     const anyFailed = results.some((r) => r.status === "rejected" && !(r === workers && r.reason.status === 404));
     setText($("last-updated"), (anyFailed ? "Partly updated " : "Updated ") + new Date().toLocaleTimeString());
+  }
+
+  /** /readyz's warnings (such as "no worker is alive") in the banner above the sections. */
+  async function refreshWarning() {
+    let warnings = [];
+    try {
+      // Public, and answered with JSON also while unready (503).
+      const response = await fetch("/readyz", { cache: "no-store", credentials: "omit" });
+      const data = await response.json();
+      if (data && Array.isArray(data.warnings)) warnings = data.warnings.map(String);
+    } catch (_err) {
+      /* unreachable or an older API: the sections say what failed */
+    }
+    const banner = $("service-warning");
+    setText(banner, warnings.length ? "Warning: " + warnings.join(" ") : "");
+    banner.hidden = warnings.length === 0;
   }
 
   function sectionError(section, result) {
