@@ -18,7 +18,6 @@ from typing import Any
 import aiohttp
 import aiormq
 import orjson
-import psutil
 
 from bench.common import (
     ApiClient,
@@ -37,7 +36,25 @@ from bench.common import (
 
 #: A Standard Webhooks secret: signing is on for every WorkerRMQ consumer of the benchmark.
 SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-RELAY_CONTENDERS = ("workerrmq", "plain", "seed", "broker_only", "http_only")
+#: (a) as tuned for the benchmark (concurrency = the plain relay's prefetch), (a1) the same with
+#: one engine process (``--processes 1``), (a0) a consumer made by the seed's ``/createConsumer``
+#: with no options, then the plain relay, the seed's design and the two halves of the floor.
+RELAY_CONTENDERS = (
+    "workerrmq",
+    "workerrmq_1p",
+    "workerrmq_defaults",
+    "plain",
+    "seed",
+    "broker_only",
+    "http_only",
+)
+#: The contenders that are a WorkerRMQ worker, with the ``--processes`` each runs (None: the
+#: run's choice).
+WORKER_CONTENDERS: dict[str, int | None] = {
+    "workerrmq": None,
+    "workerrmq_1p": 1,
+    "workerrmq_defaults": None,
+}
 LATENCY_CONTENDERS = ("workerrmq", "plain")
 
 
@@ -77,6 +94,10 @@ class Context:
         self.workerrmq_argv = workerrmq_argv
         self.workerrmq_env = workerrmq_env
         self.worker: Proc | None = None
+        self._worker_processes: int | None = None  # what ``ensure_worker`` started it with
+        self.scale_counts: tuple[int, ...] = plan.scale_counts
+        self.label = ""  # which side of a --compare run this is ("" otherwise)
+        self.source: Path | None = None  # the checkout its WorkerRMQ runs from (None: installed)
         self.contenders: tuple[str, ...] = RELAY_CONTENDERS
         self.profile_dir: Path | None = None  # run WorkerRMQ's processes under py-spy into it
         self._spawned = 0
@@ -121,11 +142,15 @@ class Context:
             module, argv, cwd=Path(__file__).resolve().parent.parent, profile=module == "plain_relay"
         )
 
-    async def start_worker(self, name: str = "worker") -> Proc:
-        """``workerrmq worker`` as users run it; returns once it says it is connected."""
-        proc = self.spawn(
-            name, self.workerrmq_argv("worker"), env=self.worker_env(), cwd=self.tmp, profile=True
+    async def start_worker(self, name: str = "worker", processes: int | None = None) -> Proc:
+        """``workerrmq worker`` as users run it (``--processes`` if given; else the run's
+        choice); returns once it says it is connected."""
+        argv = (
+            self.workerrmq_argv("worker", worker_processes=processes)
+            if processes
+            else self.workerrmq_argv("worker")
         )
+        proc = self.spawn(name, argv, env=self.worker_env(), cwd=self.tmp, profile=True)
         deadline = time.monotonic() + 60
         while " connected" not in proc.tail(50):
             if not proc.alive():
@@ -139,9 +164,14 @@ class Context:
         """The workers' environment: each serves its /metrics (and health) on a port of its own."""
         return {**self.workerrmq_env, "WORKER_BIND": f"127.0.0.1:{free_port()}"}
 
-    async def ensure_worker(self) -> Proc:
+    async def ensure_worker(self, processes: int | None = None) -> Proc:
+        """The running worker, (re)started when it is gone or runs another number of engine
+        processes than *processes* (None: the run's choice)."""
+        if self.worker is not None and self._worker_processes != processes:
+            self.stop_worker()
         if self.worker is None or not self.worker.alive():
-            self.worker = await self.start_worker()
+            self.worker = await self.start_worker(processes=processes)
+            self._worker_processes = processes
         return self.worker
 
     def stop_worker(self) -> None:
@@ -234,7 +264,7 @@ def _fmt_rate(result: dict[str, Any] | None) -> str:
     return text
 
 
-async def _guarded(ctx: Context, label: str, step: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+async def guarded(ctx: Context, label: str, step: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
     """Run one measurement; a failure is recorded and reported, and the benchmark goes on."""
     try:
         result = await step()
@@ -270,13 +300,8 @@ async def relay_once(ctx: Context, contender: str, size: int, label: str) -> dic
     queue = await broker.declare(broker.name(f"relay-{contender}"))
     try:
         await broker.prefill(queue, n, size, tick=ctx.progress.tick)
-        if contender == "workerrmq":
-            await ctx.ensure_worker()
-            consumer_id = await ctx.consumer(queue, target)
-            try:
-                return await ctx.watch(bucket, n, label, proc=ctx.worker)
-            finally:
-                await ctx.drop_consumer(consumer_id, queue)
+        if contender in WORKER_CONTENDERS:
+            return await _worker_relay(ctx, contender, queue, target, bucket, n, label)
         if contender == "broker_only":
             return await _broker_only(ctx, queue, n, label)
         module = {"plain": "plain_relay", "seed": "seed_relay"}[contender]
@@ -291,6 +316,27 @@ async def relay_once(ctx: Context, contender: str, size: int, label: str) -> dic
             ctx.cleanup.stop(proc)
     finally:
         await broker.delete(queue)
+
+
+async def _worker_relay(
+    ctx: Context, contender: str, queue: str, target: str, bucket: str, n: int, label: str
+) -> dict[str, Any]:
+    """Drain *queue* through a WorkerRMQ worker; the consumer is dropped afterwards."""
+    worker = await ctx.ensure_worker(processes=WORKER_CONTENDERS[contender])
+    if contender == "workerrmq_defaults":
+        # The seed's route with nothing but the queue (and where to send, which the seed
+        # takes from DEFAULT_TARGET_URL): every other field at its default.
+        await ctx.api.call("POST", "/createConsumer", {"queueName": queue, "target_url": target})
+        try:
+            return await ctx.watch(bucket, n, label, proc=worker)
+        finally:
+            await ctx.api.call("POST", "/deleteConsumer", {"queueName": queue})
+            await ctx.broker.wait_consumers([queue], 0, timeout=15)
+    consumer_id = await ctx.consumer(queue, target)
+    try:
+        return await ctx.watch(bucket, n, label, proc=worker)
+    finally:
+        await ctx.drop_consumer(consumer_id, queue)
 
 
 async def _broker_only(ctx: Context, queue: str, n: int, label: str) -> dict[str, Any]:
@@ -326,9 +372,7 @@ async def relay_case(ctx: Context) -> dict[str, Any]:
             for contender in order:
                 label = f"relay {_size(size)} · {contender} · run {run + 1}/{plan.runs}"
                 results[str(size)][contender].append(
-                    await _guarded(
-                        ctx, label, lambda c=contender, s=size, lb=label: relay_once(ctx, c, s, lb)
-                    )
+                    await guarded(ctx, label, lambda c=contender, s=size, lb=label: relay_once(ctx, c, s, lb))
                 )
     return results
 
@@ -417,7 +461,7 @@ async def latency_case(ctx: Context) -> dict[str, Any]:
         for contender in LATENCY_CONTENDERS if run % 2 == 0 else LATENCY_CONTENDERS[::-1]:
             label = f"latency · {contender} · run {run + 1}/{ctx.plan.runs}"
             results[contender].append(
-                await _guarded(ctx, label, lambda c=contender, lb=label: latency_once(ctx, c, lb))
+                await guarded(ctx, label, lambda c=contender, lb=label: latency_once(ctx, c, lb))
             )
     return results
 
@@ -475,90 +519,116 @@ async def hammer(
     }
 
 
-async def publish_case(ctx: Context) -> dict[str, Any]:
-    plan, broker = ctx.plan, ctx.broker
-    queue = await broker.declare(broker.name("publish"))
-    text = message_body(200).decode()
-    auth = {"Authorization": f"Bearer {ctx.api_key}", "Content-Type": "application/json"}
-    api_url = f"{ctx.api_base}/api/v1/queues/{queue}/messages"
-    single = orjson.dumps({"body": text})
-    batch = orjson.dumps({"messages": [{"body": text}] * plan.batch_size})
-    mgmt = ctx.management_url.rstrip("/")
-    user, password = _credentials(mgmt)
-    mgmt_url = _strip_credentials(mgmt) + "/api/exchanges/%2F/amq.default/publish"
-    mgmt_body = orjson.dumps(
-        {
-            "properties": {"delivery_mode": 2, "content_type": "text/plain"},
-            "routing_key": queue,
-            "payload": text,
-            "payload_encoding": "string",
-        }
-    )
-    mgmt_headers = {"Content-Type": "application/json", "Authorization": basic_auth(user, password)}
+class Publishers:
+    """The four ways of publishing the publish case compares, as ``hammer`` requests.
 
-    async def api_single(http: aiohttp.ClientSession) -> int:
-        async with http.post(api_url, data=single, headers=auth) as response:
+    ``api_single`` and ``api_batch`` go through *ctx*'s WorkerRMQ API; ``mgmt_single``
+    through RabbitMQ's management API; ``amqp_batch`` straight from aiormq (the ceiling of
+    any API over an AMQP client: no HTTP, no JSON). Use as ``async with``; the queue is
+    purged after each measurement and deleted at the end.
+    """
+
+    def __init__(self, ctx: Context, queue: str) -> None:
+        self.ctx = ctx
+        self.queue = queue
+        plan = ctx.plan
+        text = message_body(200).decode()
+        self._auth = {"Authorization": f"Bearer {ctx.api_key}", "Content-Type": "application/json"}
+        self._api_url = f"{ctx.api_base}/api/v1/queues/{queue}/messages"
+        self._single = orjson.dumps({"body": text})
+        self._batch = orjson.dumps({"messages": [{"body": text}] * plan.batch_size})
+        mgmt = ctx.management_url.rstrip("/")
+        user, password = _credentials(mgmt)
+        self._mgmt_url = _strip_credentials(mgmt) + "/api/exchanges/%2F/amq.default/publish"
+        self._mgmt_body = orjson.dumps(
+            {
+                "properties": {"delivery_mode": 2, "content_type": "text/plain"},
+                "routing_key": queue,
+                "payload": text,
+                "payload_encoding": "string",
+            }
+        )
+        self._mgmt_headers = {"Content-Type": "application/json", "Authorization": basic_auth(user, password)}
+        self._amqp_body = text.encode()
+        self._amqp: Any = None
+        self._channel: Any = None
+        self.kinds: dict[str, tuple[Callable[[aiohttp.ClientSession], Awaitable[int]], int]] = {
+            "api_single": (self.api_single, plan.publish_clients),
+            "mgmt_single": (self.mgmt_single, plan.publish_clients),
+            "api_batch": (self.api_batch, plan.batch_clients),
+            "amqp_batch": (self.amqp_batch, plan.batch_clients),
+        }
+
+    async def __aenter__(self) -> Publishers:
+        self._amqp = await aiormq.connect(self.ctx.amqp_url)
+        self._channel = await self._amqp.channel(publisher_confirms=True)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            await self._amqp.close()
+
+    async def api_single(self, http: aiohttp.ClientSession) -> int:
+        async with http.post(self._api_url, data=self._single, headers=self._auth) as response:
             await response.read()
             return 1 if response.status == 201 else 0
 
-    async def api_batch(http: aiohttp.ClientSession) -> int:
-        async with http.post(api_url, data=batch, headers=auth) as response:
+    async def api_batch(self, http: aiohttp.ClientSession) -> int:
+        async with http.post(self._api_url, data=self._batch, headers=self._auth) as response:
             data = await response.read()
             return int(orjson.loads(data)["published"]) if response.status == 200 else 0
 
-    # The ceiling of any API over an AMQP client: the batch published straight from this
-    # process with aiormq, publisher confirms awaited together (no HTTP, no JSON).
-    amqp = await aiormq.connect(ctx.amqp_url)
-    channel = await amqp.channel(publisher_confirms=True)
-    properties = aiormq.spec.Basic.Properties(delivery_mode=2, content_type="text/plain")
-    amqp_body = text.encode()
-
-    async def amqp_batch(_http: aiohttp.ClientSession) -> int:
+    async def amqp_batch(self, _http: aiohttp.ClientSession) -> int:
+        properties = aiormq.spec.Basic.Properties(delivery_mode=2, content_type="text/plain")
         confirms = await asyncio.gather(
             *(
-                channel.basic_publish(
-                    amqp_body, routing_key=queue, properties=properties, mandatory=True, wait=False
+                self._channel.basic_publish(
+                    self._amqp_body, routing_key=self.queue, properties=properties, mandatory=True, wait=False
                 )
-                for _ in range(plan.batch_size)
+                for _ in range(self.ctx.plan.batch_size)
             )
         )
         return sum(isinstance(c, aiormq.spec.Basic.Ack) for c in confirms)
 
-    async def mgmt_single(http: aiohttp.ClientSession) -> int:
-        async with http.post(mgmt_url, data=mgmt_body, headers=mgmt_headers) as response:
+    async def mgmt_single(self, http: aiohttp.ClientSession) -> int:
+        async with http.post(self._mgmt_url, data=self._mgmt_body, headers=self._mgmt_headers) as response:
             data = await response.read()
             return 1 if response.status == 200 and orjson.loads(data).get("routed") else 0
 
-    kinds = {
-        "api_single": (api_single, plan.publish_clients),
-        "mgmt_single": (mgmt_single, plan.publish_clients),
-        "api_batch": (api_batch, plan.batch_clients),
-        "amqp_batch": (amqp_batch, plan.batch_clients),
-    }
-    results: dict[str, Any] = {kind: [] for kind in kinds}
-    order = list(kinds)
+    async def measure(self, kind: str, label: str) -> dict[str, Any]:
+        """One timed run of *kind*, failures recorded (see ``_guarded``)."""
+        request, clients = self.kinds[kind]
+        plan = self.ctx.plan
+
+        async def step() -> dict[str, Any]:
+            try:
+                return await hammer(
+                    request,
+                    clients=clients,
+                    seconds=plan.publish_seconds,
+                    warmup=min(1.0, plan.publish_seconds / 5),
+                    label=label,
+                    progress=self.ctx.progress,
+                )
+            finally:
+                await self.ctx.broker.purge(self.queue)
+
+        return await guarded(self.ctx, label, step)
+
+
+async def publish_case(ctx: Context) -> dict[str, Any]:
+    plan, broker = ctx.plan, ctx.broker
+    queue = await broker.declare(broker.name("publish"))
     try:
-        for run in range(plan.runs):
-            for kind in order[run % len(order) :] + order[: run % len(order)]:
-                request, clients = kinds[kind]
-                label = f"publish · {kind} · {clients} clients · run {run + 1}/{plan.runs}"
-
-                async def step(r=request, c=clients, lb=label) -> dict[str, Any]:
-                    try:
-                        return await hammer(
-                            r,
-                            clients=c,
-                            seconds=plan.publish_seconds,
-                            warmup=min(1.0, plan.publish_seconds / 5),
-                            label=lb,
-                            progress=ctx.progress,
-                        )
-                    finally:
-                        await broker.purge(queue)
-
-                results[kind].append(await _guarded(ctx, label, step))
+        async with Publishers(ctx, queue) as publishers:
+            order = list(publishers.kinds)
+            results: dict[str, Any] = {kind: [] for kind in order}
+            for run in range(plan.runs):
+                for kind in order[run % len(order) :] + order[: run % len(order)]:
+                    clients = publishers.kinds[kind][1]
+                    label = f"publish · {kind} · {clients} clients · run {run + 1}/{plan.runs}"
+                    results[kind].append(await publishers.measure(kind, label))
     finally:
-        await amqp.close()
         await broker.delete(queue)
     results["batch_size"] = plan.batch_size
     return results
@@ -641,64 +711,105 @@ async def isolation_case(ctx: Context) -> dict[str, Any]:
         for variant in variants[run % 3 :] + variants[: run % 3]:
             label = f"isolation · {variant} · run {run + 1}/{ctx.plan.runs}"
             results[variant].append(
-                await _guarded(ctx, label, lambda v=variant, lb=label: isolation_once(ctx, v, lb))
+                await guarded(ctx, label, lambda v=variant, lb=label: isolation_once(ctx, v, lb))
             )
     return results
 
 
-# -- case 6: scale ---------------------------------------------------------------------------
+# -- case 6: scale curves ----------------------------------------------------------------------
+
+#: The scale curves run on one engine process: ``workerrmq worker --processes 1``.
+SCALE_PROCESSES = 1
 
 
 async def scale_case(ctx: Context) -> dict[str, Any]:
-    """K consumers defined; then, K times over, a cold ``workerrmq worker`` start."""
+    """For each count of ``ctx.scale_counts`` (rising): that many consumers defined, then a cold
+    ``workerrmq worker --processes 1`` start per run, timed until every queue has a consumer;
+    then its RSS and idle CPU. Every consumer and queue it made is deleted at the end."""
     plan, broker = ctx.plan, ctx.broker
     ctx.stop_worker()  # the worker of the other cases would take these consumers too
-    k = plan.scale_consumers
-    names = [f"{broker.prefix}-scale-{i:04d}" for i in range(k)]
-    results: dict[str, Any] = {"consumers": k, "runs": []}
+    counts = sorted(set(ctx.scale_counts))
+    names = [f"{broker.prefix}-scale-{i:05d}" for i in range(max(counts))]
+    target = ctx.endpoint.url("ok", broker.name("scale"))
+    results: dict[str, Any] = {"processes": SCALE_PROCESSES, "idle_seconds": plan.idle_seconds, "points": {}}
+    defined: list[str] = []  # consumer ids, for the clean-up
+    declared = 0
     try:
-        for name in names:
-            await broker.declare(name)
-        target = ctx.endpoint.url("ok", broker.name("scale"))
-        started = time.perf_counter()
-        await _define_consumers(ctx, names, target)
-        results["define_seconds"] = time.perf_counter() - started
-        ctx.progress.say(
-            f"scale: {k:,} consumers defined through the API in {results['define_seconds']:.1f}s"
-        )
-        for run in range(plan.runs):
-            label = f"scale · {k:,} consumers · run {run + 1}/{plan.runs}"
-            results["runs"].append(await _guarded(ctx, label, lambda lb=label: scale_once(ctx, names, lb)))
+        for count in counts:
+            label = f"scale · {count:,} consumers"
+            for name in names[declared:count]:
+                await broker.declare(name)
+                declared += 1
+                ctx.progress.tick(f"{label}: declaring queues {declared:,}/{count:,}")
+            started = time.perf_counter()
+            await _define_consumers(ctx, names[len(defined) : count], target, defined)
+            point: dict[str, Any] = {"define_seconds": time.perf_counter() - started, "runs": []}
+            results["points"][str(count)] = point
+            ctx.progress.say(f"{label}: defined through the API in {point['define_seconds']:.1f}s")
+            for run in range(plan.runs):
+                run_label = f"{label} · run {run + 1}/{plan.runs}"
+                point["runs"].append(
+                    await guarded(
+                        ctx, run_label, lambda c=count, lb=run_label: scale_once(ctx, names[:c], lb)
+                    )
+                )
+            if all("error" in r for r in point["runs"]):
+                ctx.progress.say(f"{label}: every run failed; the larger counts are skipped")
+                break
     finally:
         ctx.stop_worker()
-        for start in range(0, len(names), 100):
-            await broker.delete(*names[start : start + 100])
+        await _delete_consumers(ctx, defined)
+        for start in range(0, declared, 100):
+            await broker.delete(*names[start : min(declared, start + 100)])
     return results
 
 
-async def _define_consumers(ctx: Context, names: list[str], target: str) -> None:
+async def _define_consumers(ctx: Context, names: list[str], target: str, defined: list[str]) -> None:
+    """Create a consumer on each queue of *names* through the API; ids go into *defined*."""
     semaphore = asyncio.Semaphore(16)
-    done = 0
+    total = len(defined) + len(names)
 
     async def define(name: str) -> None:
-        nonlocal done
         async with semaphore:
-            await ctx.consumer(name, target, concurrency=32)
-        done += 1
-        ctx.progress.tick(f"scale: defining consumers {done:,}/{len(names):,}")
+            defined.append(await ctx.consumer(name, target, concurrency=32))
+        ctx.progress.tick(f"scale: defining consumers {len(defined):,}/{total:,}")
 
     await asyncio.gather(*(define(name) for name in names))
+
+
+async def _delete_consumers(ctx: Context, ids: list[str]) -> None:
+    semaphore = asyncio.Semaphore(16)
+    deleted = 0
+
+    async def delete(consumer_id: str) -> None:
+        nonlocal deleted
+        async with semaphore:
+            with contextlib.suppress(Exception):  # reported below by what is left
+                await ctx.api.delete_consumer(consumer_id)
+                deleted += 1
+        ctx.progress.tick(f"scale: deleting consumers {deleted:,}/{len(ids):,}")
+
+    await asyncio.gather(*(delete(i) for i in ids))
+    if deleted < len(ids):
+        ctx.progress.say(f"scale: {len(ids) - deleted} consumer(s) could not be deleted")
 
 
 async def scale_once(ctx: Context, names: list[str], label: str) -> dict[str, Any]:
     started = time.monotonic()
     worker = ctx.worker = ctx.spawn(
-        "worker-scale", ctx.workerrmq_argv("worker"), env=ctx.worker_env(), cwd=ctx.tmp
+        "worker-scale",
+        ctx.workerrmq_argv("worker", worker_processes=SCALE_PROCESSES),
+        env=ctx.worker_env(),
+        cwd=ctx.tmp,
     )
+    ctx._worker_processes = SCALE_PROCESSES
     try:
         return await _measure_scale(ctx, worker, names, started, label)
     finally:
         ctx.stop_worker()
+        # The next cold start must not count this worker's consumers.
+        with contextlib.suppress(Exception):
+            await _until_consumers(ctx, None, names, 0, time.monotonic() + 30, label)
 
 
 async def _measure_scale(
@@ -706,15 +817,9 @@ async def _measure_scale(
 ) -> dict[str, Any]:
     plan = ctx.plan
     deadline = started + plan.scale_timeout
-    # A consumer is consuming once the broker has a consumer on its queue ...
     await _until_consumers(ctx, worker, names, 1, deadline, label)
     consuming_seconds = time.monotonic() - started
-    # ... and fully running once each engine process of `workerrmq worker` consumes it.
-    engines = max(1, len(_engine_processes(worker.pid)))
-    if engines > 1:
-        await _until_consumers(ctx, worker, names, engines, deadline, label)
-    every_engine_seconds = time.monotonic() - started
-    await asyncio.sleep(min(1.0, plan.idle_seconds / 2))  # let start-up work settle
+    await asyncio.sleep(1.0)  # let start-up work settle
     rss_start, largest_start = worker.rss_bytes()
     cpu_before = worker.cpu_seconds() or 0.0
     idle_started = time.monotonic()
@@ -722,56 +827,49 @@ async def _measure_scale(
     used = (worker.cpu_seconds() or 0.0) - cpu_before
     idle_elapsed = time.monotonic() - idle_started
     rss_end, largest_end = worker.rss_bytes()
+    if not worker.alive():
+        raise RuntimeError(f"the worker exited while idle: {worker.tail()}")
     stop_started = time.monotonic()
     ctx.stop_worker()
     stop_seconds = time.monotonic() - stop_started
-    with contextlib.suppress(Exception):
-        await ctx.broker.wait_consumers(names[:1], 0, timeout=10)
     result = {
+        "consumers": len(names),
         "consuming_seconds": consuming_seconds,
-        "every_engine_seconds": every_engine_seconds,
-        "engine_processes": engines,
         "rss_mb": max(rss_start, rss_end) / 2**20,
         "largest_process_rss_mb": max(largest_start, largest_end) / 2**20,
         "idle_cpu_percent": used / idle_elapsed * 100,
         "stop_seconds": stop_seconds,
     }
     result["_summary"] = (
-        f"all consuming after {consuming_seconds:.2f}s (on all {engines} engine processes after "
-        f"{every_engine_seconds:.2f}s), RSS {result['rss_mb']:.0f} MB in all, idle CPU "
-        f"{result['idle_cpu_percent']:.1f}% of a core, stopped in {stop_seconds:.1f}s"
+        f"all consuming after {consuming_seconds:.2f}s, RSS {result['rss_mb']:.0f} MB, idle CPU "
+        f"{result['idle_cpu_percent']:.1f}% of a core over {idle_elapsed:.0f}s, stopped in "
+        f"{stop_seconds:.1f}s"
     )
     return result
 
 
 async def _until_consumers(
-    ctx: Context, worker: Proc, names: list[str], want: int, deadline: float, label: str
+    ctx: Context, worker: Proc | None, names: list[str], want: int, deadline: float, label: str
 ) -> None:
-    """Poll (passive declares: the broker's live count) until every queue has *want* consumers."""
+    """Poll the broker's live counts (passive declares; the management API's lag by seconds)
+    until every queue has at least *want* consumers (0: none)."""
     pending = list(names)
     while pending:
-        if not worker.alive():
+        if worker is not None and not worker.alive():
             raise RuntimeError(f"the worker exited: {worker.tail()}")
         if time.monotonic() > deadline:
             raise RuntimeError(
-                f"{label}: {len(pending)} of {len(names)} queues had fewer than "
-                f"{want} consumer(s) after {ctx.plan.scale_timeout:.0f}s"
+                f"{label}: {len(pending):,} of {len(names):,} queues still "
+                f"{'had fewer than ' + str(want) if want else 'had'} consumers "
+                f"when the time was up ({ctx.plan.scale_timeout:.0f}s)"
             )
-        still = []
-        for name in pending:
-            if (await ctx.broker.counts(name))[1] < want:
-                still.append(name)
-        pending = still
-        ctx.progress.tick(f"{label}: {len(names) - len(pending):,}/{len(names):,} with {want} consumer(s)")
-
-
-def _engine_processes(pid: int) -> list[Any]:
-    """The engine processes of ``workerrmq worker``: its children, or itself when it has none."""
-    try:
-        root = psutil.Process(pid)
-        return root.children() or [root]
-    except psutil.Error:
-        return []
+        counts = await ctx.broker.consumers_of(pending)
+        pending = [n for n in pending if (counts[n] < want if want else counts[n] > 0)]
+        ctx.progress.tick(
+            f"{label}: {len(names) - len(pending):,}/{len(names):,} {'consuming' if want else 'let go'}"
+        )
+        if pending:
+            await asyncio.sleep(0.05)
 
 
 CASES: dict[str, Callable[[Context], Awaitable[dict[str, Any]]]] = {

@@ -31,6 +31,13 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # -- the plan ------------------------------------------------------------------------------
 
 
+#: The scale curve's points by default. 5,000 and 10,000 consumers on one worker process need
+#: the worker to spread its channels over several connections (the broker allows 2,047 channels
+#: per connection); until it does, pass them with ``--scale-counts 100,1000,5000,10000`` to see
+#: where it stops.
+SCALE_COUNTS = (100, 1000)
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """How big each case is. ``full()`` is issue 5's benchmark, ``quick()`` the smoke version."""
@@ -49,9 +56,9 @@ class Plan:
     publish_clients: int
     batch_size: int
     batch_clients: int
-    scale_consumers: int
-    scale_timeout: float
-    idle_seconds: float
+    scale_counts: tuple[int, ...]  # consumers on one worker process, one point each
+    scale_timeout: float  # per cold start, at the largest count
+    idle_seconds: float  # idle CPU is measured over this once every consumer consumes
 
     @classmethod
     def full(cls) -> Plan:
@@ -70,9 +77,9 @@ class Plan:
             publish_clients=32,
             batch_size=500,
             batch_clients=4,
-            scale_consumers=1000,
-            scale_timeout=90.0,
-            idle_seconds=10.0,
+            scale_counts=SCALE_COUNTS,
+            scale_timeout=180.0,
+            idle_seconds=20.0,
         )
 
     @classmethod
@@ -92,8 +99,8 @@ class Plan:
             publish_clients=32,
             batch_size=100,
             batch_clients=4,
-            scale_consumers=20,
-            scale_timeout=30.0,
+            scale_counts=(20,),
+            scale_timeout=60.0,
             idle_seconds=1.0,
         )
 
@@ -412,6 +419,7 @@ class Broker:
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._confirming: aio_pika.abc.AbstractChannel | None = None
         self._raw: aiormq.abc.AbstractChannel | None = None
+        self._pool: list[aiormq.abc.AbstractChannel] = []  # for consumers_of
 
     async def open(self) -> None:
         self._connection = await aio_pika.connect(
@@ -492,6 +500,23 @@ class Broker:
             ),
             name,
         )
+
+    async def consumers_of(self, names: Sequence[str], channels: int = 8) -> dict[str, int]:
+        """The broker's live consumer count of each queue in *names* (passive declares,
+        spread over *channels* channels of their own so many queues are read in parallel)."""
+        assert self._connection is not None
+        while len(self._pool) < channels:
+            channel = await self._connection.channel(publisher_confirms=False)
+            self._pool.append(await channel.get_underlay_channel())
+        counts: dict[str, int] = {}
+
+        async def read(raw: aiormq.abc.AbstractChannel, shard: Sequence[str]) -> None:
+            for name in shard:
+                ok = await raw.queue_declare(name, passive=True)
+                counts[name] = ok.consumer_count or 0
+
+        await asyncio.gather(*(read(raw, names[i::channels]) for i, raw in enumerate(self._pool[:channels])))
+        return counts
 
     async def wait_consumers(self, names: Sequence[str], want: int, timeout: float) -> bool:
         """True once every queue in *names* has *want* consumers (0: none), within *timeout*."""

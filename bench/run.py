@@ -39,16 +39,18 @@ from urllib.parse import urlsplit
 import aiohttp
 import uvloop
 
-from bench import report
-from bench.cases import CASES, RELAY_CONTENDERS, Context
+from bench import compare, report
+from bench.cases import CASES, RELAY_CONTENDERS, WORKER_CONTENDERS, Context
 from bench.common import (
     ROOT,
+    SCALE_COUNTS,
     ApiClient,
     Broker,
     Cleanup,
     CpuAccount,
     EndpointClient,
     Plan,
+    Proc,
     Progress,
     basic_auth,
     free_port,
@@ -87,22 +89,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--quick", action="store_true", help="a tiny version: 500 messages, 1 run, 20 consumers, short phases"
+        "--quick",
+        action="store_true",
+        help="a tiny version: 500 messages, 1 run, 20 consumers, short phases (with --compare: "
+        "2,000 messages, 2 runs, about a minute)",
     )
     parser.add_argument(
         "--out",
         type=Path,
-        default=ROOT / "docs",
-        help="where PERFORMANCE.md, performance.png and performance.json go",
+        help="where PERFORMANCE.md, performance.png, performance.json and performance-history.json "
+        "go (default docs/); with --compare, where compare.json goes (default: printed only)",
     )
     parser.add_argument("--runs", type=int, help="runs per case (default 3, 1 with --quick)")
-    parser.add_argument(
-        "--cases", default=",".join(CASES), help=f"comma-separated subset of: {', '.join(CASES)}"
-    )
+    parser.add_argument("--cases", help=f"comma-separated subset of: {', '.join(CASES)}")
     parser.add_argument(
         "--contenders",
-        default=",".join(RELAY_CONTENDERS),
-        help=f"relay contenders to run (comma-separated subset of: {', '.join(RELAY_CONTENDERS)})",
+        help=f"relay contenders to run (comma-separated subset of: {', '.join(RELAY_CONTENDERS)}; "
+        "with --compare, of the WorkerRMQ ones, default workerrmq)",
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="REV",
+        help="run the relay and publish cases for the working tree and for git revision REV "
+        "(exported with 'git archive'), interleaved, and print each side's medians and the "
+        "ratios working tree / REV",
     )
     parser.add_argument(
         "--wait-quiet",
@@ -116,6 +126,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--sizes", help="message sizes of the relay case, bytes, comma-separated (default 200,16384)"
     )
     parser.add_argument("--messages", type=int, help="messages per throughput run (default 20,000)")
+    parser.add_argument(
+        "--scale-counts",
+        help="consumers at each point of the scale curves, comma-separated (default "
+        f"{','.join(map(str, SCALE_COUNTS))}; 5000 and 10000 need the worker to spread its "
+        "channels over several connections)",
+    )
+    parser.add_argument(
+        "--note",
+        default="",
+        help="what changed, for this run's row of the across-runs table (full runs only)",
+    )
     parser.add_argument(
         "--profile",
         type=Path,
@@ -140,12 +161,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--keep-logs", action="store_true", help="keep the temporary directory with every process's log"
     )
     args = parser.parse_args(argv)
-    unknown = set(args.cases.split(",")) - set(CASES)
+    return _check_args(parser, args)
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Defaults that depend on --compare, and a clear error for unknown names and bad counts."""
+    all_cases = compare.COMPARE_CASES if args.compare else tuple(CASES)
+    unknown = set((args.cases or "").split(",")) - set(all_cases) - {""}
     if unknown:
-        parser.error(f"unknown case(s): {', '.join(sorted(unknown))}")
-    unknown = set(args.contenders.split(",")) - set(RELAY_CONTENDERS)
+        parser.error(
+            f"unknown case(s) for this run: {', '.join(sorted(unknown))} (choose from {', '.join(all_cases)})"
+        )
+    args.cases = args.cases or ",".join(all_cases)
+    all_contenders = tuple(WORKER_CONTENDERS) if args.compare else RELAY_CONTENDERS
+    unknown = set((args.contenders or "").split(",")) - set(all_contenders) - {""}
     if unknown:
-        parser.error(f"unknown contender(s): {', '.join(sorted(unknown))}")
+        parser.error(
+            f"unknown contender(s) for this run: {', '.join(sorted(unknown))} "
+            f"(choose from {', '.join(all_contenders)})"
+        )
+    args.contenders = args.contenders or ("workerrmq" if args.compare else ",".join(all_contenders))
+    if args.scale_counts:
+        try:
+            counts = tuple(int(c) for c in args.scale_counts.split(","))
+        except ValueError:
+            parser.error(f"--scale-counts: whole numbers, comma-separated, got {args.scale_counts!r}")
+        if not counts or min(counts) < 1:
+            parser.error("--scale-counts: every count must be at least 1")
+        args.scale_counts = counts
+    args.explicit_out = args.out is not None
+    args.out = args.out or ROOT / "docs"
     return args
 
 
@@ -226,131 +271,213 @@ async def _broker_overview(http: aiohttp.ClientSession, management_url: str) -> 
         return {}
 
 
-async def run(args: argparse.Namespace, progress: Progress, cleanup: Cleanup, tmp: Path) -> dict[str, Any]:
+def _plan(args: argparse.Namespace) -> Plan:
     plan = Plan.quick_plan() if args.quick else Plan.full()
+    if args.compare and args.quick:
+        plan = dataclasses.replace(plan, runs=2, messages=2000)  # a ratio needs a spread
     if args.runs:
         plan = dataclasses.replace(plan, runs=args.runs)
     if args.messages:
         plan = dataclasses.replace(plan, messages=args.messages)
     if args.sizes:
         plan = dataclasses.replace(plan, sizes=tuple(int(s) for s in args.sizes.split(",")))
-    amqp_url, management_url = args.amqp_url, args.management_url
+    if args.scale_counts:
+        plan = dataclasses.replace(plan, scale_counts=args.scale_counts)
+    return plan
+
+
+async def run(args: argparse.Namespace, progress: Progress, cleanup: Cleanup, tmp: Path) -> dict[str, Any]:
+    plan = _plan(args)
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
-    api_key = f"wrmq_bench_{uuid.uuid4().hex}"
-    api_port = free_port()
+    broker = Broker(args.amqp_url, cleanup, prefix)
+    await broker.open()
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
+            endpoint = await _start_endpoint(cleanup, http, tmp, progress)
+            progress.say(f"queues are named {prefix}-*")
+            if args.compare:
+                source = compare.export(args.compare, tmp / "compare-source")
+                progress.say(f"--compare: {args.compare} exported to {source}")
+                sides = {}
+                for side, side_source in (("work", args.source), ("rev", source)):
+                    sides[side] = await _start_side(
+                        args, plan, progress, cleanup, broker, endpoint, http, tmp / side, side_source, side
+                    )
+                results = await compare.run(sides, args.cases.split(","), args.contenders.split(","))
+                results["meta"] = _meta(args, plan, prefix) | {
+                    "sides": {side: _git(ctx.source) for side, ctx in sides.items()},
+                    "revision": args.compare,
+                }
+                results["meta"]["versions"] = {
+                    **_versions(),
+                    **await _broker_overview(http, args.management_url),
+                }
+                return results
+            ctx = await _start_side(
+                args, plan, progress, cleanup, broker, endpoint, http, tmp, args.source, ""
+            )
+            return await _run_cases(args, ctx, http, prefix)
+    finally:
+        await broker.close()
+
+
+async def _start_endpoint(
+    cleanup: Cleanup, http: aiohttp.ClientSession, tmp: Path, progress: Progress
+) -> EndpointClient:
+    """The local HTTP endpoint every relay delivers to, in its own process."""
+    port = free_port()
+    progress.say(f"starting the endpoint (port {port})")
+    (tmp / "logs").mkdir(parents=True, exist_ok=True)
+    proc = cleanup.track(
+        Proc(
+            "endpoint",
+            [sys.executable, "-m", "bench.endpoint", "--port", str(port)],
+            cwd=ROOT,
+            log=tmp / "logs" / "000-endpoint.log",
+        )
+    )
+    endpoint = EndpointClient(port, http)
+
+    async def up() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"the endpoint exited:\n{proc.tail()}")
+        return await endpoint.ping()
+
+    await wait_until(up, timeout=30, what="the endpoint")
+    return endpoint
+
+
+def _workerrmq_env(args: argparse.Namespace, tmp: Path, source: Path | None) -> dict[str, str]:
+    """The environment of one WorkerRMQ's processes: its own database, API port and key, and
+    with *source*, that checkout's code first on the path."""
     env = {k: v for k, v in os.environ.items() if k not in _OWN_VARIABLES}
     env.update(
         {
-            "RABBITMQ_URL": amqp_url,
-            "RABBITMQ_MANAGEMENT_URL": management_url,
+            "RABBITMQ_URL": args.amqp_url,
+            "RABBITMQ_MANAGEMENT_URL": args.management_url,
             "DATABASE_URL": f"sqlite:///{tmp}/workerrmq.sqlite3",
-            "WORKERRMQ_API_KEY": api_key,
-            "BIND": f"127.0.0.1:{api_port}",
+            "WORKERRMQ_API_KEY": f"wrmq_bench_{uuid.uuid4().hex}",
+            "BIND": f"127.0.0.1:{free_port()}",
             "SECRET_KEY": uuid.uuid4().hex,
             # The endpoint is on loopback; the guard against private targets must let it through.
             "BLOCK_PRIVATE_TARGETS": "false",
         }
     )
-    if args.source:
-        env["PYTHONPATH"] = str(args.source.resolve())
-    broker = Broker(amqp_url, cleanup, prefix)
-    await broker.open()
-    try:
-        return await _run_cases(args, plan, progress, cleanup, tmp, broker, env, prefix)
-    finally:
-        await broker.close()
+    if source is not None:
+        env["PYTHONPATH"] = str(source.resolve())
+    return env
 
 
-async def _run_cases(
+def _check_source(env: dict[str, str], cwd: Path, source: Path) -> None:
+    """Fail unless ``workerrmq`` imported with *env* in *cwd* is *source*'s own code."""
+    import subprocess
+
+    found = subprocess.run(
+        [sys.executable, "-c", "import workerrmq; print(workerrmq.__file__)"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    path = Path(found.stdout.strip() or "?").resolve()
+    if found.returncode != 0 or not path.is_relative_to(source.resolve()):
+        raise RuntimeError(
+            f"workerrmq would be imported from {path}, not from {source}: {found.stderr[-500:]}"
+        )
+
+
+async def _start_side(
     args: argparse.Namespace,
     plan: Plan,
     progress: Progress,
     cleanup: Cleanup,
-    tmp: Path,
     broker: Broker,
-    env: dict[str, str],
-    prefix: str,
+    endpoint: EndpointClient,
+    http: aiohttp.ClientSession,
+    tmp: Path,
+    source: Path | None,
+    label: str,
+) -> Context:
+    """Start one WorkerRMQ (``workerrmq api``, then ``workerrmq worker``) from *source* (None:
+    the installed code, which is this working tree); returns the cases' context for it."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = _workerrmq_env(args, tmp, source)
+    if source is not None:
+        _check_source(env, tmp, source)
+    api_base = f"http://{env['BIND']}"
+    ctx = Context(
+        plan=plan,
+        progress=progress,
+        cleanup=cleanup,
+        broker=broker,
+        endpoint=endpoint,
+        api=ApiClient(api_base, env["WORKERRMQ_API_KEY"], http),
+        http=http,
+        tmp=tmp,
+        amqp_url=args.amqp_url,
+        management_url=args.management_url,
+        api_key=env["WORKERRMQ_API_KEY"],
+        api_base=api_base,
+        workerrmq_argv=functools.partial(_workerrmq_argv, worker_processes=args.worker_processes),
+        workerrmq_env=env,
+    )
+    ctx.label, ctx.source = label, source
+    ctx.contenders = tuple(c for c in RELAY_CONTENDERS if c in args.contenders.split(","))
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        ctx.profile_dir = args.profile
+    named = f" ({label}: {source or 'working tree'})" if label else ""
+    progress.say(f"starting 'workerrmq api' on {env['BIND']}{named}")
+    api_proc = ctx.spawn("api", _workerrmq_argv("api"), env=env, cwd=tmp, profile=True)
+
+    async def api_up() -> bool:
+        if not api_proc.alive():
+            raise RuntimeError(f"'workerrmq api'{named} exited:\n{api_proc.tail()}")
+        return await ctx.api.ready()
+
+    await wait_until(api_up, timeout=60, what=f"'workerrmq api'{named} to be ready")
+    progress.say(f"starting 'workerrmq worker'{named}")
+    await ctx.ensure_worker()
+    return ctx
+
+
+def _meta(args: argparse.Namespace, plan: Plan, prefix: str) -> dict[str, Any]:
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "quick": plan.quick,
+        "plan": dataclasses.asdict(plan),
+        "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        "host": socket.gethostname(),
+        "command": "python -m bench.run " + " ".join(sys.argv[1:]),
+        "worker_processes": args.worker_processes,
+        "queue_prefix": prefix,
+        "git": _git(args.source),
+    }
+
+
+async def _run_cases(
+    args: argparse.Namespace, ctx: Context, http: aiohttp.ClientSession, prefix: str
 ) -> dict[str, Any]:
-    amqp_url, management_url = args.amqp_url, args.management_url
-    api_key = env["WORKERRMQ_API_KEY"]
-    api_port = int(env["BIND"].rsplit(":", 1)[1])
-    endpoint_port = free_port()
-    connector = aiohttp.TCPConnector(limit=64)
-    async with aiohttp.ClientSession(connector=connector) as http:
-        endpoint = EndpointClient(endpoint_port, http)
-        api_base = f"http://127.0.0.1:{api_port}"
-        api = ApiClient(api_base, api_key, http)
-        ctx = Context(
-            plan=plan,
-            progress=progress,
-            cleanup=cleanup,
-            broker=broker,
-            endpoint=endpoint,
-            api=api,
-            http=http,
-            tmp=tmp,
-            amqp_url=amqp_url,
-            management_url=management_url,
-            api_key=api_key,
-            api_base=api_base,
-            workerrmq_argv=functools.partial(_workerrmq_argv, worker_processes=args.worker_processes),
-            workerrmq_env=env,
-        )
-        ctx.contenders = tuple(c for c in RELAY_CONTENDERS if c in args.contenders.split(","))
-        if args.profile:
-            args.profile.mkdir(parents=True, exist_ok=True)
-            ctx.profile_dir = args.profile
-        progress.say(
-            f"starting the endpoint (port {endpoint_port}) and 'workerrmq api' "
-            f"(port {api_port}); queues are named {prefix}-*"
-        )
-        ep = ctx.spawn(
-            "endpoint", [sys.executable, "-m", "bench.endpoint", "--port", str(endpoint_port)], cwd=ROOT
-        )
-        api_proc = ctx.spawn("api", _workerrmq_argv("api"), env=env, cwd=tmp, profile=True)
-
-        async def endpoint_up() -> bool:
-            if not ep.alive():
-                raise RuntimeError(f"the endpoint exited:\n{ep.tail()}")
-            return await endpoint.ping()
-
-        async def api_up() -> bool:
-            if not api_proc.alive():
-                raise RuntimeError(f"'workerrmq api' exited:\n{api_proc.tail()}")
-            return await api.ready()
-
-        await wait_until(endpoint_up, timeout=30, what="the endpoint")
-        await wait_until(api_up, timeout=60, what="'workerrmq api' to be ready")
-        progress.say("starting 'workerrmq worker'")
-        await ctx.ensure_worker()
-
-        results: dict[str, Any] = {
-            "meta": {
-                "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                "quick": plan.quick,
-                "plan": dataclasses.asdict(plan),
-                "cpus": os.cpu_count(),
-                "cpu_model": _cpu_model(),
-                "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
-                "host": socket.gethostname(),
-                "versions": {**_versions(), **await _broker_overview(http, management_url)},
-                "command": "python -m bench.run " + " ".join(sys.argv[1:]),
-                "worker_processes": args.worker_processes,
-                "queue_prefix": prefix,
-                "git": _git(args.source),
-            },
-        }
-        started = time.monotonic()
-        for name in args.cases.split(","):
-            progress.say(f"— case: {name} —")
-            try:
-                results[name] = await CASES[name](ctx)
-            except (asyncio.CancelledError, KeyboardInterrupt):
-                raise
-            except Exception as exc:  # noqa: BLE001 - report it, go on with the next case
-                progress.say(f"case {name} FAILED: {type(exc).__name__}: {exc}")
-                results[name] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
-        results["meta"]["seconds"] = round(time.monotonic() - started)
+    results: dict[str, Any] = {"meta": _meta(args, ctx.plan, prefix)}
+    results["meta"]["versions"] = {**_versions(), **await _broker_overview(http, args.management_url)}
+    results["meta"]["note"] = args.note
+    results["meta"]["complete"] = set(args.cases.split(",")) == set(CASES) and set(
+        args.contenders.split(",")
+    ) == set(RELAY_CONTENDERS)
+    started = time.monotonic()
+    for name in args.cases.split(","):
+        ctx.progress.say(f"— case: {name} —")
+        try:
+            results[name] = await CASES[name](ctx)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - report it, go on with the next case
+            ctx.progress.say(f"case {name} FAILED: {type(exc).__name__}: {exc}")
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+    results["meta"]["seconds"] = round(time.monotonic() - started)
     return results
 
 
@@ -402,15 +529,39 @@ def main(argv: list[str] | None = None) -> int:
     assert results is not None
     results["meta"]["load_average_at_start"] = [round(x, 2) for x in load]
     results["meta"]["cpu"] = account.finish()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "performance.json").write_text(json.dumps(results, indent=1) + "\n")
-    written = report.write(results, args.out)
-    progress.say("wrote " + ", ".join(str(p) for p in written))
+    if args.compare:
+        print(compare.render(results))
+        written = []
+        if args.explicit_out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            written.append(args.out / "compare.json")
+            written[0].write_text(json.dumps(results, indent=1) + "\n")
+    else:
+        written = _write_report(args, results)
+    if written:
+        progress.say("wrote " + ", ".join(str(p) for p in written))
     if args.keep_logs:
         progress.say(f"logs kept in {tmp}")
     else:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def _write_report(args: argparse.Namespace, results: dict[str, Any]) -> list[Path]:
+    """performance.json, and PERFORMANCE.md with performance.png; a complete full run also gets
+    its row in performance-history.json (started from docs/'s when *args.out* has none)."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "performance.json").write_text(json.dumps(results, indent=1) + "\n")
+    history_path = args.out / report.HISTORY_FILE
+    history = report.load_history(
+        history_path if history_path.exists() else ROOT / "docs" / report.HISTORY_FILE
+    )
+    written = []
+    if results["meta"].get("complete") and not results["meta"].get("quick"):
+        history.append(report.history_entry(results))
+        history_path.write_text(json.dumps(history, indent=1) + "\n")
+        written.append(history_path)
+    return [*report.write(results, args.out, history), *written]
 
 
 async def _stoppable(work: Coroutine[Any, Any, dict[str, Any]], progress: Progress) -> dict[str, Any]:
