@@ -184,6 +184,23 @@ def test_retry_after_is_honoured(settings, start_engine, endpoint, make_consumer
     assert second.at - first.at >= 0.9  # the 50 ms backoff was raised to Retry-After's 1 s
 
 
+def test_retry_after_between_tiers_is_never_cut_short(settings, start_engine, endpoint, make_consumer):
+    """Retry-After: 3 falls between the 2 s and 4 s delay queues: every retry waits
+    at least 3 s (the 4 s queue), never 2 s. (1 and 2 are tiers themselves, which
+    would hide a rounding down.)"""
+    endpoint.respond = lambda r: (
+        (503, {"Retry-After": "3"}) if int(r.headers["X-WorkerRMQ-Attempt"]) <= 4 else (200, {}))
+    worker = start_engine(settings)
+    consumer, queue = make_consumer(endpoint.url, initial_delay=0.05, max_delay=10, max_attempts=6)
+    worker.runner(consumer["id"])
+    client_publish(settings, queue, b"not before three seconds")
+
+    wait_for(lambda: endpoint.count() >= 5, timeout=60, what="four retries")
+    times = [r.at for r in endpoint.received]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert all(gap >= 3.0 for gap in gaps), gaps
+
+
 def test_failing_message_does_not_block_others(settings, start_engine, endpoint, make_consumer, amqp):
     endpoint.respond = lambda r: (503, {}) if r.body == b"bad" else (200, {})
     worker = start_engine(settings)
