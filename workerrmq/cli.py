@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import tempfile
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -55,21 +54,15 @@ def main() -> None:
 
 @main.command()
 def api() -> None:
-    """Serve the REST API with Gunicorn on BIND (default 0.0.0.0:5000)."""
+    """Serve the REST API with Gunicorn on BIND (default 0.0.0.0:5000); starts no worker."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     check_broker(settings)
-    _share_metrics_between_processes()
+    from workerrmq.server import Gunicorn, share_metrics_between_processes
+
+    share_metrics_between_processes()
     prepare_database(settings)
-    from workerrmq.server import Gunicorn
-
     Gunicorn(settings).run()
-
-
-def _share_metrics_between_processes() -> None:
-    """Give Gunicorn's processes one fresh metrics directory (before any metric exists)."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="workerrmq-metrics-")
 
 
 def prepare_database(settings: Settings) -> None:

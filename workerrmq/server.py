@@ -1,16 +1,240 @@
-"""The Gunicorn application behind ``workerrmq api``."""
+"""How the API is served: Gunicorn with :class:`ApiWorker`, for every way of starting it.
+
+``workerrmq api``, ``workerrmq run`` and the seed's ``gunicorn --bind 0.0.0.0:5000 wsgi:app``
+(through ``gunicorn.conf.py``) all use the same options (:func:`gunicorn_options`).
+
+:class:`ApiWorker` is Gunicorn's asyncio worker (``gasgi``) serving the WSGI app: the event
+loop reads each request, headers and body, and only a complete request takes one of the
+``API_THREADS`` threads. A client that sends slowly holds a socket, never a thread. One that
+takes over :data:`HEADER_TIMEOUT` for its headers or :data:`BODY_TIMEOUT` for its body gets
+408 and is disconnected; a body over ``MAX_REQUEST_BYTES`` gets 413, chunked or not, before
+the app sees it. Errors Gunicorn answers itself (a request line or headers over its limits,
+a malformed request) are JSON in the API's error shape.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
-from typing import Any
+import subprocess
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
+from typing import IO, Any
 
+from a2wsgi.wsgi import build_environ
 from gunicorn.app.base import BaseApplication
+from gunicorn.asgi.protocol import ASGIProtocol
 from gunicorn.glogging import Logger as GunicornLogger
+from gunicorn.workers import gasgi
 
 from workerrmq.settings import Settings
 
-__all__ = ["Gunicorn"]
+__all__ = ["ApiWorker", "BufferedWSGI", "Gunicorn", "gunicorn_options", "seed_options"]
+
+#: Seconds a client has, from connecting, to send a request's headers.
+HEADER_TIMEOUT = 10.0
+#: Seconds a client has, after its headers, to send the whole body.
+BODY_TIMEOUT = 30.0
+#: A body up to this size is buffered in memory, a larger one in a temporary file.
+BODY_IN_MEMORY = 1024 * 1024
+
+_ERROR_CODES = {
+    400: "invalid_request",
+    408: "request_timeout",
+    413: "payload_too_large",
+    414: "uri_too_long",
+    431: "headers_too_large",
+    501: "not_implemented",
+}
+
+
+def error_body(status: int, message: str) -> bytes:
+    """The API's error shape, ``{"error": {"code", "message"}}``, for an error the server
+    answers before the app runs."""
+    code = _ERROR_CODES.get(status, "invalid_request" if status < 500 else "internal_error")
+    return json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode()
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BufferedWSGI:
+    """An ASGI app that serves a WSGI *app*: it reads the whole body on the event loop
+    (at most *max_body* bytes within *body_timeout* seconds), then runs *app* on one of
+    *threads* threads, and sends its response."""
+
+    def __init__(
+        self, app: Callable[..., Any], *, threads: int, max_body: int | None, body_timeout: float
+    ) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.body_timeout = body_timeout
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="api")
+
+    async def __call__(
+        self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
+    ) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            body = await asyncio.wait_for(self._read_body(scope, receive), self.body_timeout)
+        except _BodyTooLarge:
+            await _send_error(send, 413, "request body is too large")
+            return
+        except TimeoutError:
+            await _send_error(send, 408, f"request body not received within {self.body_timeout:g} s")
+            return
+        if body is None:  # the client went away
+            return
+        with body:
+            environ = _environ(scope, body)
+            loop = asyncio.get_running_loop()
+            status, headers, content = await loop.run_in_executor(self._pool, self._call, environ)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+    async def _read_body(self, scope: dict[str, Any], receive: Callable[..., Any]) -> IO[bytes] | None:
+        declared = dict(scope["headers"]).get(b"content-length")
+        if self.max_body is not None and declared is not None and int(declared) > self.max_body:
+            raise _BodyTooLarge
+        spool = tempfile.SpooledTemporaryFile(max_size=BODY_IN_MEMORY)  # noqa: SIM115 (returned)
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                spool.close()
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if self.max_body is not None and size > self.max_body:
+                spool.close()
+                raise _BodyTooLarge
+            spool.write(chunk)
+            if not message.get("more_body"):
+                spool.seek(0)
+                return spool  # type: ignore[return-value]
+
+    def _call(self, environ: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Run the WSGI app (on a pool thread); its whole response."""
+        chunks: list[bytes] = []
+        started: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if exc_info and started:
+                raise exc_info[1].with_traceback(exc_info[2])
+            started[:] = [
+                int(status.split(" ", 1)[0]),
+                [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+            ]
+            return chunks.append
+
+        result = self.app(environ, start_response)
+        try:
+            chunks.extend(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        return started[0], started[1], b"".join(chunks)
+
+
+def _environ(scope: dict[str, Any], body: IO[bytes]) -> dict[str, Any]:
+    """The WSGI environ of a request whose body is read: a chunked body gets its length."""
+    environ = build_environ(scope, body)  # type: ignore[arg-type]
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+    environ["CONTENT_LENGTH"] = str(body.seek(0, os.SEEK_END))
+    body.seek(0)
+    return dict(environ)
+
+
+async def _send_error(send: Callable[..., Any], status: int, message: str) -> None:
+    body = error_body(status, message)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    """Nothing to start or stop: the app is ready once built."""
+    await receive()
+    await send({"type": "lifespan.startup.complete"})
+    await receive()
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+class _Protocol(ASGIProtocol):  # type: ignore[misc]
+    """Gunicorn's HTTP protocol with a deadline for the first request's headers (later
+    requests on the connection have the keep-alive timeout), and JSON errors."""
+
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._header_timer = self.worker.loop.call_later(HEADER_TIMEOUT, self._headers_too_slow)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def _on_headers_complete(self) -> Any:
+        self._cancel_header_timer()
+        return super()._on_headers_complete()
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self._closed or self.req_count > 1 or self._current_request is not None:
+            return
+        self._send_error_response(408, f"request headers not received within {HEADER_TIMEOUT:g} s")
+        self._close_transport()
+        if self._request_ready is not None:
+            self._request_ready.set()  # the connection's task sees it closed and ends
+
+    def _send_error_response(self, status: int, message: str, extra_headers: Any = ()) -> None:
+        body = error_body(status, message[:200])
+        extra = "".join(f"{name}: {value}\r\n" for name, value in extra_headers)
+        head = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"{extra}Connection: close\r\n\r\n"
+        )
+        self._safe_write(head.encode("latin-1") + body)
+
+
+class ApiWorker(gasgi.ASGIWorker):  # type: ignore[misc]
+    """Gunicorn's asyncio worker, serving a WSGI app through :class:`BufferedWSGI` on
+    ``threads`` threads, with a header deadline and JSON errors."""
+
+    @classmethod
+    def check_config(cls, cfg: Any, log: Any) -> None:
+        """``threads`` sizes the app's thread pool here (the ASGI worker warns about it)."""
+
+    def init_process(self) -> None:
+        # The ASGI worker builds its connections from this module-level name: this worker
+        # process (forked, one per worker) uses the protocol above instead.
+        gasgi.ASGIProtocol = _Protocol
+        super().init_process()
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        app = self.asgi
+        limit = getattr(app, "config", {}).get("MAX_CONTENT_LENGTH")
+        self.asgi = BufferedWSGI(app, threads=self.cfg.threads, max_body=limit, body_timeout=BODY_TIMEOUT)
 
 
 class _GunicornLog(GunicornLogger):  # type: ignore[misc]
@@ -22,27 +246,34 @@ class _GunicornLog(GunicornLogger):  # type: ignore[misc]
         self.error_log.propagate = True
 
 
+def gunicorn_options(settings: Settings) -> dict[str, Any]:
+    """Gunicorn's settings for the API, the same for every entry point."""
+    return {
+        "bind": [settings.bind],
+        "workers": settings.api_workers,
+        "threads": settings.api_threads,
+        "worker_class": "workerrmq.server.ApiWorker",
+        "asgi_lifespan": "off",
+        "timeout": 60,
+        "graceful_timeout": 30,
+        "accesslog": None,
+        "logger_class": _GunicornLog,
+        "loglevel": settings.log_level.lower(),
+        "child_exit": _child_exit,
+        # Gunicorn's control socket is one per user: two APIs on a host would clash.
+        "control_socket_disable": True,
+    }
+
+
 class Gunicorn(BaseApplication):  # type: ignore[misc]
+    """The API of ``workerrmq api``: Gunicorn without a configuration file."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         super().__init__()
 
     def load_config(self) -> None:
-        options = {
-            "bind": self.settings.bind,
-            "workers": self.settings.api_workers,
-            "threads": self.settings.api_threads,
-            "worker_class": "gthread",
-            "timeout": 60,
-            "graceful_timeout": 30,
-            "accesslog": None,
-            "logger_class": _GunicornLog,
-            "loglevel": self.settings.log_level.lower(),
-            "child_exit": _child_exit,
-            # Gunicorn's control socket is one per user: two APIs on a host would clash.
-            "control_socket_disable": True,
-        }
-        for key, value in options.items():
+        for key, value in gunicorn_options(self.settings).items():
             self.cfg.set(key, value)
 
     def load(self) -> Any:
@@ -51,8 +282,34 @@ class Gunicorn(BaseApplication):  # type: ignore[misc]
         return create_app(self.settings)
 
 
+def share_metrics_between_processes() -> None:
+    """Give Gunicorn's processes one fresh metrics directory (before any metric exists)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="workerrmq-metrics-")
+
+
 def _child_exit(_server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(worker.pid)
+
+
+def seed_options(settings: Settings) -> dict[str, Any]:
+    """What ``gunicorn.conf.py`` sets: :func:`gunicorn_options`, plus one supervised worker
+    started beside the API by Gunicorn's master (once, not per API process) and stopped
+    with it, so ``gunicorn wsgi:app`` delivers messages as ``workerrmq run`` does."""
+    supervisor: list[subprocess.Popen[bytes]] = []
+
+    def when_ready(_arbiter: Any) -> None:
+        from workerrmq.supervisor import start_supervisor
+
+        supervisor.append(start_supervisor(settings, parent=os.getpid()))
+
+    def on_exit(_arbiter: Any) -> None:
+        from workerrmq.supervisor import stop_supervisor
+
+        while supervisor:
+            stop_supervisor(supervisor.pop())
+
+    return {**gunicorn_options(settings), "when_ready": when_ready, "on_exit": on_exit}

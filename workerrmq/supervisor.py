@@ -14,8 +14,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-__all__ = ["supervise", "nth_bind"]
+if TYPE_CHECKING:
+    from workerrmq.settings import Settings
+
+__all__ = ["supervise", "nth_bind", "start_supervisor", "stop_supervisor"]
 
 log = logging.getLogger("workerrmq.supervisor")  # also when run as __main__
 RESTART_DELAY = 1.0
@@ -32,10 +36,13 @@ def _start(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[byte
 
 
 def supervise(
-    commands: Sequence[Sequence[str]], envs: Sequence[Mapping[str, str]] | None = None
+    commands: Sequence[Sequence[str]],
+    envs: Sequence[Mapping[str, str]] | None = None,
+    parent: int | None = None,
 ) -> int:
     """Run each ``python -m`` command of *commands* (e.g. :data:`ENGINE`, with the
-    matching extra environment of *envs*) until a stop signal; returns 0."""
+    matching extra environment of *envs*) until a stop signal, or until the process
+    *parent* is gone; returns 0."""
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
@@ -48,10 +55,14 @@ def supervise(
     envs = envs or [{}] * len(commands)
     children = [_start(cmd, env) for cmd, env in zip(commands, envs, strict=True)]
     while not stopping:
+        if parent is not None and os.getppid() != parent:
+            log.warning("the process that started this supervisor (%d) is gone; stopping", parent)
+            break
         for i, child in enumerate(children):
             if child.poll() is not None and not stopping:
-                log.warning("'python -m %s' exited with %s; restarting",
-                            " ".join(commands[i]), child.returncode)
+                log.warning(
+                    "'python -m %s' exited with %s; restarting", " ".join(commands[i]), child.returncode
+                )
                 time.sleep(RESTART_DELAY)
                 children[i] = _start(commands[i], envs[i])
         time.sleep(0.2)
@@ -75,16 +86,55 @@ def nth_bind(bind: str, index: int) -> str:
     return f"{host}:{int(port) + index}"
 
 
+def start_supervisor(settings: Settings, parent: int) -> subprocess.Popen[bytes]:
+    """Start ``python -m workerrmq.supervisor`` with one engine on ``WORKER_BIND``, as a
+    child of *parent* (the calling process): it stops when asked (:func:`stop_supervisor`)
+    and also when *parent* dies without asking."""
+    log.info("starting a supervised worker beside the API")
+    # The API's metrics directory is the API processes' own: the engine serves its own.
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workerrmq.supervisor",
+            "--parent",
+            str(parent),
+            settings.log_level,
+            settings.log_format,
+            settings.worker_bind,
+        ],
+        env=env,
+    )
+
+
+def stop_supervisor(process: subprocess.Popen[bytes]) -> None:
+    """Stop a supervisor of :func:`start_supervisor`: its engine drains, then both exit."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT + 5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m workerrmq.supervisor LOG_LEVEL LOG_FORMAT BIND...``: run one engine per
-    BIND (its health and metrics address); what ``workerrmq worker --processes N``
-    becomes. The command has read and checked the settings: this process only needs
-    these, and does not load the settings module (nor its dependencies)."""
+    """``python -m workerrmq.supervisor [--parent PID] LOG_LEVEL LOG_FORMAT BIND...``: run
+    one engine per BIND (its health and metrics address); what ``workerrmq worker
+    --processes N`` becomes. With ``--parent``, stop when process PID is gone. The command
+    has read and checked the settings: this process only needs these, and does not load
+    the settings module (nor its dependencies)."""
     from workerrmq.logs import configure_logging
 
-    level, fmt, *binds = argv if argv is not None else sys.argv[1:]
+    args = list(argv if argv is not None else sys.argv[1:])
+    parent = None
+    if args[:1] == ["--parent"]:
+        parent = int(args[1])
+        del args[:2]
+    level, fmt, *binds = args
     configure_logging(level, fmt)
-    return supervise([ENGINE] * len(binds), [{"WORKER_BIND": bind} for bind in binds])
+    return supervise([ENGINE] * len(binds), [{"WORKER_BIND": bind} for bind in binds], parent)
 
 
 if __name__ == "__main__":
