@@ -1,4 +1,4 @@
-"""The cases of issue 5: relay throughput, latency, publish API, isolation, scale.
+"""The cases: relay throughput, latency, publish API, isolation, scale curves.
 
 Each case returns plain data (lists of per-run figures); bench.report turns it
 into medians, ratios and the verdict against the targets.

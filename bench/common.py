@@ -40,7 +40,7 @@ SCALE_COUNTS = (100, 1000)
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """How big each case is. ``full()`` is issue 5's benchmark, ``quick()`` the smoke version."""
+    """How big each case is. ``full()`` is the benchmark, ``quick()`` the smoke version."""
 
     quick: bool
     runs: int

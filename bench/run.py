@@ -1,9 +1,11 @@
-"""Run the benchmark of issue 5 and write docs/PERFORMANCE.md and docs/performance.png.
+"""Run the benchmark and write docs/PERFORMANCE.md and docs/performance.png.
 
     python -m bench.run                 the full benchmark (several minutes)
     python -m bench.run --quick         a tiny version (under a minute), for the smoke test
     python -m bench.run --out DIR       write the report into DIR instead of docs/
     python -m bench.run --cases relay,latency   only some cases
+    python -m bench.run --compare REV   the working tree against commit REV (relay, publish)
+    python -m bench.run --cases scale --scale-counts 100,1000,5000,10000   the scale curves
 
 It starts what it needs (the endpoint, ``workerrmq api``, ``workerrmq worker``,
 the contenders), all on loopback, against the RabbitMQ at RABBITMQ_URL and
