@@ -68,6 +68,7 @@ class Settings:
     # Proxies whose X-Forwarded-* headers name the client (TRUSTED_PROXIES); none by default.
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     worker_bind: str = "127.0.0.1:5001"  # a worker's /healthz, /readyz, /metrics; "" for none
+    worker_max_connections: int = 16  # AMQP connections one worker opens, each for channel_max channels
     rabbitmq_management_ca_file: str = ""  # CA bundle for an https management URL; "": the system's
     tls_cert_file: str = ""  # with tls_key_file: the API serves https with this certificate (PEM)
     tls_key_file: str = ""
@@ -143,6 +144,7 @@ class Settings:
         integer("API_WORKERS", "api_workers", 1)
         integer("API_THREADS", "api_threads", 1)
         integer("AUTH_FAILURE_LIMIT", "auth_failure_limit", 1)
+        integer("WORKER_MAX_CONNECTIONS", "worker_max_connections", 1)
         if env.get("TRUSTED_PROXIES", "").strip():
             kwargs["trusted_proxies"] = _networks("TRUSTED_PROXIES", env["TRUSTED_PROXIES"])
         flag = env.get("BLOCK_PRIVATE_TARGETS", "").strip().lower()

@@ -194,16 +194,21 @@ class ConsumerStore:
             return [ConsumerSpec.of(row, self.cipher) for row in rows], total
 
     def update(self, ref: str, changes: Mapping[str, Any]) -> ConsumerSpec:
-        """Apply *changes* and bump the version, so running workers pick them up."""
+        """Apply *changes* and bump the version, so running workers pick them up; changes
+        that leave every value as it was bump nothing (and restart nothing)."""
         try:
             with self.db.session() as session:
                 row = self._row(session, ref)
-                sealed = {k: changes[k] for k in _SEALED if k in changes}
-                for key, value in changes.items():
-                    if key in _EDITABLE:
-                        setattr(row, key, value)
+                opened = _opened(row, self.cipher)
+                changed = {k: v for k, v in changes.items()
+                           if k in _EDITABLE and k not in _SEALED and getattr(row, k) != v}
+                sealed = {k: changes[k] for k in _SEALED if k in changes and opened[k] != changes[k]}
+                if not changed and not sealed:
+                    return ConsumerSpec.of(row, self.cipher)
+                for key, value in changed.items():
+                    setattr(row, key, value)
                 if sealed:
-                    _seal(row, self.cipher, {**_opened(row, self.cipher), **sealed})
+                    _seal(row, self.cipher, {**opened, **sealed})
                 self._check_name(session, row)
                 row.version += 1
                 row.updated_at = utcnow()

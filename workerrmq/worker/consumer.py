@@ -20,7 +20,6 @@ from typing import Any
 import aio_pika
 import aiohttp
 import aiormq
-from aio_pika.abc import AbstractConnection
 from aiolimiter import AsyncLimiter
 from aiormq.abc import DeliveredMessage
 
@@ -51,18 +50,17 @@ class _Metrics:
 
 
 class ConsumerRunner:
-    """Runs one :class:`ConsumerSpec` on one AMQP channel."""
+    """Runs one :class:`ConsumerSpec` on one AMQP channel, which :meth:`start` is given."""
+
+    _router: FailureRouter  # the failure router of the channel's connection, given by start()
 
     def __init__(
-        self, spec: ConsumerSpec, *, connection: AbstractConnection, router: FailureRouter,
-        http: aiohttp.ClientSession, stats: StatsReport | None = None,
+        self, spec: ConsumerSpec, *, http: aiohttp.ClientSession, stats: StatsReport | None = None,
         on_trouble: Callable[[], None] = lambda: None, guard: bool = False,
     ) -> None:
         self.spec = spec
         self._on_trouble = on_trouble
         self._endpoint = Endpoint(spec, spec.queue, guard=guard)
-        self._connection = connection
-        self._router = router
         self._http = http
         self._policy = RetryPolicy(
             max_attempts=spec.max_attempts, initial_delay=spec.initial_delay,
@@ -87,12 +85,10 @@ class ConsumerRunner:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def start(self) -> bool:
-        """Open a channel and consume; False (status ``queue_missing``) if the queue is absent."""
-        transport = self._connection.transport
-        if transport is None:
-            raise aiormq.exceptions.ChannelClosed("the connection is closed")
-        channel = await transport.connection.channel()
+    async def start(self, channel: aiormq.abc.AbstractChannel, router: FailureRouter) -> bool:
+        """Consume on *channel* (the runner's from now on: :meth:`stop` closes it), sending
+        failed messages through *router*; False (status ``queue_missing``) if the queue is absent."""
+        self._router = router
         try:
             await channel.queue_declare(self.spec.queue, passive=True)
         except aiormq.exceptions.ChannelNotFoundEntity:
@@ -105,6 +101,13 @@ class ConsumerRunner:
         self._settler = Settler(channel)
         await self._consume(self._prefetch)
         return True
+
+    def refuse(self, reason: str) -> None:
+        """Record that no channel could be had: the runner does not run, and its status
+        (``no_capacity``) and last error say why."""
+        self.status = "no_capacity"
+        self.stats.last_error = f"cannot run: {reason}"[:500]
+        self.stats.last_error_at = dt.datetime.now(dt.UTC)
 
     async def stop(self, *, grace: float | None = None) -> None:
         """Stop taking messages, let in-flight deliveries finish (up to *grace* s), close."""
@@ -124,11 +127,13 @@ class ConsumerRunner:
             with contextlib.suppress(Exception):
                 await self._channel.close()
 
-    async def set_concurrency(self, concurrency: int) -> None:
-        """Change how many deliveries may be in flight, without a restart."""
-        self.spec = dataclasses.replace(self.spec, concurrency=concurrency)
-        self._prefetch = 1 if self.spec.ordered else concurrency
-        if self.status == "consuming":
+    async def adopt(self, spec: ConsumerSpec) -> None:
+        """Take *spec*, a version of this consumer that differs only in how many
+        deliveries may be in flight (or in nothing the runner uses), without a restart."""
+        changed = spec.concurrency != self.spec.concurrency
+        self.spec = spec
+        self._prefetch = 1 if spec.ordered else spec.concurrency
+        if changed and self.status == "consuming":
             await self._reconsume(self._prefetch)
 
     def invalid(self, problem: str) -> None:

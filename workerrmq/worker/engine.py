@@ -1,11 +1,14 @@
 """The worker process: runs every enabled consumer and keeps them running.
 
-It owns one AMQP connection. When that connection drops (broker restart,
-network cut) every consumer is rebuilt on a new connection; unacked messages
-of the old one go back to their queues on the broker's side, so none is lost.
+Each consumer has a channel of its own, on one of the worker's connections
+(:mod:`~workerrmq.worker.connections` opens as many as the channels need). When
+a connection drops, the consumers on it are rebuilt on another; when the broker
+is gone, every consumer is rebuilt once it is back. Unacked messages of a lost
+connection go back to their queues on the broker's side, so none is lost.
 Consumer definitions come from the database, re-read on a control message
 and every ``reconcile_interval`` seconds; while the database is down the
-worker keeps running what it has.
+worker keeps running what it has. A consumer that is stopped or changed drains
+its deliveries in flight in the background: no change waits on another consumer.
 """
 
 from __future__ import annotations
@@ -18,17 +21,17 @@ import os
 import signal
 import socket
 import uuid
+from typing import Any
 
 import aio_pika
 import aiohttp
 import aiormq
 import orjson
-from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from aiohttp import web
+from aiormq.abc import DeliveredMessage
 
 from workerrmq import __version__, metrics
-from workerrmq.broker.connect import connect_first
-from workerrmq.broker.publisher import is_alive, new_event_loop
+from workerrmq.broker.publisher import new_event_loop
 from workerrmq.control import CONTROL_EXCHANGE
 from workerrmq.credentials import redact_url
 from workerrmq.errors import ConfigError, WorkerRMQError
@@ -37,17 +40,27 @@ from workerrmq.store import Database
 from workerrmq.store.consumers import ConsumerSpec, ConsumerStore, StatsReport
 from workerrmq.store.crypto import Cipher
 from workerrmq.store.workers import WorkerIdentity, WorkerRegistry
+from workerrmq.worker.connections import ConnectionPool, Link, NoCapacity
 from workerrmq.worker.consumer import ConsumerRunner
 from workerrmq.worker.delivery import SKIP_AUTO_HEADERS, definition_problem
 from workerrmq.worker.guard import GuardedResolver
 from workerrmq.worker.placement import chosen_workers, share_of
-from workerrmq.worker.retry import FailureRouter
 
 __all__ = ["Engine"]
 
 log = logging.getLogger(__name__)
 _START_BATCH = 50  # consumers started at once
 _BROKER_ERRORS = (OSError, TimeoutError, aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPException)
+# What a running consumer takes without a restart; any other change restarts it.
+_RETUNABLE = frozenset({"concurrency", "instances", "state", "version", "created_at", "updated_at"})
+
+
+def _needs_restart(running: ConsumerSpec, wanted: ConsumerSpec) -> bool:
+    """True if *wanted* differs from *running* in more than :data:`_RETUNABLE` fields."""
+    return any(
+        getattr(running, f.name) != getattr(wanted, f.name)
+        for f in dataclasses.fields(ConsumerSpec) if f.name not in _RETUNABLE
+    )
 
 
 class Engine:
@@ -65,6 +78,9 @@ class Engine:
         self.report_interval = report_interval
         self.reconnect_delay = reconnect_delay
         self.runners: dict[str, ConsumerRunner] = {}
+        # Runners taken out of service, finishing their deliveries in flight.
+        self._draining: dict[asyncio.Future[None], ConsumerRunner] = {}
+        self._pool: ConnectionPool | None = None
         # Running totals per consumer; they outlive runner restarts.
         self.stats: dict[str, StatsReport] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -139,74 +155,84 @@ class Engine:
     async def _connect_forever(self) -> None:
         assert self._stopping is not None
         while not self._stopping.is_set():
+            pool = ConnectionPool(
+                self.settings.rabbitmq_urls, timeout=self.settings.broker_timeout,
+                name=f"workerrmq-worker {self.worker_id}",
+                max_connections=self.settings.worker_max_connections, on_lost=self._on_link_lost,
+            )
             try:
-                connection = await connect_first(
-                    self.settings.rabbitmq_urls,
-                    timeout=self.settings.broker_timeout,
-                    name=f"workerrmq-worker {self.worker_id}",
-                )
+                await pool.any_link()
             except Exception as exc:  # noqa: BLE001 - a broker still booting fails in odd ways
                 log.warning("broker unreachable (%s); retrying in %.0fs", type(exc).__name__,
                             self.reconnect_delay)
                 await self._wait(self.reconnect_delay)
                 continue
+            self._pool = pool
             try:
-                await self._serve(connection)
+                await self._serve()
             except _BROKER_ERRORS as exc:
                 log.warning("broker connection lost (%s); reconnecting", type(exc).__name__)
             except Exception:
                 log.exception("unexpected error; reconnecting")
             finally:
                 self.connected.clear()
-                graceful = self._stopping.is_set() and is_alive(connection)
-                await self._stop_all(grace=None if graceful else 0)
-                with contextlib.suppress(Exception):
-                    await connection.close()
+                await self._stop_all(graceful=self._stopping.is_set())
+                await pool.close()
             if not self._stopping.is_set():
                 await self._wait(self.reconnect_delay)
 
-    async def _serve(self, connection: AbstractConnection) -> None:
+    async def _serve(self) -> None:
+        """Reconcile until stopped; raises when the broker is gone (no connection can be had)."""
         assert self._stopping is not None and self._poke is not None
-        router = await FailureRouter.open(connection)
-        await self._listen_for_changes(connection)
+        control = await self._listen_for_changes()
+        self.connected.set()
         log.info("worker %s connected", self.worker_id)
-        lost = asyncio.Event()
-        connection.close_callbacks.add(lambda *_: lost.set())
-        closed = asyncio.ensure_future(lost.wait())
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             while True:
-                await self._reconcile(connection, router)
-                self.connected.set()
+                await self._reconcile()
                 poke = asyncio.ensure_future(self._poke.wait())
                 await asyncio.wait(
-                    {closed, stopping, poke}, timeout=self.reconcile_interval,
+                    {control, stopping, poke}, timeout=self.reconcile_interval,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 poke.cancel()
                 self._poke.clear()
                 if stopping.done():
                     return
-                if closed.done():
-                    raise aiormq.exceptions.ConnectionClosed(320, "connection closed")
+                if control.done():
+                    # Only the consumers of the lost connection are rebuilt; if no new
+                    # connection can be had, the broker is gone and this raises.
+                    self.connected.clear()
+                    control = await self._listen_for_changes()
+                    self.connected.set()
         finally:
-            closed.cancel()
             stopping.cancel()
 
-    async def _listen_for_changes(self, connection: AbstractConnection) -> None:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(
-            CONTROL_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
-        )
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(exchange)
-        await queue.consume(self._on_control, no_ack=True)
+    async def _listen_for_changes(self) -> asyncio.Future[Any]:
+        """Take control messages on a channel of the pool; returns its closing future."""
+        assert self._pool is not None
+        self._pool.prune()
+        try:
+            _, channel = await self._pool.open_channel()
+        except NoCapacity as exc:
+            raise aiormq.exceptions.ConnectionClosed(320, exc.message) from None
+        await channel.exchange_declare(CONTROL_EXCHANGE, exchange_type="fanout", durable=True)
+        declared = await channel.queue_declare("", exclusive=True, auto_delete=True)
+        assert declared.queue is not None
+        await channel.queue_bind(declared.queue, CONTROL_EXCHANGE)
+        await channel.basic_consume(declared.queue, self._on_control, no_ack=True)
         # Tell the other workers, so they hand over their share of the work now.
-        await exchange.publish(
-            aio_pika.Message(orjson.dumps({"worker_id": self.worker_id, "action": "joined"})), ""
-        )
+        joined = orjson.dumps({"worker_id": self.worker_id, "action": "joined"})
+        await channel.basic_publish(joined, exchange=CONTROL_EXCHANGE, routing_key="")
+        return channel.closing
 
-    async def _on_control(self, _message: AbstractIncomingMessage) -> None:
+    async def _on_control(self, _message: DeliveredMessage) -> None:
+        if self._poke is not None:
+            self._poke.set()
+
+    def _on_link_lost(self, link: Link) -> None:
+        log.warning("worker %s: connection %d lost; its consumers move", self.worker_id, link.index)
         if self._poke is not None:
             self._poke.set()
 
@@ -217,8 +243,9 @@ class Engine:
 
     # -- consumers --------------------------------------------------------------------------------
 
-    async def _reconcile(self, connection: AbstractConnection, router: FailureRouter) -> None:
-        """Make the running consumers match the definitions."""
+    async def _reconcile(self) -> None:
+        """Make the running consumers match the definitions. Nothing here waits for a
+        consumer's deliveries: outdated runners drain in the background."""
         try:
             specs, alive = await asyncio.to_thread(self._read_definitions)
         except WorkerRMQError as exc:
@@ -226,33 +253,46 @@ class Engine:
                         exc.message, len(self.runners))
             return
         wanted = self._placed_here(specs, alive)
-        outdated = [
-            runner for cid, runner in self.runners.items()
-            if cid not in wanted or wanted[cid].version != runner.spec.version or not runner.healthy
-        ]
-        for runner in outdated:
-            del self.runners[runner.spec.id]
-        # A runner whose channel died cannot ack any more: no point waiting for it.
-        await asyncio.gather(*(r.stop(grace=None if r.healthy else 0) for r in outdated))
-        new = []
-        for cid, spec in wanted.items():
-            if cid not in self.runners:
-                new.append(spec)
-            elif self.runners[cid].spec.concurrency != spec.concurrency:
-                await self.runners[cid].set_concurrency(spec.concurrency)
+        retune = []
+        for cid, runner in list(self.runners.items()):
+            spec = wanted.get(cid)
+            if spec is None or not runner.healthy or _needs_restart(runner.spec, spec):
+                del self.runners[cid]
+                self._drain(runner)
+            elif spec != runner.spec:
+                retune.append(runner.adopt(spec))
+        await asyncio.gather(*retune)
+        draining = {r.spec.id for r in self._draining.values() if r.spec.ordered}
+        # An ordered consumer's new runner waits for its old one: one delivery at a time.
+        new = [spec for cid, spec in wanted.items() if cid not in self.runners and cid not in draining]
+        refused: list[str] = []
         # Each start is a few round trips to the broker: overlap them, a batch at a time.
         for first in range(0, len(new), _START_BATCH):
             batch = new[first:first + _START_BATCH]
-            await asyncio.gather(*(self._start(spec, connection, router) for spec in batch))
+            await asyncio.gather(*(self._start(spec, refused) for spec in batch))
+        if refused:
+            log.warning("%d consumers cannot run here: %s", len(refused), refused[0])
 
-    async def _start(
-        self, spec: ConsumerSpec, connection: AbstractConnection, router: FailureRouter
-    ) -> None:
-        assert self._http is not None and self._poke is not None
+    def _drain(self, runner: ConsumerRunner) -> None:
+        """Stop *runner* in the background, letting its deliveries in flight finish."""
+        # A runner whose channel died cannot ack any more: no point waiting for it.
+        task = asyncio.ensure_future(runner.stop(grace=None if runner.healthy else 0))
+        self._draining[task] = runner
+        task.add_done_callback(self._drained)
+
+    def _drained(self, task: asyncio.Future[None]) -> None:
+        runner = self._draining.pop(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("consumer %s: stop failed: %r", runner.spec.name, task.exception())
+        if runner.spec.ordered and self._poke is not None:
+            self._poke.set()  # its successor may start now
+
+    async def _start(self, spec: ConsumerSpec, refused: list[str]) -> None:
+        assert self._http is not None and self._poke is not None and self._pool is not None
         stats = self.stats.setdefault(spec.id, StatsReport(consumer_id=spec.id))
         runner = ConsumerRunner(
-            spec, connection=connection, router=router, http=self._http, stats=stats,
-            on_trouble=self._poke.set, guard=self.settings.block_private_targets,
+            spec, http=self._http, stats=stats, on_trouble=self._poke.set,
+            guard=self.settings.block_private_targets,
         )
         self.runners[spec.id] = runner
         if (problem := definition_problem(spec)) is not None:
@@ -260,8 +300,14 @@ class Engine:
             log.warning("consumer %s: not started, its definition is invalid: %s", spec.name, problem)
             return
         try:
-            started = await runner.start()
-        except aiormq.exceptions.ChannelClosed as exc:
+            link, channel = await self._pool.open_channel()
+            started = await runner.start(channel, link.router)
+        except NoCapacity as exc:
+            runner.refuse(exc.message)
+            refused.append(exc.message)
+            return
+        except _BROKER_ERRORS as exc:
+            await runner.stop(grace=0)
             runner.status = f"error: {exc}"[:32]
             log.warning("consumer %s: cannot start (%s); retrying", spec.name, exc)
             return
@@ -290,9 +336,14 @@ class Engine:
                 placed[spec.id] = dataclasses.replace(spec, concurrency=share)
         return placed
 
-    async def _stop_all(self, *, grace: float | None) -> None:
+    async def _stop_all(self, *, graceful: bool) -> None:
+        """Stop every runner, the draining ones included. *graceful*: let deliveries in
+        flight finish where their channel still can ack them."""
         runners, self.runners = list(self.runners.values()), {}
-        await asyncio.gather(*(r.stop(grace=grace) for r in runners), return_exceptions=True)
+        stops = [r.stop(grace=None if graceful and r.healthy else 0) for r in runners]
+        # Draining runners whose channel died need not finish their deliveries either.
+        stops += [r.stop(grace=0) for r in self._draining.values() if not (graceful and r.healthy)]
+        await asyncio.gather(*stops, *self._draining, return_exceptions=True)
 
     # -- health and metrics ------------------------------------------------------------------------
 
@@ -338,8 +389,9 @@ class Engine:
 
     async def _report(self) -> None:
         metrics.CONSUMERS_RUNNING.set(sum(r.status == "consuming" for r in self.runners.values()))
+        draining = {r.spec.id: r for r in self._draining.values()}
         for cid, stats in self.stats.items():
-            runner = self.runners.get(cid)
+            runner = self.runners.get(cid) or draining.get(cid)
             if runner is not None:
                 runner.report()
             else:
