@@ -131,8 +131,19 @@ def _define(settings: Settings, queues: list[str], target_url: str, **fields: ob
     db.migrate()
     store = ConsumerStore(db, Cipher.from_settings(settings))
     dlq = queues[0].rsplit("-", 1)[0] + ".dlq"
-    ids = [store.create({"name": q, "queue": q, "target_url": target_url, "dead_letter_queue": dlq,
-                         "concurrency": 1, **fields}).id for q in queues]
+    ids = [
+        store.create(
+            {
+                "name": q,
+                "queue": q,
+                "target_url": target_url,
+                "dead_letter_queue": dlq,
+                "concurrency": 1,
+                **fields,
+            }
+        ).id
+        for q in queues
+    ]
     db.dispose()
     return ids
 
@@ -162,8 +173,11 @@ def test_consumers_spread_over_connections_within_channel_max(
     queues = many_queues(20)
     _define(settings, queues, endpoint.url)
     worker = start_engine(settings)
-    wait_for(lambda: sum(r.status == "consuming" for r in worker.engine.runners.values()) == 20,
-             timeout=30, what="20 consumers consuming")
+    wait_for(
+        lambda: sum(r.status == "consuming" for r in worker.engine.runners.values()) == 20,
+        timeout=30,
+        what="20 consumers consuming",
+    )
     _publish_one_each(broker, queues)
     wait_for(lambda: set(endpoint.ids()) == set(queues), timeout=30, what="one delivery per consumer")
 
@@ -172,8 +186,10 @@ def test_consumers_spread_over_connections_within_channel_max(
     assert all(link.channel_max == 8 for link in pool.links)
     # None was closed by the broker and reopened: three connections made, three in use.
     assert pool._opened == 3
-    connections = wait_for(lambda: len(c := _worker_connections(mgmt, worker.engine.worker_id)) == 3
-                           and c, what="the three connections in the management API")
+    connections = wait_for(
+        lambda: len(c := _worker_connections(mgmt, worker.engine.worker_id)) == 3 and c,
+        what="the three connections in the management API",
+    )
     assert all(c["channel_max"] == 8 and c["channels"] <= 8 for c in connections), connections
 
 
@@ -187,21 +203,41 @@ def test_a_consumer_past_the_limit_says_why_and_the_others_run(
     consumers = []
     for _ in range(8):
         queue = queue_name("cap")
-        consumers.append(client.post("/api/v1/consumers", json={
-            "queue": queue, "target_url": endpoint.url, "create_queue": True,
-        }, headers=admin).json)
+        consumers.append(
+            client.post(
+                "/api/v1/consumers",
+                json={
+                    "queue": queue,
+                    "target_url": endpoint.url,
+                    "create_queue": True,
+                },
+                headers=admin,
+            ).json
+        )
     statuses = lambda: sorted(r.status for r in worker.engine.runners.values())  # noqa: E731
-    wait_for(lambda: statuses() == ["consuming"] * 6 + ["no_capacity"] * 2, timeout=30,
-             what="six consuming, two refused")
+    wait_for(
+        lambda: statuses() == ["consuming"] * 6 + ["no_capacity"] * 2,
+        timeout=30,
+        what="six consuming, two refused",
+    )
     refused = [c for c in consumers if worker.engine.runners[c["id"]].status == "no_capacity"]
     running = [c for c in consumers if c not in refused]
     _publish_one_each(broker, [c["queue"] for c in running])
-    wait_for(lambda: set(endpoint.ids()) == {c["queue"] for c in running}, timeout=30,
-             what="the six running consumers to deliver")
+    wait_for(
+        lambda: set(endpoint.ids()) == {c["queue"] for c in running},
+        timeout=30,
+        what="the six running consumers to deliver",
+    )
 
-    shown = wait_for(lambda: (s := client.get(f"/api/v1/consumers/{refused[0]['id']}", headers=admin)
-                              .json["stats"])["status"] == ["no_capacity"] and s, timeout=15,
-                     what="the API to show why the consumer does not run")
+    shown = wait_for(
+        lambda: (
+            (s := client.get(f"/api/v1/consumers/{refused[0]['id']}", headers=admin).json["stats"])["status"]
+            == ["no_capacity"]
+            and s
+        ),
+        timeout=15,
+        what="the API to show why the consumer does not run",
+    )
     assert "WORKER_MAX_CONNECTIONS" in shown["last_error"], shown
     assert worker.engine.connected.is_set()
 
@@ -211,8 +247,9 @@ def _scale_count() -> int:
 
 
 @pytest.mark.timeout(1800)
-def test_thousands_of_consumers_on_one_worker_all_deliver(make_settings, start_engine, many_queues,
-                                                          endpoint, broker, mgmt):
+def test_thousands_of_consumers_on_one_worker_all_deliver(
+    make_settings, start_engine, many_queues, endpoint, broker, mgmt
+):
     """More consumers than one connection's default channel_max (2,047), each delivering
     once. ``WORKERRMQ_SCALE_CONSUMERS=10000`` runs the 10,000-consumer measurement."""
     count = _scale_count()
@@ -222,13 +259,21 @@ def test_thousands_of_consumers_on_one_worker_all_deliver(make_settings, start_e
     rss_before = _rss_mb()
     started = time.monotonic()
     worker = start_engine(settings, reconcile_interval=5.0, report_interval=5.0)
-    wait_for(lambda: sum(r.status == "consuming" for r in worker.engine.runners.values()) == count,
-             timeout=max(120, count / 20), interval=0.5, what=f"{count} consumers consuming")
+    wait_for(
+        lambda: sum(r.status == "consuming" for r in worker.engine.runners.values()) == count,
+        timeout=max(120, count / 20),
+        interval=0.5,
+        what=f"{count} consumers consuming",
+    )
     running_after = time.monotonic() - started
     published = time.monotonic()
     _publish_one_each(broker, queues)
-    wait_for(lambda: len(set(endpoint.ids())) == count, timeout=max(60, count / 50), interval=0.5,
-             what=f"{count} deliveries")
+    wait_for(
+        lambda: len(set(endpoint.ids())) == count,
+        timeout=max(60, count / 50),
+        interval=0.5,
+        what=f"{count} deliveries",
+    )
     consumed_after = time.monotonic() - published
     pool = worker.engine._pool
     assert pool is not None
@@ -236,10 +281,12 @@ def test_thousands_of_consumers_on_one_worker_all_deliver(make_settings, start_e
     # The first connection also carries the control channel; each has its failure router's.
     channel_max = pool.links[0].channel_max
     assert len(pool.links) == 1 + -(-max(0, count - (channel_max - 2)) // (channel_max - 1))
-    print(f"\n{count} consumers: all consuming {running_after:.1f}s after start, one message each "
-          f"delivered in {consumed_after:.1f}s; {len(pool.links)} connections "
-          f"(channel_max {pool.links[0].channel_max}); test process RSS {rss_before:.0f} -> "
-          f"{_rss_mb():.0f} MB (peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+    print(
+        f"\n{count} consumers: all consuming {running_after:.1f}s after start, one message each "
+        f"delivered in {consumed_after:.1f}s; {len(pool.links)} connections "
+        f"(channel_max {pool.links[0].channel_max}); test process RSS {rss_before:.0f} -> "
+        f"{_rss_mb():.0f} MB (peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)"
+    )
 
 
 def _rss_mb() -> float:
@@ -267,9 +314,16 @@ def test_a_hanging_consumer_being_changed_does_not_hold_up_a_new_one(
 ):
     worker = start_engine(settings, reconcile_interval=300)  # only control messages drive it
     slow_queue = queue_name("hang")
-    slow = client.post("/api/v1/consumers", json={
-        "queue": slow_queue, "target_url": slow_endpoint.url, "timeout": 30, "create_queue": True,
-    }, headers=admin).json
+    slow = client.post(
+        "/api/v1/consumers",
+        json={
+            "queue": slow_queue,
+            "target_url": slow_endpoint.url,
+            "timeout": 30,
+            "create_queue": True,
+        },
+        headers=admin,
+    ).json
     worker.runner(slow["id"])
     _publish_one_each(broker, [slow_queue])
     wait_for(lambda: slow_endpoint.count() == 1, what="the hanging delivery")
@@ -277,13 +331,21 @@ def test_a_hanging_consumer_being_changed_does_not_hold_up_a_new_one(
     if change == "pause":
         assert client.post(f"/api/v1/consumers/{slow['id']}/pause", headers=admin).status_code == 200
     else:
-        assert client.patch(f"/api/v1/consumers/{slow['id']}", json={"timeout": 29},
-                            headers=admin).status_code == 200
+        assert (
+            client.patch(f"/api/v1/consumers/{slow['id']}", json={"timeout": 29}, headers=admin).status_code
+            == 200
+        )
     started = time.monotonic()
     fast_queue = queue_name("fast")
-    fast = client.post("/api/v1/consumers", json={
-        "queue": fast_queue, "target_url": endpoint.url, "create_queue": True,
-    }, headers=admin)
+    fast = client.post(
+        "/api/v1/consumers",
+        json={
+            "queue": fast_queue,
+            "target_url": endpoint.url,
+            "create_queue": True,
+        },
+        headers=admin,
+    )
     assert fast.status_code == 201, fast.json
     _publish_one_each(broker, [fast_queue])
     wait_for(lambda: endpoint.count() == 1, timeout=30, interval=0.02, what="the new consumer's delivery")
@@ -296,20 +358,33 @@ def test_a_hanging_consumer_being_changed_does_not_hold_up_a_new_one(
 def test_an_empty_patch_restarts_nothing(settings, start_engine, endpoint, client, admin, queue_name):
     worker = start_engine(settings, reconcile_interval=300)
     queue = queue_name("noop")
-    consumer = client.post("/api/v1/consumers", json={
-        "queue": queue, "target_url": endpoint.url, "create_queue": True,
-    }, headers=admin).json
+    consumer = client.post(
+        "/api/v1/consumers",
+        json={
+            "queue": queue,
+            "target_url": endpoint.url,
+            "create_queue": True,
+        },
+        headers=admin,
+    ).json
     runner = worker.runner(consumer["id"])
 
     answer = client.patch(f"/api/v1/consumers/{consumer['id']}", json={}, headers=admin)
     assert answer.status_code == 200 and answer.json["version"] == consumer["version"]
-    same = client.patch(f"/api/v1/consumers/{consumer['id']}", json={"timeout": consumer["timeout"]},
-                        headers=admin)
+    same = client.patch(
+        f"/api/v1/consumers/{consumer['id']}", json={"timeout": consumer["timeout"]}, headers=admin
+    )
     assert same.json["version"] == consumer["version"]
     # Another consumer created afterwards shows that the worker has reconciled since.
-    other = client.post("/api/v1/consumers", json={
-        "queue": queue_name("noop"), "target_url": endpoint.url, "create_queue": True,
-    }, headers=admin).json
+    other = client.post(
+        "/api/v1/consumers",
+        json={
+            "queue": queue_name("noop"),
+            "target_url": endpoint.url,
+            "create_queue": True,
+        },
+        headers=admin,
+    ).json
     worker.runner(other["id"])
     assert worker.engine.runners[consumer["id"]] is runner
     assert runner.status == "consuming" and runner.spec.version == consumer["version"]
