@@ -28,6 +28,7 @@ from workerrmq.api import (
 )
 from workerrmq.api.auth import init_auth
 from workerrmq.api.errors import register_error_handlers
+from workerrmq.api.prefix import UrlPrefix
 from workerrmq.api.proxies import TrustedProxies
 from workerrmq.api.services import Services
 from workerrmq.settings import Settings
@@ -81,6 +82,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     app.after_request(_log_request)
     app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]
+    if settings.url_prefix:
+        app.wsgi_app = UrlPrefix(app.wsgi_app, settings.url_prefix)  # type: ignore[method-assign]
     return app
 
 

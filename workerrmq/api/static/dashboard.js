@@ -31,6 +31,9 @@
     }
   }
 
+  // The path the API lives under behind a proxy (URL_PREFIX), "" at the root.
+  const ROOT = document.documentElement.dataset.root || "";
+
   async function api(method, path, body) {
     const headers = { Authorization: "Bearer " + apiKey, Accept: "application/json" };
     const init = { method, headers, cache: "no-store", credentials: "omit" };
@@ -40,7 +43,7 @@
     }
     let response;
     try {
-      response = await fetch(path, init);
+      response = await fetch(ROOT + path, init);
     } catch (err) {
       throw new ApiError(0, "network_error", "cannot reach the WorkerRMQ API (" + err.message + ")");
     }
@@ -325,7 +328,7 @@
     let warnings = [];
     try {
       // Public, and answered with JSON also while unready (503).
-      const response = await fetch("/readyz", { cache: "no-store", credentials: "omit" });
+      const response = await fetch(ROOT + "/readyz", { cache: "no-store", credentials: "omit" });
       const data = await response.json();
       if (data && Array.isArray(data.warnings)) warnings = data.warnings.map(String);
     } catch (_err) {
