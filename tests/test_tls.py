@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +31,8 @@ from tests.nodes import (
     rabbit_nodes,
     skip_or_fail,
 )
-from tests.support import wait_for
+from tests.support import free_port, wait_for
+from tests.workers import stop_processes
 from workerrmq.broker.connect import connect_first
 from workerrmq.broker.management import ManagementClient
 from workerrmq.broker.publisher import OutgoingMessage, Publisher
@@ -264,3 +267,50 @@ def test_database_refuses_wrong_ca_name_or_plain_connection(tls_postgres, certs,
             database.ping()
     finally:
         database.dispose()
+
+
+# -- the API over https ----------------------------------------------------------------------------
+
+
+def test_api_serves_https_with_tls_cert_and_key(tmp_path, certs, broker):
+    port = free_port()
+    key = "wrmq_tls-test-admin-key-0123456789abcdef"
+    env = {
+        **os.environ,
+        "BIND": f"127.0.0.1:{port}",
+        "API_WORKERS": "1",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
+        "WORKERRMQ_API_KEY": key,
+        "TLS_CERT_FILE": str(certs.server_cert),
+        "TLS_KEY_FILE": str(certs.server_key),
+    }
+    log = tmp_path / "api.log"
+    with log.open("wb") as out:
+        api = subprocess.Popen(
+            [sys.executable, "-m", "workerrmq.cli", "api"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    base = f"https://localhost:{port}"
+    try:
+
+        def up() -> bool:
+            try:
+                return requests.get(f"{base}/healthz", verify=str(certs.ca), timeout=2).ok
+            except requests.ConnectionError:
+                assert api.poll() is None, log.read_text()
+                return False
+
+        wait_for(up, timeout=30, what="the API over https")
+        answer = requests.get(
+            f"{base}/api/v1/keys",
+            headers={"Authorization": f"Bearer {key}"},
+            verify=str(certs.ca),
+            timeout=10,
+        )
+        assert answer.status_code == 200
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"{base}/healthz", timeout=5)  # a client that does not know the CA
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://localhost:{port}/healthz", timeout=5)  # no plain http
+    finally:
+        stop_processes(api)
+    assert key not in log.read_text()

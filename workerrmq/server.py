@@ -248,7 +248,11 @@ class _GunicornLog(GunicornLogger):  # type: ignore[misc]
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
     """Gunicorn's settings for the API, the same for every entry point."""
+    tls = {"certfile": settings.tls_cert_file, "keyfile": settings.tls_key_file}
+    if not settings.tls_cert_file:
+        tls = {}
     return {
+        **tls,  # TLS_CERT_FILE and TLS_KEY_FILE: the API speaks https only
         "bind": [settings.bind],
         "workers": settings.api_workers,
         "threads": settings.api_threads,
