@@ -68,11 +68,11 @@ class Settings:
     # Proxies whose X-Forwarded-* headers name the client (TRUSTED_PROXIES); none by default.
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     worker_bind: str = "127.0.0.1:5001"  # a worker's /healthz, /readyz, /metrics; "" for none
-    worker_max_connections: int = 16  # AMQP connections one worker opens, each for channel_max channels
     rabbitmq_management_ca_file: str = ""  # CA bundle for an https management URL; "": the system's
     tls_cert_file: str = ""  # with tls_key_file: the API serves https with this certificate (PEM)
     tls_key_file: str = ""
     url_prefix: str = ""  # the path the API and dashboard live under behind a proxy, e.g. /workerrmq
+    worker_max_connections: int = 16  # AMQP connections one worker opens, each for channel_max channels
 
     @property
     def rabbitmq_urls(self) -> tuple[str, ...]:
@@ -144,9 +144,9 @@ class Settings:
         integer("API_WORKERS", "api_workers", 1)
         integer("API_THREADS", "api_threads", 1)
         integer("AUTH_FAILURE_LIMIT", "auth_failure_limit", 1)
-        integer("WORKER_MAX_CONNECTIONS", "worker_max_connections", 1)
         if env.get("TRUSTED_PROXIES", "").strip():
             kwargs["trusted_proxies"] = _networks("TRUSTED_PROXIES", env["TRUSTED_PROXIES"])
+        integer("WORKER_MAX_CONNECTIONS", "worker_max_connections", 1)
         flag = env.get("BLOCK_PRIVATE_TARGETS", "").strip().lower()
         if flag:
             if flag not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
@@ -181,19 +181,6 @@ class Settings:
             _check_bind("WORKER_BIND", self.worker_bind, allow_zero=True)
 
 
-def _networks(var: str, value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    """Comma-separated addresses or CIDR networks, such as ``10.0.0.5, 10.1.0.0/16, ::1``."""
-    networks = []
-    for item in (i.strip() for i in value.split(",")):
-        if not item:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ConfigError(var, f"{item!r} is not an IP address or network") from None
-    return tuple(networks)
-
-
     def _validate_tls(self) -> None:
         for var, path in (("RABBITMQ_MANAGEMENT_CA_FILE", self.rabbitmq_management_ca_file),
                           ("TLS_CERT_FILE", self.tls_cert_file), ("TLS_KEY_FILE", self.tls_key_file)):
@@ -215,6 +202,19 @@ def _check_tls_files(var: str, url: str) -> None:
     for name, values in parse_qs(urlsplit(url).query).items():
         if name in ("cafile", "certfile", "keyfile") and not Path(values[-1]).is_file():
             raise ConfigError(var, f"{name} names no readable file: {values[-1]!r}")
+
+
+def _networks(var: str, value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated addresses or CIDR networks, such as ``10.0.0.5, 10.1.0.0/16, ::1``."""
+    networks = []
+    for item in (i.strip() for i in value.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(var, f"{item!r} is not an IP address or network") from None
+    return tuple(networks)
 
 
 def _check_bind(var: str, bind: str, *, allow_zero: bool) -> None:
