@@ -210,6 +210,13 @@ class Publisher:
                 raise BrokerUnavailable(
                     f"RabbitMQ connection lost while publishing ({type(result).__name__})"
                 )
+        if "rejected" in outcomes:
+            # After a cluster node dies, a quorum queue can nack every later publish on the
+            # channel that published to its old leader: the next publish opens a new channel.
+            stale, self._channel = self._channel, None
+            if stale is not None:
+                with contextlib.suppress(Exception):  # it is being thrown away
+                    await asyncio.wait_for(stale.close(), self.timeout)
         return outcomes
 
     async def _broadcast(self, exchange: str, body: bytes) -> None:

@@ -94,7 +94,12 @@ class ConsumerRunner:
         except aiormq.exceptions.ChannelNotFoundEntity:
             self.status = "queue_missing"
             return False
-        await channel.queue_declare(self.spec.dead_letter_queue, durable=True)
+        if self.spec.dead_letter_queue not in router.unavailable:
+            try:
+                await channel.queue_declare(self.spec.dead_letter_queue, durable=True)
+            except aiormq.exceptions.ChannelNotFoundEntity as exc:
+                router.note_unavailable(self.spec.dead_letter_queue, exc)  # its node is down
+                raise
         channel.on_consumer_cancel_callbacks.add(self._on_broker_cancel)
         channel.closing.add_done_callback(self._on_channel_closed)
         self._channel = channel

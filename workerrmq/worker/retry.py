@@ -10,9 +10,11 @@ the same time, so expiry at the head never blocks another message.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pamqp.commands import Basic
 
@@ -20,6 +22,8 @@ from workerrmq.worker.delivery import ATTEMPTS_HEADER, DEATH_HEADERS
 from workerrmq.worker.policy import DELAY_TIERS
 
 __all__ = ["FailureRouter", "RouteFailed", "copy_message", "tier_name"]
+
+log = logging.getLogger(__name__)
 
 
 class RouteFailed(Exception):
@@ -56,20 +60,40 @@ class FailureRouter:
 
     def __init__(self, channel: AbstractChannel) -> None:
         self.channel = channel
+        # Queues whose home node was down when declared (a cluster): they exist, so they are
+        # not declared again on this connection, which would fail the same way.
+        self.unavailable: set[str] = set()
 
     @classmethod
     async def open(cls, connection: aio_pika.abc.AbstractConnection) -> FailureRouter:
+        """Declare the delay tiers. In a cluster, a tier whose home node is down is skipped:
+        it exists, and until its node is back a retry to it is unroutable, so the failed
+        message is not acked and comes back (see :class:`RouteFailed`)."""
         channel = await connection.channel(publisher_confirms=True)
         for seconds in DELAY_TIERS:
             name = tier_name(seconds)
             exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.FANOUT, durable=True)
-            queue = await channel.declare_queue(
-                name,
-                durable=True,
-                arguments={"x-message-ttl": round(seconds * 1000), "x-dead-letter-exchange": ""},
-            )
+            try:
+                queue = await channel.declare_queue(
+                    name,
+                    durable=True,
+                    arguments={"x-message-ttl": round(seconds * 1000), "x-dead-letter-exchange": ""},
+                )
+            except aiormq.exceptions.ChannelNotFoundEntity as exc:  # "home node ... is down"
+                log.warning("delay queue %s unavailable: %s", name, exc.args[0] if exc.args else exc)
+                channel = await connection.channel(publisher_confirms=True)  # the error closed it
+                continue
             await queue.bind(exchange)
         return cls(channel)
+
+    def note_unavailable(self, queue: str, exc: aiormq.exceptions.ChannelNotFoundEntity) -> bool:
+        """Remember *queue* if *exc* says its home node is down; True if it did."""
+        reason = str(exc.args[0] if exc.args else exc)
+        if "home node" not in reason:
+            return False
+        log.warning("queue %s unavailable, not declared again on this connection: %s", queue, reason)
+        self.unavailable.add(queue)
+        return True
 
     async def retry(
         self, message: AbstractIncomingMessage, *, queue: str, message_id: str, attempts: int,
