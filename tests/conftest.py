@@ -64,8 +64,13 @@ def mgmt(broker: str) -> ManagementClient:
 
 
 @pytest.fixture
-def make_settings(tmp_path, broker: str) -> Callable[..., Settings]:
-    """Settings over the test broker and a throwaway SQLite file; keywords override."""
+def make_settings(tmp_path) -> Callable[..., Settings]:
+    """Settings over the test broker and a throwaway SQLite file; keywords override.
+
+    Building settings (and an app from them) needs no broker: the app's broker routes
+    answer 503 without one. A test that talks to the broker takes ``broker`` (or a
+    fixture built on it: ``mgmt``, ``queue_name``, ``amqp``).
+    """
 
     def make(**overrides: object) -> Settings:
         values: dict[str, object] = {
