@@ -52,8 +52,13 @@ def test_route_table_is_not_empty(app):
     routes = protected_routes(app)
     endpoints = {endpoint for _, _, endpoint in routes}
     # The generated check below must really cover the API, not an empty list.
-    assert {"queues.create_queue", "keys.create_key", "seed.get_queues",
-            "messages.publish_to_queue", "connections.close_connection"} <= endpoints
+    assert {
+        "queues.create_queue",
+        "keys.create_key",
+        "seed.get_queues",
+        "messages.publish_to_queue",
+        "connections.close_connection",
+    } <= endpoints
     assert len(routes) >= 22
 
 
@@ -166,8 +171,11 @@ def test_public_routes_need_no_key(client, path):
 def test_healthz_and_readyz_answer_without_key(client, broker):
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz").json
-    assert ready == {"status": "ready", "warnings": [],
-                     "checks": {"broker": "ok", "management": "ok", "database": "ok"}}
+    assert ready == {
+        "status": "ready",
+        "warnings": [],
+        "checks": {"broker": "ok", "management": "ok", "database": "ok"},
+    }
 
 
 def test_key_check_is_fast(app):
@@ -195,8 +203,7 @@ def test_a_valid_key_is_never_refused_for_failures_from_its_address(make_setting
     included; behind a reverse proxy, that is every client."""
     client, admin = make_app(make_settings(auth_failure_limit=40))
     shared = {"REMOTE_ADDR": "203.0.113.9"}
-    statuses = [client.get("/api/v1/keys", headers=BAD, environ_base=shared).status_code
-                for _ in range(1000)]
+    statuses = [client.get("/api/v1/keys", headers=BAD, environ_base=shared).status_code for _ in range(1000)]
     assert statuses[:40] == [401] * 40
     assert set(statuses[40:]) == {429}  # failures stay limited
     response = client.get("/api/v1/keys", headers=admin, environ_base=shared)
@@ -208,8 +215,12 @@ def test_a_valid_key_is_never_refused_for_failures_from_its_address(make_setting
 def test_missing_keys_count_as_failures(make_settings, make_app):
     client, admin = make_app(make_settings(auth_failure_limit=3))
     peer = {"REMOTE_ADDR": "203.0.113.10"}
-    assert [client.get("/api/v1/queues", environ_base=peer).status_code
-            for _ in range(4)] == [401, 401, 401, 429]
+    assert [client.get("/api/v1/queues", environ_base=peer).status_code for _ in range(4)] == [
+        401,
+        401,
+        401,
+        429,
+    ]
     assert client.get("/api/v1/keys", headers=admin, environ_base=peer).status_code == 200
     assert client.get("/healthz", environ_base=peer).status_code == 200  # public: no key, no count
 
