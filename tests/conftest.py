@@ -1,7 +1,9 @@
 """Fixtures over the real RabbitMQ, its management API, SQLite and PostgreSQL.
 
-Without a reachable broker the suite is skipped on a developer's machine and
-fails in CI (``CI`` set), so a green CI run always means the broker was there.
+Without a reachable broker the tests that take the ``broker`` fixture (directly or
+through ``mgmt``, ``queue_name``, ``amqp``) are skipped on a developer's machine and
+fail in CI (``CI`` set), so a green CI run always means the broker was there. Those
+tests carry the ``broker`` marker; ``-m "not broker"`` runs the others, which need none.
 """
 
 from __future__ import annotations
@@ -48,6 +50,18 @@ def _require(url: str, port: int, what: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "broker: needs RabbitMQ (set on every test that takes `broker`)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test whose fixtures include ``broker``: ``-m "not broker"`` runs the rest,
+    which need no RabbitMQ."""
+    for item in items:
+        if "broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.broker)
 
 
 @pytest.fixture(scope="session")
