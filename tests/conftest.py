@@ -13,6 +13,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pika
@@ -150,6 +151,44 @@ def queue_name(mgmt: ManagementClient) -> Iterator[Callable[[], str]]:
         for suffix in ("", ".dlq"):
             with contextlib.suppress(NotFound):
                 mgmt.delete_queue(name + suffix, if_empty=False, if_unused=False)
+
+
+@pytest.fixture
+def make_queue(
+    client: FlaskClient, admin: dict[str, str], queue_name: Callable[..., str]
+) -> Callable[..., str]:
+    """Create a queue through the API; keywords go into the request. Returns its name."""
+
+    def make(prefix: str = "t", **fields: object) -> str:
+        name = queue_name(prefix)
+        response = client.post("/api/v1/queues", json={"name": name, **fields}, headers=admin)
+        assert response.status_code == 201, response.get_data(as_text=True)
+        return name
+
+    return make
+
+
+@pytest.fixture
+def queue(make_queue: Callable[..., str]) -> str:
+    """A queue made through the API for this test."""
+    return make_queue("q")
+
+
+@pytest.fixture
+def make_consumer(
+    client: FlaskClient, admin: dict[str, str], make_queue: Callable[..., str]
+) -> Callable[..., tuple[dict[str, Any], str]]:
+    """Create a queue and a consumer on it through the API; returns (consumer, queue)."""
+
+    def make(target_url: str, **fields: object) -> tuple[dict[str, Any], str]:
+        queue = make_queue("c")
+        response = client.post(
+            "/api/v1/consumers", json={"queue": queue, "target_url": target_url, **fields}, headers=admin
+        )
+        assert response.status_code == 201, response.json
+        return response.json, queue
+
+    return make
 
 
 @pytest.fixture

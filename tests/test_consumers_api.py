@@ -24,21 +24,8 @@ TARGET = "http://127.0.0.1:9/hook"
 SECRET = "whsec_" + "c2VjcmV0LXNpZ25pbmcta2V5LWZvci10ZXN0cw=="  # "secret-signing-key-for-tests"
 
 
-def make_queue(client: FlaskClient, headers: dict[str, str], name: str) -> None:
-    response = client.post("/api/v1/queues", json={"name": name}, headers=headers)
-    assert response.status_code in (200, 201), response.json
-
-
 def create(client: FlaskClient, auth: dict[str, str], **body: object):
     return client.post("/api/v1/consumers", json=body, headers=auth)
-
-
-@pytest.fixture
-def queue(client, admin, queue_name) -> str:
-    """An existing queue for a consumer."""
-    name = queue_name("cons")
-    make_queue(client, admin, name)
-    return name
 
 
 @pytest.fixture
@@ -433,10 +420,9 @@ def test_replay_count_must_be_positive(client, admin, queue):
 # -- the seed's routes --------------------------------------------------------------------
 
 
-def test_seed_create_list_delete_consumer(default_client, queue_name):
+def test_seed_create_list_delete_consumer(default_client, make_queue):
     client, admin = default_client
-    name = queue_name("seedc")
-    make_queue(client, admin, name)
+    name = make_queue("seedc")
     created = client.post("/createConsumer", json={"queueName": name}, headers=admin)
     assert created.status_code == 200, created.json
     # With a "warning" too: no worker runs in this test (tests/test_no_worker.py).
@@ -472,10 +458,9 @@ def test_seed_create_consumer_takes_extra_fields(default_client, queue_name):
     assert (entry["target_url"], entry["max_attempts"]) == (TARGET, 2)
 
 
-def test_seed_create_consumer_errors(client, admin, default_client, queue_name):
-    name = queue_name("seede")
+def test_seed_create_consumer_errors(client, admin, default_client, queue_name, make_queue):
+    name = make_queue("seede")
     # Without DEFAULT_TARGET_URL and without target_url.
-    make_queue(client, admin, name)
     assert error_field(client.post("/createConsumer", json={"queueName": name}, headers=admin)) \
         == "target_url"
     dclient, dadmin = default_client

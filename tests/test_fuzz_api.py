@@ -222,14 +222,6 @@ def json_error(response, status: int | None = None, field: str | None = None) ->
     return error
 
 
-@pytest.fixture
-def queue(client, admin, queue_name) -> str:
-    name = queue_name("fuzz-t")
-    response = client.post("/api/v1/queues", json={"name": name}, headers=admin)
-    assert response.status_code == 201, response.get_data(as_text=True)
-    return name
-
-
 def post_raw(client, admin, path: str, text: str):
     return client.post(path, data=text.encode("utf-8", "surrogatepass"),
                        headers={**admin, "Content-Type": "application/json"})

@@ -8,15 +8,12 @@ import subprocess
 
 import pytest
 
-from tests import test_worker
 from tests.support import wait_for
 from tests.test_worker import dead_letters, publish
 from tests.workers import EngineThread, stop_processes, worker_process
 from workerrmq.store import Database
 from workerrmq.store.workers import WorkerIdentity, WorkerRegistry
 from workerrmq.worker.placement import chosen_workers
-
-make_consumer = test_worker.make_consumer  # the fixture, shared with the worker tests
 
 
 @pytest.fixture

@@ -13,12 +13,9 @@ from workerrmq.api import create_app
 
 
 @pytest.fixture
-def queue(client, admin, queue_name) -> str:
-    name = queue_name("pub")
-    response = client.post("/api/v1/queues", json={"name": name, "arguments": {"max_priority": 10}},
-                           headers=admin)
-    assert response.status_code == 201
-    return name
+def queue(make_queue) -> str:
+    """A queue with priorities up to 10."""
+    return make_queue("pub", arguments={"max_priority": 10})
 
 
 def get(amqp, name: str):

@@ -18,23 +18,6 @@ from tests.workers import worker_process
 FAST_RETRY = {"initial_delay": 0.05, "max_delay": 0.25}
 
 
-@pytest.fixture
-def make_consumer(client, admin, queue_name):
-    """Create a queue and a consumer on it through the API; returns (consumer, queue)."""
-
-    def make(target_url: str, **fields):
-        queue = queue_name("w")
-        assert client.post("/api/v1/queues", json={"name": queue}, headers=admin).status_code == 201
-        response = client.post(
-            "/api/v1/consumers", json={"queue": queue, "target_url": target_url, **fields},
-            headers=admin,
-        )
-        assert response.status_code == 201, response.json
-        return response.json, queue
-
-    return make
-
-
 def publish(amqp, queue: str, body: bytes, **properties) -> None:
     amqp.confirm_delivery()
     amqp.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2, **properties),
