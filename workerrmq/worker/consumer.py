@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import logging
 import statistics
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -28,7 +29,21 @@ from workerrmq.store.consumers import ConsumerSpec, StatsReport
 from workerrmq.worker.acks import Settler
 from workerrmq.worker.circuit import CircuitBreaker, CircuitState
 from workerrmq.worker.delivery import Attempt, DeliveryResult, Endpoint
-from workerrmq.worker.policy import RetryPolicy, Verdict, classify, compute_backoff, pick_tier
+from workerrmq.worker.ordered import (
+    HOLD_LIMIT,
+    AttemptLedger,
+    Progress,
+    message_key,
+    single_active_queues,
+)
+from workerrmq.worker.policy import (
+    RetryPolicy,
+    Verdict,
+    classify,
+    compute_backoff,
+    pick_tier,
+    retry_floor,
+)
 from workerrmq.worker.retry import FailureRouter, RouteFailed
 
 __all__ = ["ConsumerRunner"]
@@ -75,6 +90,8 @@ class ConsumerRunner:
         self._settler: Settler | None = None
         self._tag: str | None = None
         self._accepting = False
+        self._ledger: AttemptLedger | None = None  # an ordered consumer's, opened at first use
+        self._halt = asyncio.Event()  # set at stop: an ordered consumer's wait ends early
         self._tasks: set[asyncio.Task[Any]] = set()  # deliveries in flight
         self._background: set[asyncio.Task[None]] = set()
         self._reopen: asyncio.TimerHandle | None = None
@@ -119,7 +136,14 @@ class ConsumerRunner:
         self.status = "stopping"
         if self._reopen is not None:
             self._reopen.cancel()
-        await self._cancel_consumer()
+        if self.spec.ordered:
+            # Hold the queue until the channel closes, which hands the message held here
+            # back to the head of the queue: cancelling first would let the next consumer
+            # take the messages behind it.
+            self._accepting = False
+            self._halt.set()
+        else:
+            await self._cancel_consumer()
         if self._tasks:
             timeout = grace if grace is not None else self.spec.timeout + 5
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
@@ -177,8 +201,28 @@ class ConsumerRunner:
         self._accepting = True
         # aiormq's own consumer: it runs each delivery in a task of its own, and
         # the delivery is handled in that task without an aio-pika message around it.
-        ok = await self._channel.basic_consume(self.spec.queue, self._on_message, no_ack=False)
+        if self.spec.ordered:
+            ok = await self._consume_alone()
+        else:
+            ok = await self._channel.basic_consume(self.spec.queue, self._on_message, no_ack=False)
         self._tag = ok.consumer_tag
+
+    async def _consume_alone(self) -> aiormq.spec.Basic.ConsumeOk:
+        """Consume as the queue's only consumer (see :mod:`workerrmq.worker.ordered`): the
+        broker refuses this while another consumer holds the queue, and the engine retries."""
+        assert self._channel is not None
+        queue = self.spec.queue
+        if queue in single_active_queues:
+            return await self._channel.basic_consume(queue, self._on_message, no_ack=False)
+        declared = await self._channel.queue_declare(queue, passive=True)
+        try:
+            return await self._channel.basic_consume(queue, self._on_message, no_ack=False,
+                                                     exclusive=True)
+        except aiormq.exceptions.ChannelAccessRefused:
+            if declared is not None and declared.consumer_count == 0:
+                single_active_queues.add(queue)  # refused with nobody there: a single-active queue
+            self.status = "waiting_for_queue"
+            raise
 
     async def _cancel_consumer(self) -> None:
         self._accepting = False
@@ -195,8 +239,9 @@ class ConsumerRunner:
         self._on_trouble()
 
     def _on_channel_closed(self, *_: object) -> None:
-        # E.g. the broker's consumer timeout: unacked messages go back to the queue.
-        if self.status != "stopping":
+        # E.g. the broker's consumer timeout: unacked messages go back to the queue. An
+        # ordered consumer refused its queue waits for the engine's next round instead.
+        if self.status not in ("stopping", "waiting_for_queue"):
             self._accepting = False
             self.status = "channel_closed"
             self._on_trouble()
@@ -206,6 +251,8 @@ class ConsumerRunner:
         assert settler is not None and tag is not None
         settler.track(tag)
         if not self._accepting:
+            if self.spec.ordered and self.status == "stopping":
+                return  # still holding the queue: the channel's close hands it back, in place
             # Arrived after we stopped consuming: hand it back once, untouched.
             settler.requeue(tag)
             return
@@ -226,6 +273,8 @@ class ConsumerRunner:
     async def _handle(self, message: DeliveredMessage) -> bool:
         """Deliver, retry or park *message*; False if it must go back to its queue."""
         try:
+            if self.spec.ordered:
+                return await self._deliver_in_order(message)
             await self._deliver(message)
         except RouteFailed as exc:
             # The broker is in trouble; the message comes back when it recovers.
@@ -254,41 +303,97 @@ class ConsumerRunner:
         return True
 
     async def _deliver(self, message: DeliveredMessage) -> None:
-        """Deliver *message* until it is delivered, scheduled for a retry or parked;
+        """Deliver *message* once; on failure schedule its retry in a delay queue or park it;
         the caller then acks it."""
         attempt = Attempt.of(message)
-        while True:
-            result = await self._attempt(attempt)
-            verdict = classify(result.status, result.error, self._policy.retry_on)
-            self._circuit.record(verdict is Verdict.DELIVERED)
-            self._after_circuit_change()
-            if verdict is Verdict.DELIVERED:
-                self._count("delivered")
-                return
-            self._note_failure(result)
-            last = attempt.number >= self._policy.max_attempts
-            if verdict is Verdict.RETRY and not last:
-                delay = compute_backoff(attempt.number, self._policy, retry_after=result.retry_after)
-                self._count("retried")
-                if self.spec.ordered:
-                    await asyncio.sleep(delay)  # retry in place: order over throughput
-                    attempt = dataclasses.replace(attempt, number=attempt.number + 1)
-                    continue
-                await self._router.retry(
-                    aio_pika.IncomingMessage(message), queue=self.spec.queue, message_id=attempt.message_id,
-                    attempts=attempt.number, tier=pick_tier(delay),
-                )
-            else:
-                reason = "attempts exhausted" if verdict is Verdict.RETRY else "permanent failure"
-                await self._router.dead_letter(
-                    aio_pika.IncomingMessage(message), dlq=self.spec.dead_letter_queue,
-                    source_queue=self.spec.queue, message_id=attempt.message_id,
-                    attempts=attempt.number, status=result.status,
-                    error=f"{reason}: {result.error}: {result.detail}".strip(": "),
-                    consumer=self.spec.name,
-                )
-                self._count("dead_lettered")
+        result, verdict = await self._try(attempt)
+        if verdict is Verdict.DELIVERED:
             return
+        if verdict is Verdict.RETRY and attempt.number < self._policy.max_attempts:
+            delay = compute_backoff(attempt.number, self._policy, retry_after=result.retry_after)
+            self._count("retried")
+            await self._router.retry(
+                aio_pika.IncomingMessage(message), queue=self.spec.queue, message_id=attempt.message_id,
+                attempts=attempt.number,
+                tier=pick_tier(delay, at_least=retry_floor(result.retry_after, self._policy)),
+            )
+            return
+        reason = "attempts exhausted" if verdict is Verdict.RETRY else "permanent failure"
+        await self._dead_letter(message, attempt.message_id, attempt.number, result.status,
+                                f"{reason}: {result.error}: {result.detail}")
+
+    async def _deliver_in_order(self, message: DeliveredMessage) -> bool:
+        """Deliver *message*, retrying in place with every attempt counted in the attempt
+        ledger first; True when it is done with (delivered or parked), False to hand it
+        back to the head of the queue (a wait beyond :data:`HOLD_LIMIT`, or a stop)."""
+        ledger = await self._open_ledger()
+        attempt = Attempt.of(message)
+        key = message_key(message)
+        known = ledger.last if ledger.last is not None else await ledger.read()
+        progress = Progress.resume(known, key, attempt.number - 1)
+        while True:
+            number = progress.attempts + 1
+            if number > self._policy.max_attempts:
+                # Counted out on earlier deliveries, e.g. by workers that died meanwhile.
+                await self._dead_letter(message, attempt.message_id, progress.attempts, progress.status,
+                                        f"attempts exhausted: {progress.error}")
+                return True
+            if not await self._hold(progress.wait()):
+                return False
+            progress = dataclasses.replace(progress, attempts=number, due=0.0)
+            await ledger.write(progress)  # counted before it is made
+            attempt = dataclasses.replace(attempt, number=number)
+            result, verdict = await self._try(attempt)
+            if verdict is Verdict.DELIVERED:
+                return True
+            error = f"{result.error}: {result.detail}"
+            if verdict is not Verdict.RETRY or number >= self._policy.max_attempts:
+                reason = "attempts exhausted" if verdict is Verdict.RETRY else "permanent failure"
+                await self._dead_letter(message, attempt.message_id, number, result.status,
+                                        f"{reason}: {error}")
+                return True
+            delay = compute_backoff(number, self._policy, retry_after=result.retry_after)
+            progress = dataclasses.replace(progress, due=time.time() + delay, status=result.status,
+                                           error=error[:300])
+            await ledger.write(progress)
+            self._count("retried")
+
+    async def _open_ledger(self) -> AttemptLedger:
+        if self._ledger is None:
+            ledger = AttemptLedger(self._router.channel, self.spec.id)
+            await ledger.declare()
+            self._ledger = ledger
+        return self._ledger
+
+    async def _hold(self, seconds: float) -> bool:
+        """Wait *seconds* in place; False if the wait is longer than :data:`HOLD_LIMIT` (after
+        waiting that long) or the runner stops meanwhile: the message is then handed back."""
+        if seconds <= 0:
+            return not self._halt.is_set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._halt.wait(), timeout=min(seconds, HOLD_LIMIT))
+        return not self._halt.is_set() and seconds <= HOLD_LIMIT
+
+    async def _try(self, attempt: Attempt) -> tuple[DeliveryResult, Verdict]:
+        """Make one attempt and account for it (circuit, statistics)."""
+        result = await self._attempt(attempt)
+        verdict = classify(result.status, result.error, self._policy.retry_on)
+        self._circuit.record(verdict is Verdict.DELIVERED)
+        self._after_circuit_change()
+        if verdict is Verdict.DELIVERED:
+            self._count("delivered")
+        else:
+            self._note_failure(result)
+        return result, verdict
+
+    async def _dead_letter(self, message: DeliveredMessage, message_id: str, attempts: int,
+                           status: int | None, error: str) -> None:
+        await self._router.dead_letter(
+            aio_pika.IncomingMessage(message), dlq=self.spec.dead_letter_queue,
+            source_queue=self.spec.queue, message_id=message_id, attempts=attempts,
+            status=status, error=error.strip(": "), consumer=self.spec.name,
+        )
+        self._count("dead_lettered")
 
     async def _attempt(self, attempt: Attempt) -> DeliveryResult:
         if self._limiter is not None:
