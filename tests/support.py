@@ -1,4 +1,5 @@
-"""Test helpers: waiting on conditions, free ports, and a TCP proxy for broker outages."""
+"""Test helpers: waiting on conditions, free ports, a TCP proxy for broker outages, and the
+shape of the API's error answers."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
 def wait_for(
-    condition: Callable[[], T | None], *, timeout: float = 15.0, interval: float = 0.05,
+    condition: Callable[[], T | None],
+    *,
+    timeout: float = 15.0,
+    interval: float = 0.05,
     what: str = "condition",
 ) -> T:
     """Poll *condition* until it returns something truthy; fail after *timeout* seconds."""
@@ -138,3 +142,26 @@ def http_up(url: str) -> bool:
         return requests.get(url, timeout=2).ok
     except requests.ConnectionError:
         return False
+
+
+def json_error(
+    response: Any, status: int | None = None, *, code: str | None = None, field: str | None = None
+) -> dict[str, Any]:
+    """Check that *response* (a Flask test response) is the API's JSON error
+    ``{"error": {"code", "message"}}``, no HTML and no traceback, and return the error.
+    Without *status* any 4xx will do; *code* and *field* are checked when given."""
+    text = response.get_data(as_text=True)
+    if status is None:
+        assert 400 <= response.status_code < 500, (response.status_code, text)
+    else:
+        assert response.status_code == status, text
+    assert response.mimetype == "application/json", text
+    assert "<html" not in text.lower() and "Traceback" not in text
+    error = response.json["error"]
+    assert isinstance(error["code"], str) and error["code"]
+    assert isinstance(error["message"], str) and error["message"]
+    if code is not None:
+        assert error["code"] == code, error
+    if field is not None:
+        assert error.get("field") == field, error
+    return error

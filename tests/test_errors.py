@@ -6,18 +6,7 @@ import logging
 
 import pytest
 
-
-def assert_json_error(response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/json"
-    text = response.get_data(as_text=True)
-    assert "<html" not in text.lower() and "Traceback" not in text
-    error = response.json["error"]
-    assert isinstance(error["code"], str) and error["code"]
-    assert isinstance(error["message"], str) and error["message"]
-    if code is not None:
-        assert error["code"] == code
-    return error
+from tests.support import json_error
 
 
 @pytest.mark.parametrize(
@@ -25,17 +14,15 @@ def assert_json_error(response, status: int, code: str | None = None) -> dict:
     ['{"name": ', "not json at all", '{"name": "x",}', "\udcff".encode("utf-8", "surrogatepass")],
 )
 def test_malformed_json_is_400(client, admin, data):
-    response = client.post("/api/v1/queues", data=data, headers={**admin,
-                           "Content-Type": "application/json"})
-    error = assert_json_error(response, 400, "invalid_input")
+    response = client.post("/api/v1/queues", data=data, headers={**admin, "Content-Type": "application/json"})
+    error = json_error(response, 400, code="invalid_input")
     assert "JSON" in error["message"]
 
 
 @pytest.mark.parametrize("data", ["[1, 2]", '"a string"', "42", "null"])
 def test_json_that_is_not_an_object_is_400(client, admin, data):
-    response = client.post("/api/v1/queues", data=data,
-                           headers={**admin, "Content-Type": "application/json"})
-    assert_json_error(response, 400, "invalid_input")
+    response = client.post("/api/v1/queues", data=data, headers={**admin, "Content-Type": "application/json"})
+    json_error(response, 400, code="invalid_input")
 
 
 @pytest.mark.parametrize(
@@ -46,19 +33,21 @@ def test_json_that_is_not_an_object_is_400(client, admin, data):
         ("/api/v1/queues", {"name": "q", "durable": "maybe"}, "durable"),
         ("/api/v1/queues", {"name": "q", "type": "stream-ish"}, "type"),
         ("/api/v1/queues", {"name": "q", "arguments": "x"}, "arguments"),
-        ("/api/v1/queues", {"name": "q", "arguments": {"message_ttl": "soon"}},
-         "arguments.message_ttl"),
+        ("/api/v1/queues", {"name": "q", "arguments": {"message_ttl": "soon"}}, "arguments.message_ttl"),
         ("/api/v1/queues/q/messages", {"body": "x", "priority": "high"}, "priority"),
         ("/api/v1/queues/q/messages", {"messages": "x"}, "messages"),
-        ("/api/v1/queues/q/messages", {"messages": [{"body": 1}, {"body": 2, "priority": -1}]},
-         "messages.1.priority"),
+        (
+            "/api/v1/queues/q/messages",
+            {"messages": [{"body": 1}, {"body": 2, "priority": -1}]},
+            "messages.1.priority",
+        ),
         ("/api/v1/queues/q/bindings", {"exchange": 3}, "exchange"),
         ("/api/v1/keys", {"name": "k", "scope": 1}, "scope"),
         ("/createQueue", {"queueName": 12}, "queueName"),
     ],
 )
 def test_wrong_types_are_400_naming_the_field(client, admin, path, body, field):
-    error = assert_json_error(client.post(path, json=body, headers=admin), 400, "invalid_input")
+    error = json_error(client.post(path, json=body, headers=admin), 400, code="invalid_input")
     assert error["field"] == field
     assert field.split(".")[-1] in error["message"]
 
@@ -75,62 +64,65 @@ def test_wrong_types_are_400_naming_the_field(client, admin, path, body, field):
     ],
 )
 def test_unknown_fields_are_400(client, admin, path, body, field):
-    error = assert_json_error(client.post(path, json=body, headers=admin), 400, "invalid_input")
+    error = json_error(client.post(path, json=body, headers=admin), 400, code="invalid_input")
     assert error["field"] == field
 
 
 def test_missing_required_field_is_400(client, admin):
-    error = assert_json_error(client.post("/api/v1/queues", json={}, headers=admin), 400)
+    error = json_error(client.post("/api/v1/queues", json={}, headers=admin), 400)
     assert error["field"] == "name"
 
 
 def test_unknown_route_is_404_json(client, admin):
-    assert_json_error(client.get("/no/such/route", headers=admin), 404, "not_found")
-    assert_json_error(client.get("/no/such/route"), 404, "not_found")  # no key: still 404 JSON
-    assert_json_error(client.get("/api/v1/nothing-here", headers=admin), 404)
+    json_error(client.get("/no/such/route", headers=admin), 404, code="not_found")
+    json_error(client.get("/no/such/route"), 404, code="not_found")  # no key: still 404 JSON
+    json_error(client.get("/api/v1/nothing-here", headers=admin), 404)
 
 
 def test_method_not_allowed_is_405_with_allow(client, admin):
     response = client.put("/api/v1/queues", json={}, headers=admin)
-    assert_json_error(response, 405, "method_not_allowed")
+    json_error(response, 405, code="method_not_allowed")
     allowed = {m.strip() for m in response.headers["Allow"].split(",")}
     assert {"GET", "POST"} <= allowed
     health = client.post("/healthz")
-    assert_json_error(health, 405)
+    json_error(health, 405)
     assert "GET" in health.headers["Allow"]
 
 
 @pytest.mark.parametrize(
     "name",
-    ["a/b", "..", ".", "ü-queue", "queue name", "x" * 300, "amq.reserved", "tab\tname", "",
-     "emoji-🐇"],
+    ["a/b", "..", ".", "ü-queue", "queue name", "x" * 300, "amq.reserved", "tab\tname", "", "emoji-🐇"],
 )
 def test_bad_queue_names_in_bodies_are_400(client, admin, name):
     response = client.post("/api/v1/queues", json={"name": name}, headers=admin)
-    error = assert_json_error(response, 400, "invalid_input")
+    error = json_error(response, 400, code="invalid_input")
     assert error["field"] == "name"
     seed = client.post("/createQueue", json={"queueName": name}, headers=admin)
-    assert_json_error(seed, 400)
+    json_error(seed, 400)
 
 
 @pytest.mark.parametrize(
     "path",
-    ["a%2Fb", "a/b", "..", "%2E%2E", "%C3%BC", "x" * 300, "amq.gen-x", "%F0%9F%90%87",
-     "a%00b"],
+    ["a%2Fb", "a/b", "..", "%2E%2E", "%C3%BC", "x" * 300, "amq.gen-x", "%F0%9F%90%87", "a%00b"],
 )
 def test_bad_queue_names_in_paths_are_4xx_json(client, admin, path):
-    for method, suffix in [("GET", ""), ("DELETE", ""), ("POST", "/purge"),
-                           ("GET", "/bindings"), ("GET", "/consumers")]:
+    for method, suffix in [
+        ("GET", ""),
+        ("DELETE", ""),
+        ("POST", "/purge"),
+        ("GET", "/bindings"),
+        ("GET", "/consumers"),
+    ]:
         response = client.open(f"/api/v1/queues/{path}{suffix}", method=method, headers=admin)
         assert 400 <= response.status_code < 500, (method, path, suffix, response.status_code)
-        assert_json_error(response, response.status_code)
+        json_error(response, response.status_code)
     published = client.post(f"/api/v1/queues/{path}/messages", json={"body": 1}, headers=admin)
     assert 400 <= published.status_code < 500
-    assert_json_error(published, published.status_code)
+    json_error(published, published.status_code)
 
 
 def test_long_name_is_a_clear_400(client, admin):
-    error = assert_json_error(client.get("/api/v1/queues/" + "x" * 300, headers=admin), 400)
+    error = json_error(client.get("/api/v1/queues/" + "x" * 300, headers=admin), 400)
     assert error["field"] == "name" and "255" in error["message"]
 
 
@@ -138,13 +130,14 @@ def test_conflict_is_409_json(client, admin, queue_name):
     name = queue_name()
     assert client.post("/api/v1/queues", json={"name": name}, headers=admin).status_code == 201
     response = client.post("/api/v1/queues", json={"name": name, "durable": False}, headers=admin)
-    assert_json_error(response, 409, "conflict")
+    json_error(response, 409, code="conflict")
 
 
 def test_auth_errors_are_json(client, make_key):
-    assert_json_error(client.get("/api/v1/queues"), 401, "unauthorized")
-    assert_json_error(client.post("/api/v1/queues", json={"name": "x"},
-                                  headers=make_key("read")), 403, "forbidden")
+    json_error(client.get("/api/v1/queues"), 401, code="unauthorized")
+    json_error(
+        client.post("/api/v1/queues", json={"name": "x"}, headers=make_key("read")), 403, code="forbidden"
+    )
 
 
 def test_unexpected_error_is_500_json_without_traceback(app, admin, caplog):
@@ -155,7 +148,7 @@ def test_unexpected_error_is_500_json_without_traceback(app, admin, caplog):
     client = app.test_client()
     with caplog.at_level(logging.ERROR, logger="workerrmq.api"):
         response = client.get("/test-boom", headers=admin)
-    error = assert_json_error(response, 500, "internal_error")
+    error = json_error(response, 500, code="internal_error")
     assert "secret internals" not in response.get_data(as_text=True)
     assert "RuntimeError" not in error["message"]
     logged = [r for r in caplog.records if r.exc_info]
@@ -172,11 +165,10 @@ def test_no_html_anywhere(client, admin, make_key):
         client.patch("/api/v1/queues/x", headers=admin),
         client.get("/api/v1/keys/1", headers=admin),
         client.delete("/api/v1/keys/not-a-number", headers=admin),
-        client.post("/api/v1/keys", data="<xml/>", headers={**admin,
-                    "Content-Type": "application/xml"}),
+        client.post("/api/v1/keys", data="<xml/>", headers={**admin, "Content-Type": "application/xml"}),
         client.post("/api/v1/queues", json={"name": "x"}, headers=read),
         client.get("/api/v1/queues", headers={"Authorization": "Bearer nope"}),
     ]
     for response in attempts:
         assert 400 <= response.status_code < 500
-        assert_json_error(response, response.status_code)
+        json_error(response, response.status_code)

@@ -34,7 +34,7 @@ import schemathesis
 from flask import Flask
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.support import wait_for
+from tests.support import json_error, wait_for
 from workerrmq.api import create_app
 from workerrmq.broker.management import ManagementClient
 from workerrmq.errors import NotFound
@@ -206,22 +206,6 @@ def test_every_operation_conforms(case, fuzz_run, app, admin):
 # -- targeted bad input (what tests/test_errors.py does not already cover) ---------------------
 
 
-def json_error(response, status: int | None = None, field: str | None = None) -> dict[str, Any]:
-    """A clear 4xx: JSON ``{"error": {"code", "message"}}``, naming *field* when given."""
-    text = response.get_data(as_text=True)
-    assert 400 <= response.status_code < 500, (response.status_code, text)
-    if status is not None:
-        assert response.status_code == status, text
-    assert response.mimetype == "application/json", text
-    assert "<html" not in text.lower() and "Traceback" not in text
-    error = response.json["error"]
-    assert isinstance(error["code"], str) and error["code"]
-    assert isinstance(error["message"], str) and error["message"]
-    if field is not None:
-        assert error.get("field") == field, error
-    return error
-
-
 def post_raw(client, admin, path: str, text: str):
     return client.post(path, data=text.encode("utf-8", "surrogatepass"),
                        headers={**admin, "Content-Type": "application/json"})
@@ -281,7 +265,7 @@ def test_lone_surrogates_are_400_naming_the_field(client, admin, queue, path, te
     """JSON may escape a lone surrogate; no UTF-8 encoder takes it (was a 500 or a 503)."""
     text = template.replace("{q}", queue) % '"abc\\udcff"'
     response = post_raw(client, admin, path.replace("{q}", queue), text)
-    error = json_error(response, 400, field)
+    error = json_error(response, 400, field=field)
     assert "surrogate" in error["message"]
 
 
@@ -313,7 +297,7 @@ DB_ADMIN = {"Authorization": "Bearer wrmq_fuzz-db-admin-key"}
 def test_nul_in_stored_text_is_400(db_client, queue, path, body, field):
     """PostgreSQL text cannot hold NUL (it was a 500 there): refused on every database."""
     body = json.loads(json.dumps(body).replace("{q}", queue))
-    json_error(db_client.post(path, json=body, headers=DB_ADMIN), 400, field)
+    json_error(db_client.post(path, json=body, headers=DB_ADMIN), 400, field=field)
 
 
 def test_nul_in_a_consumer_reference_is_404(db_client):
@@ -327,7 +311,7 @@ def test_nul_in_a_consumer_reference_is_404(db_client):
 @pytest.mark.parametrize("name", ["fuzz-nl\n", "fuzz-nl\r\n", " fuzz-sp", "fuzz-tab\t"])
 def test_names_with_trailing_newlines_are_400(client, admin, mgmt, name):
     """``$`` in a pattern matches before a final newline: "q\\n" used to pass."""
-    json_error(client.post("/api/v1/queues", json={"name": name}, headers=admin), 400, "name")
+    json_error(client.post("/api/v1/queues", json={"name": name}, headers=admin), 400, field="name")
     json_error(client.post("/createQueue", json={"queueName": name}, headers=admin), 400)
     quoted = quote(name, safe="")
     json_error(client.get(f"/api/v1/queues/{quoted}", headers=admin), 400)
@@ -348,7 +332,7 @@ def test_names_with_trailing_newlines_are_400(client, admin, mgmt, name):
 )
 def test_consumer_tokens_with_trailing_newline_are_400(client, admin, queue, body, field):
     body = {"queue": queue, "target_url": "http://example.com/", **body}
-    json_error(client.post("/api/v1/consumers", json=body, headers=admin), 400, field)
+    json_error(client.post("/api/v1/consumers", json=body, headers=admin), 400, field=field)
 
 
 @pytest.mark.parametrize(
@@ -374,7 +358,7 @@ def test_json_types_are_strict(client, admin, queue_name, path, body, field):
     fractions silently cut to integers (max_length_bytes 2.5e-42 became 0)."""
     name = queue_name("fuzz-t")
     body = json.loads(json.dumps(body).replace("{q}", name))
-    json_error(client.post(path.replace("{q}", name), json=body, headers=admin), 400, field)
+    json_error(client.post(path.replace("{q}", name), json=body, headers=admin), 400, field=field)
 
 
 def test_integral_floats_are_integers(client, admin, queue_name, mgmt):
@@ -408,7 +392,7 @@ def test_values_amqp_cannot_carry_are_400_and_the_publisher_survives(client, adm
     the API's broker connection."""
     message = {"body": "x", **message}
     json_error(client.post(f"/api/v1/queues/{queue}/messages", json=message, headers=admin),
-               400, field)
+               400, field=field)
     ok = client.post(f"/api/v1/queues/{queue}/messages", json={"body": "after"}, headers=admin)
     assert ok.status_code == 201
     method, _, body = amqp.basic_get(queue, auto_ack=True)
@@ -435,10 +419,10 @@ def test_limits_that_amqp_can_carry_are_published(client, admin, queue, amqp):
 def test_routing_key_over_255_bytes_is_400(client, admin, queue):
     response = client.post("/api/v1/exchanges/amq.default/messages",
                            json={"body": 1, "routing_key": "é" * 128}, headers=admin)
-    json_error(response, 400, "routing_key")
+    json_error(response, 400, field="routing_key")
     batch = client.post("/api/v1/exchanges/amq.default/messages",
                         json={"messages": [{"body": 1, "routing_key": "é" * 128}]}, headers=admin)
-    json_error(batch, 400, "messages.0.routing_key")
+    json_error(batch, 400, field="messages.0.routing_key")
 
 
 @pytest.mark.parametrize(
@@ -499,7 +483,7 @@ def test_connection_close_reason_must_be_printable_ascii(client, admin, connecti
     """The reason goes on as an HTTP header: "€" was a 500, a newline a 503."""
     for reason in ["€uro", "line\nbreak", "nul\x00", "tab\there", "x" * 256]:
         path = f"/api/v1/connections/{quote(connection_name, safe='')}?reason={quote(reason)}"
-        json_error(client.delete(path, headers=admin), 400, "reason")
+        json_error(client.delete(path, headers=admin), 400, field="reason")
     names = [c["name"] for c in client.get("/api/v1/connections", headers=admin).json]
     assert connection_name in names  # still open
 
@@ -540,7 +524,7 @@ def test_long_and_unicode_names_in_bodies_are_400(client, admin, name):
     ]:
         if name == "amq.x" and field in ("exchange", "dead_letter_queue", "queue", "queueName"):
             continue  # a valid exchange name; the consumer's queue 404s on its own
-        json_error(client.post(path, json=body, headers=admin), 400, field)
+        json_error(client.post(path, json=body, headers=admin), 400, field=field)
 
 
 @pytest.mark.parametrize("name", [".", "..", "amq.mine"])
@@ -549,13 +533,13 @@ def test_consumers_cannot_name_unmanageable_queues(client, admin, queue, field, 
     """A dead-letter queue named ".." was stored; the management API cannot address it."""
     body = {"queue": queue, "target_url": "http://example.com/", "create_queue": True,
             field: name}
-    json_error(client.post("/api/v1/consumers", json=body, headers=admin), 400, field)
+    json_error(client.post("/api/v1/consumers", json=body, headers=admin), 400, field=field)
     created = client.post("/api/v1/consumers", json={"queue": queue,
                                                       "target_url": "http://example.com/"},
                           headers=admin)
     assert created.status_code == 201
     json_error(client.patch(f"/api/v1/consumers/{created.json['id']}", json={field: name},
-                            headers=admin), 400, field)
+                            headers=admin), 400, field=field)
 
 
 # -- integers longer than Python converts ------------------------------------------------------
@@ -646,12 +630,12 @@ def test_integers_over_4300_digits_are_400_naming_the_field_on_every_route(app, 
 def test_long_integers_deep_in_free_form_values_are_400(client, admin, queue, path, template,
                                                         field):
     text = template.replace("{q}", queue) % LONG_INTEGER
-    error = json_error(post_raw(client, admin, path.replace("{q}", queue), text), 400, field)
+    error = json_error(post_raw(client, admin, path.replace("{q}", queue), text), 400, field=field)
     assert "5000 digits" in error["message"] and "4300" in error["message"]
 
 
 def test_an_integer_of_4300_digits_meets_the_fields_own_rule(client, admin, queue):
     text = '{"body": "x", "priority": %s}' % ("9" * 4300)
     error = json_error(post_raw(client, admin, f"/api/v1/queues/{queue}/messages", text), 400,
-                       "priority")
+                       field="priority")
     assert "digits" not in error["message"]  # decoded; the range check refuses it
