@@ -8,8 +8,9 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 T = TypeVar("T")
 
@@ -165,3 +166,37 @@ def json_error(
     if field is not None:
         assert error.get("field") == field, error
     return error
+
+
+@contextlib.contextmanager
+def broker_user(
+    management_url: str,
+    name: str,
+    password: str,
+    *,
+    tags: str = "",
+    permissions: tuple[str, str, str] = (".*", ".*", ".*"),
+) -> Iterator[None]:
+    """A RabbitMQ user with *permissions* (configure, write, read) on the vhost "/", made
+    through the management API at *management_url* (an administrator's URL with its
+    credentials), and deleted on leaving."""
+    import requests
+
+    parts = urlsplit(management_url)
+    base = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+    created = requests.put(
+        f"{base}/api/users/{name}", json={"password": password, "tags": tags}, auth=auth, timeout=10
+    )
+    created.raise_for_status()
+    try:
+        configure, write, read = permissions
+        requests.put(
+            f"{base}/api/permissions/%2F/{name}",
+            json={"configure": configure, "write": write, "read": read},
+            auth=auth,
+            timeout=10,
+        ).raise_for_status()
+        yield
+    finally:
+        requests.delete(f"{base}/api/users/{name}", auth=auth, timeout=10)

@@ -657,27 +657,12 @@ def documented_user(user: str) -> tuple[str, tuple[str, str, str]]:
 @contextlib.contextmanager
 def temporary_user(name: str, tag: str, perms: tuple[str, str, str]) -> Iterator[str]:
     """A broker user made for the test and deleted after it; yields its password."""
-    import requests
-
     from tests.conftest import MANAGEMENT_URL
-    from workerrmq.broker.management import _endpoint
+    from tests.support import broker_user
 
-    base, auth = _endpoint(MANAGEMENT_URL)
     password = "pw" + name.replace("-", "")
-    requests.put(
-        f"{base}/api/users/{name}", json={"password": password, "tags": tag}, auth=auth, timeout=10
-    ).raise_for_status()
-    try:
-        configure, write, read = perms
-        requests.put(
-            f"{base}/api/permissions/%2F/{name}",
-            auth=auth,
-            timeout=10,
-            json={"configure": configure, "write": write, "read": read},
-        ).raise_for_status()
+    with broker_user(MANAGEMENT_URL, name, password, tags=tag, permissions=perms):
         yield password
-    finally:
-        requests.delete(f"{base}/api/users/{name}", auth=auth, timeout=10)
 
 
 def test_the_documented_permissions_are_enough_and_no_more(broker: str, mgmt: Any) -> None:

@@ -12,8 +12,9 @@ import uuid
 import pytest
 import requests
 
+from tests.conftest import MANAGEMENT_URL
 from tests.endpoint import Endpoint
-from tests.support import free_port, http_up, wait_for
+from tests.support import broker_user, free_port, http_up, wait_for
 from tests.workers import stop_processes, worker_process
 
 FORBIDDEN_TARGETS = [
@@ -107,15 +108,12 @@ def test_redirects_are_not_followed(settings, client, admin, queue_name, endpoin
 
 
 @pytest.fixture
-def secret_broker_user(mgmt):
+def secret_broker_user(broker):
     """A RabbitMQ user with a distinctive password, deleted afterwards."""
     user = f"wrmq-{uuid.uuid4().hex[:8]}"
     password = f"brokerpw-{secrets.token_hex(12)}"
-    mgmt._call("PUT", f"/api/users/{user}", json={"password": password, "tags": "administrator"})
-    mgmt._call("PUT", f"/api/permissions/%2F/{user}",
-               json={"configure": ".*", "write": ".*", "read": ".*"})
-    yield user, password
-    mgmt._call("DELETE", f"/api/users/{user}")
+    with broker_user(MANAGEMENT_URL, user, password, tags="administrator"):
+        yield user, password
 
 
 def test_no_secret_in_any_output(secret_broker_user, tmp_path, endpoint, queue_name, make_settings):
