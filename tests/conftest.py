@@ -229,8 +229,9 @@ def endpoint() -> Iterator[Endpoint]:
 
 
 @pytest.fixture
-def start_engine() -> Iterator[Callable[..., EngineThread]]:
-    """Start worker engines on threads; each is stopped gracefully after the test."""
+def start_engine(broker: str) -> Iterator[Callable[..., EngineThread]]:
+    """Start worker engines on threads (they need RabbitMQ); each is stopped gracefully
+    after the test."""
     engines: list[EngineThread] = []
 
     def start(settings: Settings, **options: float) -> EngineThread:

@@ -381,7 +381,7 @@ def test_delivers_with_definitions_in_postgresql(make_settings, make_app, postgr
 
 
 @pytest.mark.postgres
-def test_worker_waits_for_the_database_at_start(make_settings, postgres_url):
+def test_worker_waits_for_the_database_at_start(make_settings, postgres_url, broker):
     from urllib.parse import urlsplit
 
     from tests.support import TcpProxy
@@ -392,11 +392,11 @@ def test_worker_waits_for_the_database_at_start(make_settings, postgres_url):
         db_proxy.cut()
         settings = make_settings(database_url=postgres_url.replace(f":{port}/", f":{db_proxy.port}/"))
         worker = EngineThread(settings)
-        worker._thread.start()
+        worker.start(connected=False)
         try:
             wait_for(lambda: "database unavailable" in worker.log_text(), timeout=20,
                      what="the worker to report the database down")
-            assert not worker.engine.connected.is_set() and worker._thread.is_alive()
+            assert not worker.engine.connected.is_set() and worker.running
             db_proxy.heal()
             wait_for(worker.engine.connected.is_set, timeout=30, what="the worker to start")
         finally:

@@ -45,10 +45,17 @@ class EngineThread:
         except BaseException as exc:  # noqa: BLE001 - surfaced by stop()
             self.error = exc
 
-    def start(self) -> EngineThread:
+    def start(self, *, connected: bool = True) -> EngineThread:
+        """Start the engine; wait until it has connected unless *connected* is False."""
         self._thread.start()
-        wait_for(self.engine.connected.is_set, timeout=30, what="the worker to connect")
+        if connected:
+            wait_for(self.engine.connected.is_set, timeout=30, what="the worker to connect")
         return self
+
+    @property
+    def running(self) -> bool:
+        """True while the engine's thread runs (it may still be waiting to connect)."""
+        return self._thread.is_alive()
 
     def runner(self, consumer_id: str, status: str = "consuming"):  # type: ignore[no-untyped-def]
         """Wait until this worker runs *consumer_id* in *status*; returns the runner."""
