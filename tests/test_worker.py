@@ -20,8 +20,7 @@ FAST_RETRY = {"initial_delay": 0.05, "max_delay": 0.25}
 
 def publish(amqp, queue: str, body: bytes, **properties) -> None:
     amqp.confirm_delivery()
-    amqp.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2, **properties),
-                       mandatory=True)
+    amqp.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2, **properties), mandatory=True)
 
 
 def queue_depth(mgmt, queue: str) -> tuple[int, int]:
@@ -43,8 +42,15 @@ def test_delivers_byte_exact_with_headers(settings, start_engine, endpoint, make
     consumer, queue = make_consumer(endpoint.url, headers={"X-Team": "payments"})
     worker.runner(consumer["id"])
     body = b"\x00\xffnot utf-8 \xc3\x28"
-    publish(amqp, queue, body, content_type="application/x-custom", message_id="m-1",
-            correlation_id="c-1", headers={"tenant": "acme", "n": 7})
+    publish(
+        amqp,
+        queue,
+        body,
+        content_type="application/x-custom",
+        message_id="m-1",
+        correlation_id="c-1",
+        headers={"tenant": "acme", "n": 7},
+    )
 
     wait_for(endpoint.count, what="the delivery")
     got = endpoint.received[0]
@@ -79,9 +85,17 @@ def test_no_ack_before_2xx(settings, start_engine, endpoint, make_consumer, amqp
     worker.runner(consumer["id"])
     publish(amqp, queue, b"hold me", message_id="held")
     wait_for(endpoint.count, what="the first attempt")
-    name = wait_for(lambda: next((c["name"] for c in mgmt.list_connections()
-                                  if worker.engine.worker_id in str(c.get("client_properties"))),
-                                 None), what="the worker's connection in the management API")
+    name = wait_for(
+        lambda: next(
+            (
+                c["name"]
+                for c in mgmt.list_connections()
+                if worker.engine.worker_id in str(c.get("client_properties"))
+            ),
+            None,
+        ),
+        what="the worker's connection in the management API",
+    )
     mgmt.close_connection(name, "test: kill the worker's connection")
     release.set()
     wait_for(lambda: endpoint.count() >= 2, timeout=30, what="the redelivery")
@@ -90,8 +104,7 @@ def test_no_ack_before_2xx(settings, start_engine, endpoint, make_consumer, amqp
 
 
 def test_retries_with_backoff_then_delivers(settings, start_engine, endpoint, make_consumer):
-    endpoint.respond = lambda r: (
-        (503, {}) if r.headers["X-WorkerRMQ-Attempt"] in ("1", "2") else (200, {}))
+    endpoint.respond = lambda r: (503, {}) if r.headers["X-WorkerRMQ-Attempt"] in ("1", "2") else (200, {})
     worker = start_engine(settings)
     consumer, queue = make_consumer(endpoint.url, initial_delay=0.25, max_delay=1)
     worker.runner(consumer["id"])
@@ -156,7 +169,8 @@ def test_dead_letters_at_once_on_4xx(settings, start_engine, endpoint, make_cons
 
 def test_retry_after_is_honoured(settings, start_engine, endpoint, make_consumer, amqp):
     endpoint.respond = lambda r: (
-        (429, {"Retry-After": "1"}) if r.headers["X-WorkerRMQ-Attempt"] == "1" else (200, {}))
+        (429, {"Retry-After": "1"}) if r.headers["X-WorkerRMQ-Attempt"] == "1" else (200, {})
+    )
     worker = start_engine(settings)
     consumer, queue = make_consumer(endpoint.url, initial_delay=0.05, max_delay=5)
     worker.runner(consumer["id"])
@@ -172,7 +186,8 @@ def test_retry_after_between_tiers_is_never_cut_short(settings, start_engine, en
     at least 3 s (the 4 s queue), never 2 s. (1 and 2 are tiers themselves, which
     would hide a rounding down.)"""
     endpoint.respond = lambda r: (
-        (503, {"Retry-After": "3"}) if int(r.headers["X-WorkerRMQ-Attempt"]) <= 4 else (200, {}))
+        (503, {"Retry-After": "3"}) if int(r.headers["X-WorkerRMQ-Attempt"]) <= 4 else (200, {})
+    )
     worker = start_engine(settings)
     consumer, queue = make_consumer(endpoint.url, initial_delay=0.05, max_delay=10, max_attempts=6)
     worker.runner(consumer["id"])
@@ -187,8 +202,7 @@ def test_retry_after_between_tiers_is_never_cut_short(settings, start_engine, en
 def test_failing_message_does_not_block_others(settings, start_engine, endpoint, make_consumer, amqp):
     endpoint.respond = lambda r: (503, {}) if r.body == b"bad" else (200, {})
     worker = start_engine(settings)
-    consumer, queue = make_consumer(endpoint.url, initial_delay=2, max_delay=2, max_attempts=2,
-                                    concurrency=4)
+    consumer, queue = make_consumer(endpoint.url, initial_delay=2, max_delay=2, max_attempts=2, concurrency=4)
     worker.runner(consumer["id"])
     publish(amqp, queue, b"bad")
     for i in range(30):
@@ -253,35 +267,52 @@ def test_changes_reach_a_running_worker_without_waiting_for_reconcile(
     assert time.monotonic() - started < 10
     version = worker.engine.runners[consumer["id"]].spec.version
     client.patch(f"/api/v1/consumers/{consumer['id']}", json={"concurrency": 3}, headers=admin)
-    runner = wait_for(lambda: (r := worker.engine.runners.get(consumer["id"])) and
-                      r.spec.version > version and r, timeout=5, what="the change")
+    runner = wait_for(
+        lambda: (r := worker.engine.runners.get(consumer["id"])) and r.spec.version > version and r,
+        timeout=5,
+        what="the change",
+    )
     assert runner.spec.concurrency == 3
 
 
-def test_circuit_breaker_opens_and_closes(settings, start_engine, endpoint, make_consumer, client,
-                                          admin, amqp, mgmt):
+def test_circuit_breaker_opens_and_closes(
+    settings, start_engine, endpoint, make_consumer, client, admin, amqp, mgmt
+):
     endpoint.respond = lambda r: (503, {})
     worker = start_engine(settings)
-    consumer, queue = make_consumer(endpoint.url, concurrency=1, max_attempts=1,
-                                    circuit_threshold=3, circuit_cooldown=1.5)
+    consumer, queue = make_consumer(
+        endpoint.url, concurrency=1, max_attempts=1, circuit_threshold=3, circuit_cooldown=1.5
+    )
     worker.runner(consumer["id"])
     for i in range(10):
         publish(amqp, queue, f"m{i}".encode())
 
-    runner = wait_for(lambda: (r := worker.engine.runners.get(consumer["id"])) and
-                      r.status == "circuit_open" and r, timeout=15, what="the circuit to open")
+    runner = wait_for(
+        lambda: (r := worker.engine.runners.get(consumer["id"])) and r.status == "circuit_open" and r,
+        timeout=15,
+        what="the circuit to open",
+    )
     assert runner.report().circuit in ("open", "half_open")
     failed_so_far = endpoint.count()
     assert failed_so_far < 10, "the open circuit should stop deliveries"
     ready, _ = wait_for(lambda: (d := queue_depth(mgmt, queue))[0] > 0 and d, timeout=15)
     assert ready > 0
-    shown = wait_for(lambda: (c := client.get(f"/api/v1/consumers/{consumer['id']}", headers=admin)
-                              .json["stats"]["circuit"]) != "closed" and c, timeout=10)
+    shown = wait_for(
+        lambda: (
+            (c := client.get(f"/api/v1/consumers/{consumer['id']}", headers=admin).json["stats"]["circuit"])
+            != "closed"
+            and c
+        ),
+        timeout=10,
+    )
     assert shown in ("open", "half_open")
 
     endpoint.respond = lambda r: (200, {})
-    wait_for(lambda: amqp.queue_declare(queue, passive=True).method.message_count == 0,
-             timeout=20, what="the probe to close the circuit and drain")
+    wait_for(
+        lambda: amqp.queue_declare(queue, passive=True).method.message_count == 0,
+        timeout=20,
+        what="the probe to close the circuit and drain",
+    )
     wait_for(lambda: worker.engine.runners[consumer["id"]].status == "consuming", timeout=10)
     assert worker.engine.runners[consumer["id"]].report().circuit == "closed"
     assert endpoint.count() == 10
@@ -340,15 +371,21 @@ def test_two_workers_share_the_load(settings, start_engine, endpoint, make_consu
     wait_for(lambda: queue_depth(mgmt, queue) == (0, 0), timeout=20, what="all acked")
 
 
-def test_sigterm_drains_in_flight_deliveries(settings, endpoint, make_consumer, amqp, client, admin,
-                                             tmp_path):
+def test_sigterm_drains_in_flight_deliveries(
+    settings, endpoint, make_consumer, amqp, client, admin, tmp_path
+):
     endpoint.delay = 1.0
     consumer, queue = make_consumer(endpoint.url, concurrency=32)
     log = tmp_path / "worker.log"
     worker = worker_process(settings, log)
     try:
-        wait_for(lambda: client.get(f"/api/v1/consumers/{consumer['id']}", headers=admin)
-                 .json["stats"]["workers"] == 1, timeout=30, what="the worker process")
+        wait_for(
+            lambda: (
+                client.get(f"/api/v1/consumers/{consumer['id']}", headers=admin).json["stats"]["workers"] == 1
+            ),
+            timeout=30,
+            what="the worker process",
+        )
         for i in range(20):
             publish(amqp, queue, f"{i}".encode(), message_id=f"drain-{i}")
         wait_for(lambda: endpoint.count() >= 20, timeout=20, what="20 requests in flight")
@@ -364,20 +401,26 @@ def test_sigterm_drains_in_flight_deliveries(settings, endpoint, make_consumer, 
 
 
 @pytest.mark.postgres
-def test_delivers_with_definitions_in_postgresql(make_settings, make_app, postgres_url, start_engine,
-                                                 endpoint, queue_name):
+def test_delivers_with_definitions_in_postgresql(
+    make_settings, make_app, postgres_url, start_engine, endpoint, queue_name
+):
     settings = make_settings(database_url=postgres_url)
     client, headers = make_app(settings)
     queue = queue_name("pg")
     client.post("/api/v1/queues", json={"name": queue}, headers=headers)
-    consumer = client.post("/api/v1/consumers", json={"queue": queue, "target_url": endpoint.url},
-                           headers=headers).json
+    consumer = client.post(
+        "/api/v1/consumers", json={"queue": queue, "target_url": endpoint.url}, headers=headers
+    ).json
     worker = start_engine(settings)
     worker.runner(consumer["id"])
     client.post(f"/api/v1/queues/{queue}/messages", json={"body": "from pg"}, headers=headers)
     wait_for(lambda: endpoint.bodies() == [b"from pg"], what="the delivery")
-    wait_for(lambda: client.get(f"/api/v1/consumers/{consumer['id']}", headers=headers)
-             .json["stats"]["delivered"] == 1, what="statistics in PostgreSQL")
+    wait_for(
+        lambda: (
+            client.get(f"/api/v1/consumers/{consumer['id']}", headers=headers).json["stats"]["delivered"] == 1
+        ),
+        what="statistics in PostgreSQL",
+    )
 
 
 @pytest.mark.postgres
@@ -394,8 +437,11 @@ def test_worker_waits_for_the_database_at_start(make_settings, postgres_url, bro
         worker = EngineThread(settings)
         worker.start(connected=False)
         try:
-            wait_for(lambda: "database unavailable" in worker.log_text(), timeout=20,
-                     what="the worker to report the database down")
+            wait_for(
+                lambda: "database unavailable" in worker.log_text(),
+                timeout=20,
+                what="the worker to report the database down",
+            )
             assert not worker.engine.connected.is_set() and worker.running
             db_proxy.heal()
             wait_for(worker.engine.connected.is_set, timeout=30, what="the worker to start")
@@ -416,8 +462,7 @@ def test_cookies_do_not_ride_along(settings, start_engine, endpoint, make_consum
     assert "Cookie" not in endpoint.received[1].headers
 
 
-def test_concurrency_is_shared_and_reaches_the_broker(settings, start_engine, endpoint,
-                                                      make_consumer, mgmt):
+def test_concurrency_is_shared_and_reaches_the_broker(settings, start_engine, endpoint, make_consumer, mgmt):
     """A second worker joining halves each one's share, and the consumer the broker
     sees changes with it (RabbitMQ applies a new prefetch only to a new consumer)."""
     from workerrmq.store import Database

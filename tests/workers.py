@@ -89,8 +89,10 @@ def worker_process(settings: Settings, log: Path, **env: str) -> subprocess.Pope
     }
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "workerrmq.cli", "worker", "--processes", "1"], env=environ,
-            stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "workerrmq.cli", "worker", "--processes", "1"],
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
 
