@@ -15,9 +15,9 @@ import requests
 import yaml
 
 from tests.test_ops_cli import Api
+from workerrmq.core.consumer import ConsumerSpec
 from workerrmq.errors import NotFound
 from workerrmq.ops.declared import consumer_defaults
-from workerrmq.store.consumers import ConsumerSpec
 
 # The api, isolated and cli fixtures: the CLI against the app served over HTTP.
 pytest_plugins = ["tests.test_ops_cli"]

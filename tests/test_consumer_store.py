@@ -14,16 +14,17 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text, update
 
+from workerrmq.core.consumer import ConsumerSpec
+from workerrmq.core.policy import DEFAULT_RETRY_ON
 from workerrmq.errors import Conflict, NotFound
 from workerrmq.store import Database
-from workerrmq.store.consumers import ConsumerSpec, ConsumerStore, StatsReport
+from workerrmq.store.consumers import ConsumerStore, StatsReport
 from workerrmq.store.crypto import Cipher
 from workerrmq.store.db import MIGRATIONS
 from workerrmq.store.db import head_revision as db_head_revision
 from workerrmq.store.keys import KeyStore
 from workerrmq.store.models import ConsumerStats
 from workerrmq.worker.engine import Engine
-from workerrmq.worker.policy import DEFAULT_RETRY_ON
 
 CIPHER = Cipher(["a SECRET_KEY for the store's tests"])
 
@@ -74,12 +75,25 @@ def test_create_applies_the_defaults(store):
 
 
 def test_create_keeps_every_given_field(store):
-    spec = store.create(values(
-        method="PUT", headers={"Authorization": "Bearer x"}, timeout=2.5, concurrency=4,
-        max_attempts=3, initial_delay=0.1, max_delay=5.0, retry_on=["429", "timeout"],
-        signing_secret="whsec_c2VjcmV0c2VjcmV0c2VjcmV0", rate_limit=12.5, ordered=True,
-        circuit_threshold=2, circuit_cooldown=1.5, dead_letter_queue="parking", state="paused",
-    ))
+    spec = store.create(
+        values(
+            method="PUT",
+            headers={"Authorization": "Bearer x"},
+            timeout=2.5,
+            concurrency=4,
+            max_attempts=3,
+            initial_delay=0.1,
+            max_delay=5.0,
+            retry_on=["429", "timeout"],
+            signing_secret="whsec_c2VjcmV0c2VjcmV0c2VjcmV0",
+            rate_limit=12.5,
+            ordered=True,
+            circuit_threshold=2,
+            circuit_cooldown=1.5,
+            dead_letter_queue="parking",
+            state="paused",
+        )
+    )
     again = store.get(spec.id)
     assert again == spec
     assert again.method == "PUT"
@@ -135,8 +149,9 @@ def test_list_in_creation_order_and_filtered_by_queue(store):
 
 def test_update_changes_fields_and_bumps_version_and_updated_at(store):
     spec = store.create(values())
-    changed = store.update(spec.id, {"timeout": 3.0, "state": "paused", "headers": {"A": "b"},
-                                     "retry_on": ["5xx"]})
+    changed = store.update(
+        spec.id, {"timeout": 3.0, "state": "paused", "headers": {"A": "b"}, "retry_on": ["5xx"]}
+    )
     assert changed.version == spec.version + 1
     assert changed.updated_at > spec.updated_at
     assert changed.created_at == spec.created_at
@@ -178,8 +193,9 @@ def test_rename_onto_an_existing_name_is_a_conflict(store):
 def test_delete_removes_the_consumer_and_its_stats(store, db):
     spec = store.create(values())
     other = store.create(values(name="other"))
-    store.report("w1", [StatsReport(consumer_id=spec.id, delivered=3),
-                        StatsReport(consumer_id=other.id, delivered=1)])
+    store.report(
+        "w1", [StatsReport(consumer_id=spec.id, delivered=3), StatsReport(consumer_id=other.id, delivered=1)]
+    )
     deleted = store.delete(spec.id)
     assert deleted.id == spec.id
     with pytest.raises(NotFound):
@@ -207,12 +223,37 @@ def test_stats_without_reports(store):
 
 def test_stats_sum_over_workers(store):
     spec = store.create(values())
-    store.report("w1", [StatsReport(consumer_id=spec.id, delivered=10, failed=3, retried=2,
-                                    dead_lettered=1, in_flight=4, latency_p50_ms=5.0,
-                                    latency_p99_ms=40.0)])
-    store.report("w2", [StatsReport(consumer_id=spec.id, delivered=7, failed=1, retried=1,
-                                    dead_lettered=0, in_flight=2, latency_p50_ms=6.0,
-                                    latency_p99_ms=90.0, circuit="open")])
+    store.report(
+        "w1",
+        [
+            StatsReport(
+                consumer_id=spec.id,
+                delivered=10,
+                failed=3,
+                retried=2,
+                dead_lettered=1,
+                in_flight=4,
+                latency_p50_ms=5.0,
+                latency_p99_ms=40.0,
+            )
+        ],
+    )
+    store.report(
+        "w2",
+        [
+            StatsReport(
+                consumer_id=spec.id,
+                delivered=7,
+                failed=1,
+                retried=1,
+                dead_lettered=0,
+                in_flight=2,
+                latency_p50_ms=6.0,
+                latency_p99_ms=90.0,
+                circuit="open",
+            )
+        ],
+    )
     stats = store.stats(spec.id)
     assert stats["delivered"] == 17
     assert stats["failed"] == 4
@@ -235,18 +276,20 @@ def test_a_new_report_replaces_the_workers_previous_one(store):
 
 def test_reports_for_deleted_consumers_are_ignored(store):
     spec = store.create(values())
-    store.report("w1", [StatsReport(consumer_id="f" * 32, delivered=5),
-                        StatsReport(consumer_id=spec.id, delivered=2)])
+    store.report(
+        "w1", [StatsReport(consumer_id="f" * 32, delivered=5), StatsReport(consumer_id=spec.id, delivered=2)]
+    )
     assert store.stats(spec.id)["delivered"] == 2
     assert store.stats("f" * 32)["delivered"] == 0
 
 
 def test_in_flight_only_counts_fresh_reports(store, db):
     spec = store.create(values())
-    store.report("fresh", [StatsReport(consumer_id=spec.id, delivered=1, in_flight=2,
-                                       latency_p99_ms=10.0)])
-    store.report("stale", [StatsReport(consumer_id=spec.id, delivered=4, in_flight=50,
-                                       circuit="open", latency_p99_ms=999.0)])
+    store.report("fresh", [StatsReport(consumer_id=spec.id, delivered=1, in_flight=2, latency_p99_ms=10.0)])
+    store.report(
+        "stale",
+        [StatsReport(consumer_id=spec.id, delivered=4, in_flight=50, circuit="open", latency_p99_ms=999.0)],
+    )
     with db.session() as session:
         session.execute(
             update(ConsumerStats)
@@ -264,10 +307,28 @@ def test_in_flight_only_counts_fresh_reports(store, db):
 def test_last_error_is_the_newest_over_all_workers(store):
     spec = store.create(values())
     now = utcnow()
-    store.report("w-new", [StatsReport(consumer_id=spec.id, failed=1, last_error="HTTP 503: new",
-                                       last_error_at=now - dt.timedelta(seconds=5))])
-    store.report("w-old", [StatsReport(consumer_id=spec.id, failed=1, last_error="HTTP 500: old",
-                                       last_error_at=now - dt.timedelta(minutes=10))])
+    store.report(
+        "w-new",
+        [
+            StatsReport(
+                consumer_id=spec.id,
+                failed=1,
+                last_error="HTTP 503: new",
+                last_error_at=now - dt.timedelta(seconds=5),
+            )
+        ],
+    )
+    store.report(
+        "w-old",
+        [
+            StatsReport(
+                consumer_id=spec.id,
+                failed=1,
+                last_error="HTTP 500: old",
+                last_error_at=now - dt.timedelta(minutes=10),
+            )
+        ],
+    )
     store.report("w-none", [StatsReport(consumer_id=spec.id, delivered=3)])
     stats = store.stats(spec.id)
     assert stats["last_error"] == "HTTP 503: new"
@@ -378,8 +439,9 @@ def test_a_report_cancelled_mid_write_does_not_collide_with_the_next(make_settin
 
         asyncio.run(cancel_then_report())
         with engine.db.session() as session:
-            rows = session.scalars(select(ConsumerStats).where(
-                ConsumerStats.worker_id == engine.worker_id)).all()
+            rows = session.scalars(
+                select(ConsumerStats).where(ConsumerStats.worker_id == engine.worker_id)
+            ).all()
         assert sorted(row.consumer_id for row in rows) == sorted(spec.id for spec in specs)
     finally:
         engine.db.dispose()

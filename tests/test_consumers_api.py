@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.support import wait_for
-from workerrmq.control import CONTROL_EXCHANGE
+from workerrmq.broker.control import CONTROL_EXCHANGE
 from workerrmq.settings import Settings
 
 DEFAULT_TARGET = "http://127.0.0.1:9/x"

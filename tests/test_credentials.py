@@ -19,8 +19,8 @@ from sqlalchemy import text
 
 from tests.support import wait_for
 from workerrmq.api import create_app
-from workerrmq.credentials import redact_url, restore_headers, restore_url
-from workerrmq.errors import ConfigError, InvalidInput
+from workerrmq.core.credentials import PlaceholderUnmatched, redact_url, restore_headers, restore_url
+from workerrmq.errors import ConfigError
 from workerrmq.settings import Settings
 from workerrmq.store import Database
 from workerrmq.store.crypto import key_file_path
@@ -116,7 +116,7 @@ def test_redaction_and_restoration_round_trip():
     ],
 )
 def test_a_placeholder_never_carries_a_credential_elsewhere(new, old):
-    with pytest.raises(InvalidInput) as raised:
+    with pytest.raises(PlaceholderUnmatched) as raised:
         restore_url(new, old)
     assert raised.value.field == "target_url"
 

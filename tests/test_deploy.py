@@ -672,7 +672,7 @@ def test_the_documented_permissions_are_enough_and_no_more(broker: str, mgmt: An
     import aio_pika
 
     from workerrmq.broker.management import ManagementClient
-    from workerrmq.control import CONTROL_EXCHANGE
+    from workerrmq.broker.control import CONTROL_EXCHANGE
     from workerrmq.errors import WorkerRMQError
     from workerrmq.worker.retry import FailureRouter
 

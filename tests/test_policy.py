@@ -15,10 +15,8 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from workerrmq.store.consumers import ConsumerSpec
-from workerrmq.worker.circuit import CircuitBreaker, CircuitState
-from workerrmq.worker.delivery import HEADER_PREFIX, USER_AGENT, Attempt, Endpoint
-from workerrmq.worker.policy import (
+from workerrmq.core.consumer import ConsumerSpec
+from workerrmq.core.policy import (
     DEFAULT_RETRY_ON,
     DELAY_TIERS,
     RetryPolicy,
@@ -29,7 +27,11 @@ from workerrmq.worker.policy import (
     pick_tier,
     retry_floor,
 )
-from workerrmq.worker.signing import secret_bytes, sign, signature_headers
+from workerrmq.core.protocol import HTTP_PREFIX
+from workerrmq.core.signing import secret_bytes, sign, signature_headers
+from workerrmq.core.status import CircuitState
+from workerrmq.worker.circuit import CircuitBreaker
+from workerrmq.worker.delivery import USER_AGENT, Attempt, Target
 
 # -- classify ---------------------------------------------------------------------------
 
@@ -44,8 +46,9 @@ def test_default_retryable_statuses_retry(status):
     assert classify(status, f"HTTP {status}", DEFAULT_RETRY_ON) is Verdict.RETRY
 
 
-@pytest.mark.parametrize("status", [300, 301, 302, 304, 307, 308, 400, 401, 403, 404, 409, 410,
-                                    413, 422, 451])
+@pytest.mark.parametrize(
+    "status", [300, 301, 302, 304, 307, 308, 400, 401, 403, 404, 409, 410, 413, 422, 451]
+)
 def test_redirects_and_other_4xx_dead_letter_at_once(status):
     assert classify(status, f"HTTP {status}", DEFAULT_RETRY_ON) is Verdict.DEAD_LETTER
 
@@ -104,9 +107,7 @@ def test_backoff_defaults_match_the_spec():
 
 def test_backoff_from_a_short_initial_delay():
     policy = RetryPolicy(initial_delay=0.05, max_delay=0.3, jitter=0.0)
-    assert [compute_backoff(n, policy) for n in (1, 2, 3, 4, 5)] == pytest.approx(
-        [0.05, 0.1, 0.2, 0.3, 0.3]
-    )
+    assert [compute_backoff(n, policy) for n in (1, 2, 3, 4, 5)] == pytest.approx([0.05, 0.1, 0.2, 0.3, 0.3])
 
 
 def test_jitter_stays_within_bounds_and_varies():
@@ -230,8 +231,9 @@ def test_retry_floor_is_capped_like_the_backoff():
 # -- parse_retry_after --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value, seconds", [("0", 0.0), ("5", 5.0), ("120", 120.0),
-                                            (" 30 ", 30.0), ("86400", 86400.0)])
+@pytest.mark.parametrize(
+    "value, seconds", [("0", 0.0), ("5", 5.0), ("120", 120.0), (" 30 ", 30.0), ("86400", 86400.0)]
+)
 def test_retry_after_seconds(value, seconds):
     assert parse_retry_after(value) == seconds
 
@@ -414,7 +416,7 @@ def test_unpadded_whsec_secret_is_accepted_like_the_reference_library():
 
 
 def build_headers(spec: ConsumerSpec, attempt: Attempt, queue: str, now: int) -> dict[str, str]:
-    return Endpoint(spec, queue).headers(attempt, now)
+    return Target(spec, queue).headers(attempt, now)
 
 
 def make_spec(**overrides) -> ConsumerSpec:
@@ -447,12 +449,12 @@ def make_attempt(**overrides) -> Attempt:
 def test_prefix_headers_describe_the_message():
     headers = build_headers(make_spec(), make_attempt(), "orders", 1700000000)
     assert headers["Content-Type"] == "application/json"
-    assert headers[f"{HEADER_PREFIX}Message-Id"] == "m-1"
-    assert headers[f"{HEADER_PREFIX}Correlation-Id"] == "corr-9"
-    assert headers[f"{HEADER_PREFIX}Queue"] == "orders"
-    assert headers[f"{HEADER_PREFIX}Routing-Key"] == "orders"
-    assert headers[f"{HEADER_PREFIX}Attempt"] == "3"
-    assert headers[f"{HEADER_PREFIX}Redelivered"] == "true"
+    assert headers[f"{HTTP_PREFIX}Message-Id"] == "m-1"
+    assert headers[f"{HTTP_PREFIX}Correlation-Id"] == "corr-9"
+    assert headers[f"{HTTP_PREFIX}Queue"] == "orders"
+    assert headers[f"{HTTP_PREFIX}Routing-Key"] == "orders"
+    assert headers[f"{HTTP_PREFIX}Attempt"] == "3"
+    assert headers[f"{HTTP_PREFIX}Redelivered"] == "true"
     # The consumer's own extra headers are sent too.
     assert headers["Authorization"] == "Bearer abc"
     assert headers["X-Team"] == "payments"
@@ -468,9 +470,9 @@ def test_defaults_without_content_type_or_correlation_id():
     attempt = make_attempt(content_type=None, correlation_id=None, redelivered=False, number=1)
     headers = build_headers(make_spec(), attempt, "orders", 1700000000)
     assert headers["Content-Type"] == "application/octet-stream"
-    assert f"{HEADER_PREFIX}Correlation-Id" not in headers
-    assert headers[f"{HEADER_PREFIX}Redelivered"] == "false"
-    assert headers[f"{HEADER_PREFIX}Attempt"] == "1"
+    assert f"{HTTP_PREFIX}Correlation-Id" not in headers
+    assert headers[f"{HTTP_PREFIX}Redelivered"] == "false"
+    assert headers[f"{HTTP_PREFIX}Attempt"] == "1"
 
 
 def test_amqp_headers_are_forwarded_under_the_prefix():
@@ -483,7 +485,7 @@ def test_amqp_headers_are_forwarded_under_the_prefix():
         "tenant.region": "eu",
     }
     headers = build_headers(make_spec(), make_attempt(headers=amqp_headers), "orders", 0)
-    prefix = f"{HEADER_PREFIX}Header-"
+    prefix = f"{HTTP_PREFIX}Header-"
     assert headers[prefix + "tenant"] == "acme"
     assert headers[prefix + "count"] == "5"
     assert headers[prefix + "flag"] == "true"
@@ -503,18 +505,17 @@ def test_internal_and_dead_letter_headers_are_not_forwarded():
         "kept": "yes",
     }
     headers = build_headers(make_spec(), make_attempt(headers=amqp_headers), "orders", 0)
-    forwarded = {k for k in headers if k.startswith(f"{HEADER_PREFIX}Header-")}
-    assert forwarded == {f"{HEADER_PREFIX}Header-kept"}
+    forwarded = {k for k in headers if k.startswith(f"{HTTP_PREFIX}Header-")}
+    assert forwarded == {f"{HTTP_PREFIX}Header-kept"}
     assert not any("death" in k.lower() for k in headers)
 
 
 def test_header_values_are_printable_ascii():
-    amqp_headers = {"city": "Zürich", "multi": "line one\r\nline two", "tab": "a\tb",
-                    "emoji": "ok 👍"}
+    amqp_headers = {"city": "Zürich", "multi": "line one\r\nline two", "tab": "a\tb", "emoji": "ok 👍"}
     headers = build_headers(make_spec(), make_attempt(headers=amqp_headers), "orders", 0)
     for name, value in headers.items():
         assert value.isascii() and value.isprintable(), (name, value)
-    prefix = f"{HEADER_PREFIX}Header-"
+    prefix = f"{HTTP_PREFIX}Header-"
     # Escaped, not mangled: the original text can be recovered.
     assert json.loads(headers[prefix + "city"]) == "Zürich"
     assert json.loads(headers[prefix + "multi"]) == "line one\r\nline two"

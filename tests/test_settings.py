@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from workerrmq.core.credentials import redact_url
 from workerrmq.errors import ConfigError
-from workerrmq.settings import Settings, redact_url
+from workerrmq.settings import Settings
 
 
 def test_defaults_without_environment(tmp_path):
@@ -67,12 +68,13 @@ def test_env_file_default_is_dotenv_in_working_directory(tmp_path, monkeypatch):
 
 def test_seed_alias_for_default_target_url(tmp_path):
     none = tmp_path / "none.env"
-    alias = Settings.from_env({"EPINTOWER_API_PROCESS_ORDER": "http://seed.example/x"},
-                              env_file=none)
+    alias = Settings.from_env({"EPINTOWER_API_PROCESS_ORDER": "http://seed.example/x"}, env_file=none)
     assert alias.default_target_url == "http://seed.example/x"
     both = Settings.from_env(
-        {"EPINTOWER_API_PROCESS_ORDER": "http://seed.example/x",
-         "DEFAULT_TARGET_URL": "http://new.example/y"},
+        {
+            "EPINTOWER_API_PROCESS_ORDER": "http://seed.example/x",
+            "DEFAULT_TARGET_URL": "http://new.example/y",
+        },
         env_file=none,
     )
     assert both.default_target_url == "http://new.example/y"

@@ -11,10 +11,11 @@ from urllib.parse import urlsplit
 import click
 
 from workerrmq import ops
+from workerrmq.core.credentials import redact_url
+from workerrmq.core.scopes import SCOPES
 from workerrmq.errors import ConfigError, WorkerRMQError
 from workerrmq.logs import configure_logging
-from workerrmq.scopes import SCOPES
-from workerrmq.settings import Settings, redact_url
+from workerrmq.settings import Settings
 
 if TYPE_CHECKING:
     from workerrmq.store import Database
@@ -67,14 +68,11 @@ def api() -> None:
 
 def prepare_database(settings: Settings) -> None:
     """Migrate the schema and create the first admin key before any worker process starts."""
-    from workerrmq.api import _announce_bootstrap_key
-    from workerrmq.api.services import Services
+    from workerrmq.services.container import Services
 
     services = Services.build(settings)
     try:
-        services.db.migrate()
-        services.consumers.store.prepare()
-        _announce_bootstrap_key(services)
+        services.prepare()
     except ConfigError as exc:
         raise click.ClickException(f"configuration: {exc.message}") from None
     except WorkerRMQError as exc:
@@ -84,8 +82,12 @@ def prepare_database(settings: Settings) -> None:
 
 
 @main.command()
-@click.option("--processes", type=click.IntRange(min=1), default=None,
-              help="Engine processes to run and supervise (default: one per core).")
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Engine processes to run and supervise (default: one per core).",
+)
 def worker(processes: int | None) -> None:
     """Run the consumer engine: deliver every running consumer's messages until SIGTERM.
 
@@ -105,8 +107,10 @@ def worker(processes: int | None) -> None:
     from workerrmq.supervisor import nth_bind
 
     binds = [nth_bind(settings.worker_bind, i) for i in range(processes)]
-    os.execv(sys.executable, [sys.executable, "-m", "workerrmq.supervisor",
-                              settings.log_level, settings.log_format, *binds])
+    os.execv(
+        sys.executable,
+        [sys.executable, "-m", "workerrmq.supervisor", settings.log_level, settings.log_format, *binds],
+    )
 
 
 @main.command()

@@ -13,41 +13,24 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from dotenv import dotenv_values
 
+from workerrmq.core.credentials import redact_url
 from workerrmq.errors import ConfigError
 
-__all__ = ["Settings", "redact_url"]
+__all__ = ["Settings"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-def redact_url(url: str) -> str:
-    """Return *url* with any password replaced by ``***``, safe to log or show."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username}:***@{host}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
     """Runtime configuration. ``repr`` never shows a secret."""
 
-    rabbitmq_url: str = dataclasses.field(
-        default="amqp://guest:guest@127.0.0.1:5672/%2F", repr=False
-    )
-    rabbitmq_management_url: str = dataclasses.field(
-        default="http://guest:guest@127.0.0.1:15672", repr=False
-    )
+    rabbitmq_url: str = dataclasses.field(default="amqp://guest:guest@127.0.0.1:5672/%2F", repr=False)
+    rabbitmq_management_url: str = dataclasses.field(default="http://guest:guest@127.0.0.1:15672", repr=False)
     database_url: str = dataclasses.field(default="sqlite:///var/workerrmq.sqlite3", repr=False)
     secret_key: str = dataclasses.field(default="", repr=False)
     # Earlier SECRET_KEYs that still decrypt stored credentials (re-encrypted at start).
@@ -127,8 +110,7 @@ class Settings:
         text("EPINTOWER_API_PROCESS_ORDER", "default_target_url")
         if "default_target_url" in kwargs and not env.get("DEFAULT_TARGET_URL", "").strip():
             # Only the seed's alias is set: name it, not DEFAULT_TARGET_URL, if it is invalid.
-            _check_url("EPINTOWER_API_PROCESS_ORDER", str(kwargs["default_target_url"]),
-                       ("http", "https"))
+            _check_url("EPINTOWER_API_PROCESS_ORDER", str(kwargs["default_target_url"]), ("http", "https"))
         text("DEFAULT_TARGET_URL", "default_target_url")
         text("WORKERRMQ_API_KEY", "bootstrap_api_key")
         text("BIND", "bind")
@@ -180,15 +162,21 @@ class Settings:
         if self.worker_bind:
             _check_bind("WORKER_BIND", self.worker_bind, allow_zero=True)
 
-
     def _validate_tls(self) -> None:
-        for var, path in (("RABBITMQ_MANAGEMENT_CA_FILE", self.rabbitmq_management_ca_file),
-                          ("TLS_CERT_FILE", self.tls_cert_file), ("TLS_KEY_FILE", self.tls_key_file)):
+        for var, path in (
+            ("RABBITMQ_MANAGEMENT_CA_FILE", self.rabbitmq_management_ca_file),
+            ("TLS_CERT_FILE", self.tls_cert_file),
+            ("TLS_KEY_FILE", self.tls_key_file),
+        ):
             _check_file(var, path)
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ConfigError("TLS_CERT_FILE", "and TLS_KEY_FILE must be set together")
-        if self.url_prefix and (not self.url_prefix.startswith("/") or "?" in self.url_prefix
-                                or "#" in self.url_prefix or "//" in self.url_prefix):
+        if self.url_prefix and (
+            not self.url_prefix.startswith("/")
+            or "?" in self.url_prefix
+            or "#" in self.url_prefix
+            or "//" in self.url_prefix
+        ):
             raise ConfigError("URL_PREFIX", f"must be a path such as /workerrmq, got {self.url_prefix!r}")
 
 
@@ -231,6 +219,4 @@ def _check_url(var: str, url: str, schemes: tuple[str, ...]) -> None:
     except ValueError as exc:
         raise ConfigError(var, f"is not a valid URL ({exc})") from None
     if parts.scheme not in schemes or not parts.hostname:
-        raise ConfigError(
-            var, f"must be a {' or '.join(schemes)} URL with a host, got {redact_url(url)!r}"
-        )
+        raise ConfigError(var, f"must be a {' or '.join(schemes)} URL with a host, got {redact_url(url)!r}")

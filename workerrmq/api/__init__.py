@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 
 from flask import Flask, g, request
@@ -30,7 +29,7 @@ from workerrmq.api.auth import init_auth
 from workerrmq.api.errors import register_error_handlers
 from workerrmq.api.prefix import UrlPrefix
 from workerrmq.api.proxies import TrustedProxies
-from workerrmq.api.services import Services
+from workerrmq.services.container import Services
 from workerrmq.settings import Settings
 
 __all__ = ["create_app"]
@@ -38,6 +37,7 @@ __all__ = ["create_app"]
 
 class _Api(Api):
     ERROR_SCHEMA = schemas.Error
+
 
 log = logging.getLogger("workerrmq.api")
 access_log = logging.getLogger("workerrmq.access")
@@ -58,24 +58,19 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_SWAGGER_UI_PATH="docs",
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
         API_SPEC_OPTIONS={
-            "components": {
-                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
-            },
+            "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
             "security": [{"bearer": []}],
         },
     )
     services = Services.build(settings)
-    services.db.migrate()
-    services.consumers.store.prepare()  # a wrong SECRET_KEY stops here, naming it
-    _announce_bootstrap_key(services)
+    services.prepare()  # a wrong SECRET_KEY stops here, naming it
     app.extensions["workerrmq"] = services
 
     app.before_request(_start_timer)
     no_worker.init_app(app)
     init_auth(app, failure_limit=settings.auth_failure_limit)
     api = _Api(app)
-    for module in (queues, exchanges, messages, consumers, workers, connections, keys, managed,
-                   seed):
+    for module in (queues, exchanges, messages, consumers, workers, connections, keys, managed, seed):
         api.register_blueprint(module.blp)
     app.register_blueprint(health.blp)
     app.register_blueprint(dashboard.blp)
@@ -85,18 +80,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.url_prefix:
         app.wsgi_app = UrlPrefix(app.wsgi_app, settings.url_prefix)  # type: ignore[method-assign]
     return app
-
-
-def _announce_bootstrap_key(services: Services) -> None:
-    token = services.keys.bootstrap(services.settings.bootstrap_api_key)
-    if token:
-        # Printed, not logged: the token must not reach log storage.
-        print(
-            f"\nWorkerRMQ created an admin API key; it is shown only this once:\n\n    {token}\n\n"
-            "Send it as 'Authorization: Bearer <key>'. Create more with 'workerrmq keys create'.\n",
-            file=sys.stderr,
-            flush=True,
-        )
 
 
 def _start_timer() -> None:

@@ -1,4 +1,9 @@
-"""Schemas of ``/api/v1/consumers``."""
+"""Schemas of ``/api/v1/consumers``.
+
+Each field's bounds, default and description come from
+:data:`workerrmq.core.consumer.FIELDS`; what is checked here besides is the form of
+what is sent (header names, ``retry_on`` tokens, placeholders).
+"""
 
 from __future__ import annotations
 
@@ -15,12 +20,13 @@ from workerrmq.api.schemas import (
     StrictFloat,
     StrictInteger,
 )
-from workerrmq.credentials import PLACEHOLDER
-from workerrmq.worker.headers import refused_header
-from workerrmq.worker.policy import DELAY_TIERS
-from workerrmq.worker.signing import secret_bytes
+from workerrmq.core.consumer import DEFAULTS, FIELDS, SIGNING_SECRET_LENGTH
+from workerrmq.core.credentials import PLACEHOLDER
+from workerrmq.core.headers import refused_header
+from workerrmq.core.policy import RETRY_ON_PATTERN
+from workerrmq.core.signing import secret_bytes
 
-_RETRY_TOKEN = re.compile(r"^(connection|timeout|5xx|[45]\d\d)$")
+_RETRY_TOKEN = re.compile(RETRY_ON_PATTERN)
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
 
 
@@ -41,8 +47,34 @@ def _headers(value: dict[str, str]) -> None:
 
 
 def _signing_secret(value: str) -> None:
-    if value != PLACEHOLDER and not 16 <= len(value) <= 255:
-        raise ValidationError(f"must be 16 to 255 characters ({PLACEHOLDER!r} keeps the stored one)")
+    shortest, longest = SIGNING_SECRET_LENGTH
+    if value != PLACEHOLDER and not shortest <= len(value) <= longest:
+        raise ValidationError(
+            f"must be {shortest} to {longest} characters ({PLACEHOLDER!r} keeps the stored one)"
+        )
+
+
+def _documented(name: str, extra: str = "") -> dict[str, Any]:
+    """The OpenAPI description and default of consumer field *name*."""
+    rule = FIELDS[name]
+    described = {"description": rule.description + (f" ({rule.unit})" if rule.unit else "") + extra}
+    if name in DEFAULTS and DEFAULTS[name] != "":
+        default = DEFAULTS[name]
+        described["default"] = list(default) if isinstance(default, tuple) else default
+    return described
+
+
+def _field(kind: type[fields.Field], name: str, *, extra: str = "", **kwargs: Any) -> fields.Field:
+    """A request field for consumer field *name*, bounded and described by its rule."""
+    rule = FIELDS[name]
+    checks = list(kwargs.pop("validate", []))
+    if rule.minimum is not None or rule.maximum is not None:
+        checks.append(validate.Range(min=rule.minimum, max=rule.maximum))
+    if rule.max_length is not None:
+        checks.append(validate.Length(min=1 if kind is fields.String else None, max=rule.max_length))
+    if rule.choices is not None:
+        checks.append(validate.OneOf([str(choice) for choice in rule.choices]))
+    return kind(validate=checks, metadata=_documented(name, extra), **kwargs)
 
 
 class ConsumerFields(JsonBody):
@@ -50,45 +82,57 @@ class ConsumerFields(JsonBody):
 
     allow_nul = False  # stored in the database
 
-    name = fields.String(validate=validate.Length(min=1, max=200))
+    name = _field(fields.String, "name")
     queue = Name()
     target_url = fields.Url(
-        schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2048),
-        metadata={"description": "shown with its password and credential-like query values "
-                                 f"as {PLACEHOLDER!r}; sending {PLACEHOLDER!r} back keeps them"})
-    method = fields.String(validate=validate.OneOf(["POST", "PUT"]))
+        schemes={"http", "https"},
+        require_tld=False,
+        validate=validate.Length(max=FIELDS["target_url"].max_length),
+        metadata={
+            "description": "shown with its password and credential-like query values "
+            f"as {PLACEHOLDER!r}; sending {PLACEHOLDER!r} back keeps them"
+        },
+    )
+    method = _field(fields.String, "method")
     headers = fields.Dict(
-        keys=fields.String(), values=fields.String(), validate=_headers,
-        metadata={"description": "credential-like headers (Authorization, *-Key, *Token*, ...) "
-                                 f"are shown as {PLACEHOLDER!r}; sending {PLACEHOLDER!r} back keeps them"})
-    timeout = StrictFloat(validate=validate.Range(min=0.1, max=300), metadata={"description": "s"})
-    concurrency = StrictInteger(validate=validate.Range(min=1, max=1000), metadata={
-        "description": "deliveries in flight, in total over the workers that run it"})
-    max_attempts = StrictInteger(validate=validate.Range(min=1, max=100))
-    initial_delay = StrictFloat(validate=validate.Range(min=DELAY_TIERS[0], max=DELAY_TIERS[-1]))
-    max_delay = StrictFloat(validate=validate.Range(min=DELAY_TIERS[0], max=DELAY_TIERS[-1]))
-    retry_on = fields.List(fields.String(validate=_retry_token), validate=validate.Length(max=50))
+        keys=fields.String(),
+        values=fields.String(),
+        validate=_headers,
+        metadata={
+            "description": "credential-like headers (Authorization, *-Key, *Token*, ...) "
+            f"are shown as {PLACEHOLDER!r}; sending {PLACEHOLDER!r} back keeps them"
+        },
+    )
+    timeout = _field(StrictFloat, "timeout")
+    concurrency = _field(StrictInteger, "concurrency")
+    max_attempts = _field(StrictInteger, "max_attempts")
+    initial_delay = _field(StrictFloat, "initial_delay")
+    max_delay = _field(StrictFloat, "max_delay")
+    retry_on = fields.List(
+        fields.String(validate=_retry_token),
+        validate=validate.Length(max=FIELDS["retry_on"].max_length),
+        metadata=_documented("retry_on"),
+    )
     signing_secret = fields.String(
-        allow_none=True, validate=_signing_secret, load_only=True,
-        metadata={"description": "Standard Webhooks secret (whsec_<base64>); never shown again; "
-                                 f"{PLACEHOLDER!r} keeps the stored one, null removes it"},
+        allow_none=True,
+        validate=_signing_secret,
+        load_only=True,
+        metadata={
+            "description": "Standard Webhooks secret (whsec_<base64>); never shown again; "
+            f"{PLACEHOLDER!r} keeps the stored one, null removes it"
+        },
     )
-    rate_limit = StrictFloat(allow_none=True, validate=validate.Range(min=0.01, max=100_000),
-                              metadata={"description": "deliveries per second"})
-    ordered = StrictBoolean()
-    circuit_threshold = StrictInteger(validate=validate.Range(min=1, max=100_000))
-    circuit_cooldown = StrictFloat(validate=validate.Range(min=0.1, max=3600))
-    dead_letter_queue = Name()
-    instances = StrictInteger(
-        allow_none=True, validate=validate.Range(min=1, max=10_000),
-        metadata={"description": "how many workers run it (null: all); concurrency is "
-                                 "shared among them"},
-    )
-    state = fields.String(validate=validate.OneOf(["running", "paused"]))
+    rate_limit = _field(StrictFloat, "rate_limit", allow_none=True)
+    ordered = _field(StrictBoolean, "ordered")
+    circuit_threshold = _field(StrictInteger, "circuit_threshold")
+    circuit_cooldown = _field(StrictFloat, "circuit_cooldown")
+    dead_letter_queue = Name(metadata=_documented("dead_letter_queue"))
+    instances = _field(StrictInteger, "instances", allow_none=True)
+    state = _field(fields.String, "state")
 
     @validates_schema
     def _delays(self, data: dict[str, Any], **_: Any) -> None:
-        if data.get("initial_delay", 0) > data.get("max_delay", DELAY_TIERS[-1]):
+        if data.get("initial_delay", 0) > data.get("max_delay", FIELDS["max_delay"].maximum):
             raise ValidationError("must not be smaller than initial_delay", "max_delay")
         secret = data.get("signing_secret")
         if secret and secret.startswith("whsec_"):
@@ -100,8 +144,9 @@ class ConsumerFields(JsonBody):
 
 class ConsumerCreate(ConsumerFields):
     queue = Name(required=True)
-    create_queue = StrictBoolean(load_default=False,
-                                 metadata={"description": "declare the queue if it is missing"})
+    create_queue = StrictBoolean(
+        load_default=False, metadata={"description": "declare the queue if it is missing"}
+    )
 
 
 class ConsumerUpdate(ConsumerFields):
@@ -171,8 +216,12 @@ class DeadLetterPage(Schema):
 
 
 class ReplayRequest(JsonBody):
-    count = StrictInteger(load_default=None, allow_none=True, validate=validate.Range(min=1),
-                           metadata={"description": "how many; all when absent"})
+    count = StrictInteger(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=1),
+        metadata={"description": "how many; all when absent"},
+    )
 
 
 class ReplayResult(Schema):

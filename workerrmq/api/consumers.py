@@ -11,6 +11,7 @@ from workerrmq.api import no_worker
 from workerrmq.api.blueprint import Blueprint
 from workerrmq.api.schemas import Error
 from workerrmq.api.services import services
+from workerrmq.core.status import ConsumerState
 
 blp = Blueprint("consumers", __name__, url_prefix="/api/v1/consumers", description="Consumers")
 
@@ -63,14 +64,14 @@ def delete_consumer(ref: str) -> Response:
 @blp.response(200, schemas.Consumer)
 def pause_consumer(ref: str) -> dict[str, Any]:
     """Stop taking messages; in-flight deliveries finish."""
-    return services().consumers.set_state(ref, "paused")
+    return services().consumers.set_state(ref, ConsumerState.PAUSED)
 
 
 @blp.route("/<ref>/resume", methods=["POST"])
 @blp.response(200, schemas.Consumer)
 def resume_consumer(ref: str) -> dict[str, Any]:
     """Take messages again."""
-    return services().consumers.set_state(ref, "running")
+    return services().consumers.set_state(ref, ConsumerState.RUNNING)
 
 
 @blp.route("/<ref>/dead-letters", methods=["GET"])

@@ -12,7 +12,4 @@ class ResponseMessages:
 
 
 class ResponseError:
-    QUEUE_NAME_REQUIRED = "queueName is required."
-    MESSAGE_REQUIRED = "message is required."
-    QUEUE_NOT_FOUND = "Queue not found."
     CONSUMER_NOT_FOUND = "Consumer not found."

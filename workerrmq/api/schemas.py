@@ -10,8 +10,8 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
+from workerrmq.core.scopes import SCOPES
 from workerrmq.services.names import NAME_MAX, NAME_PATTERN
-from workerrmq.store.models import SCOPES
 
 
 class FullMatch(validate.Regexp):
@@ -235,8 +235,9 @@ MAX_EXPIRY_MS = 315_360_000_000
 
 
 class QueueArguments(Schema):
-    message_ttl = StrictInteger(validate=validate.Range(min=0, max=MAX_EXPIRY_MS),
-                                metadata={"description": "ms"})
+    message_ttl = StrictInteger(
+        validate=validate.Range(min=0, max=MAX_EXPIRY_MS), metadata={"description": "ms"}
+    )
     max_length = StrictInteger(validate=validate.Range(min=0))
     max_length_bytes = StrictInteger(validate=validate.Range(min=0))
     overflow = fields.String(validate=validate.OneOf(["drop-head", "reject-publish", "reject-publish-dlx"]))
@@ -338,23 +339,26 @@ def amqp_table(headers: dict[str, Any]) -> None:
         elif isinstance(value, int) and not -_INT64 <= value < _INT64:
             raise ValidationError("header integers must fit in 64 bits (signed)")
         elif isinstance(value, float) and math.isfinite(value) and abs(value) > _FLOAT32_MAX:
-            raise ValidationError(
-                f"header numbers with a fraction must be within ±{_FLOAT32_MAX:.4g}")
+            raise ValidationError(f"header numbers with a fraction must be within ±{_FLOAT32_MAX:.4g}")
 
 
 class Message(JsonBody):
-    body = fields.Raw(allow_none=True, metadata={
-        "description": "a string is sent as UTF-8 text, any other JSON value as JSON"})
+    body = fields.Raw(
+        allow_none=True,
+        metadata={"description": "a string is sent as UTF-8 text, any other JSON value as JSON"},
+    )
     body_base64 = fields.String(metadata={"description": "raw bytes, base64-encoded"})
     # AMQP short strings, sent to the endpoint as headers (Content-Type, X-WorkerRMQ-*).
     content_type = fields.String(validate=[validate.Length(max=255), max_bytes(255), header_safe])
-    headers = fields.Dict(keys=fields.String(validate=[validate.Length(max=128), max_bytes(128)]),
-                          validate=amqp_table)
+    headers = fields.Dict(
+        keys=fields.String(validate=[validate.Length(max=128), max_bytes(128)]), validate=amqp_table
+    )
     message_id = fields.String(validate=[validate.Length(min=1, max=255), max_bytes(255), header_safe])
     correlation_id = fields.String(validate=[validate.Length(max=255), max_bytes(255), header_safe])
     priority = StrictInteger(validate=validate.Range(min=0, max=255))
-    expiration = StrictInteger(validate=validate.Range(min=0, max=MAX_EXPIRY_MS),
-                               metadata={"description": "ms"})
+    expiration = StrictInteger(
+        validate=validate.Range(min=0, max=MAX_EXPIRY_MS), metadata={"description": "ms"}
+    )
     persistent = StrictBoolean(load_default=True)
 
     @validates_schema
@@ -415,10 +419,13 @@ class Connection(Schema):
 
 class ConnectionCloseArgs(Strict):
     # Sent on as an HTTP header (X-Reason): printable ASCII only.
-    reason = fields.String(load_default="closed through the WorkerRMQ API", validate=[
-        validate.Length(max=255),
-        FullMatch(r"^[ -~]*$", error="may only contain printable ASCII characters"),
-    ])
+    reason = fields.String(
+        load_default="closed through the WorkerRMQ API",
+        validate=[
+            validate.Length(max=255),
+            FullMatch(r"^[ -~]*$", error="may only contain printable ASCII characters"),
+        ],
+    )
 
 
 class KeyCreate(JsonBody):

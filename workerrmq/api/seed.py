@@ -87,10 +87,9 @@ def delete_consumer(body: dict[str, Any]) -> dict[str, str]:
     consumers = services().consumers
     ref = body.get("id") or body.get("name")
     if ref is None:
-        matches = consumers.store.list(queue=body["queueName"])
-        if not matches:
+        ref = consumers.oldest_of(body["queueName"])
+        if ref is None:
             raise NotFound(ResponseError.CONSUMER_NOT_FOUND)
-        ref = matches[0].id
     consumers.delete(ref)
     return {"message": ResponseMessages.CONSUMER_DELETED}
 
@@ -99,6 +98,4 @@ def delete_consumer(body: dict[str, Any]) -> dict[str, str]:
 @blp.response(200, consumer_schemas.SeedConsumer(many=True))
 def get_consumers() -> list[dict[str, Any]]:
     """Every consumer as `{"queueName": ..., "consumerId": ...}` plus its details."""
-    return [
-        {"queueName": c["queue"], "consumerId": c["id"], **c} for c in services().consumers.list()
-    ]
+    return [{"queueName": c["queue"], "consumerId": c["id"], **c} for c in services().consumers.list()]

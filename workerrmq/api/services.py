@@ -1,69 +1,12 @@
-"""The per-app service container and its accessor for views."""
+"""The services of the app handling the current request."""
 
 from __future__ import annotations
 
-import dataclasses
-
 from flask import current_app
 
-from workerrmq.broker.management import ManagementClient
-from workerrmq.broker.publisher import Publisher
-from workerrmq.services.connections import ConnectionService
-from workerrmq.services.consumers import ConsumerService
-from workerrmq.services.messages import MessageService
-from workerrmq.services.queues import QueueService
-from workerrmq.settings import Settings
-from workerrmq.store import Database
-from workerrmq.store.consumers import ConsumerStore
-from workerrmq.store.crypto import Cipher
-from workerrmq.store.keys import KeyStore
-from workerrmq.store.workers import WorkerRegistry
+from workerrmq.services.container import Services
 
-__all__ = ["Services", "services"]
-
-
-@dataclasses.dataclass
-class Services:
-    settings: Settings
-    db: Database
-    keys: KeyStore
-    management: ManagementClient
-    publisher: Publisher
-    queues: QueueService
-    messages: MessageService
-    connections: ConnectionService
-    consumers: ConsumerService
-    workers: WorkerRegistry
-
-    @classmethod
-    def build(cls, settings: Settings) -> Services:
-        db = Database(settings.database_url)
-        management = ManagementClient(
-            settings.rabbitmq_management_url, settings.vhost, timeout=settings.broker_timeout,
-            ca_file=settings.rabbitmq_management_ca_file,
-        )
-        publisher = Publisher(settings.rabbitmq_urls, timeout=settings.broker_timeout)
-        queues = QueueService(management)
-        return cls(
-            settings=settings,
-            db=db,
-            keys=KeyStore(db),
-            management=management,
-            publisher=publisher,
-            queues=queues,
-            messages=MessageService(publisher, max_batch=settings.max_batch),
-            connections=ConnectionService(management),
-            consumers=ConsumerService(
-                ConsumerStore(db, Cipher.from_settings(settings)), queues, management, publisher,
-                default_target_url=settings.default_target_url,
-                block_private_targets=settings.block_private_targets,
-            ),
-            workers=WorkerRegistry(db),
-        )
-
-    def close(self) -> None:
-        self.publisher.close()
-        self.db.dispose()
+__all__ = ["services"]
 
 
 def services() -> Services:

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import aio_pika
 from aio_pika.abc import AbstractConnection
 
-from workerrmq.settings import redact_url
+from workerrmq.core.credentials import redact_url
 
-__all__ = ["connect_first", "failure_reason"]
+__all__ = ["connect_first", "failure_reason", "is_alive"]
 
 log = logging.getLogger(__name__)
 
@@ -21,15 +21,19 @@ async def connect_first(urls: Sequence[str], *, timeout: float, name: str) -> Ab
     last: BaseException | None = None
     for url in urls:
         try:
-            return await aio_pika.connect(
-                url, timeout=timeout, client_properties={"connection_name": name}
-            )
+            return await aio_pika.connect(url, timeout=timeout, client_properties={"connection_name": name})
         except Exception as exc:  # noqa: BLE001 - try the next broker, whatever went wrong
             reason = failure_reason(exc)
             level = logging.WARNING if reason.startswith("TLS") else logging.INFO
             log.log(level, "broker %s refused (%s); trying the next", redact_url(url), reason)
             last = exc
     raise last if last is not None else ValueError("no broker URL given")
+
+
+def is_alive(connection: AbstractConnection) -> bool:
+    """True while *connection* is open. aio-pika's ``is_closed`` stays False after the
+    broker closes a connection; its ``connected`` event is cleared then."""
+    return not connection.is_closed and connection.connected.is_set()
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -24,24 +24,16 @@ import aiormq
 from aio_pika.abc import AbstractIncomingMessage
 from pamqp.commands import Basic
 
-from workerrmq.broker.connect import connect_first
+from workerrmq.broker.connect import connect_first, is_alive
 from workerrmq.errors import BrokerUnavailable, InvalidInput, NotFound
+from workerrmq.loop import new_event_loop
 
-__all__ = ["OutgoingMessage", "Outcome", "Publisher", "is_alive", "new_event_loop"]
+__all__ = ["OutgoingMessage", "Outcome", "Publisher"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Outcome = Literal["published", "unroutable", "rejected"]
 _MOVE_BATCH = 100
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's loop where it is installed, else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -68,18 +60,10 @@ class OutgoingMessage:
         )
 
 
-def is_alive(connection: aio_pika.abc.AbstractConnection) -> bool:
-    """True while *connection* is open. aio-pika's ``is_closed`` stays False after the
-    broker closes a connection; its ``connected`` event is cleared then."""
-    return not connection.is_closed and connection.connected.is_set()
-
-
 class Publisher:
     """Thread-safe publisher; one per process (it re-creates itself after a fork)."""
 
-    def __init__(
-        self, urls: Sequence[str], *, timeout: float = 5.0, name: str = "workerrmq-api"
-    ) -> None:
+    def __init__(self, urls: Sequence[str], *, timeout: float = 5.0, name: str = "workerrmq-api") -> None:
         self.urls = tuple(urls)  # several brokers: the first that answers is used
         self.timeout = timeout
         self.name = name
@@ -107,9 +91,13 @@ class Publisher:
         self._run(self._broadcast(exchange, body))
 
     def move(
-        self, source: str, dest: str, limit: int | None,
+        self,
+        source: str,
+        dest: str,
+        limit: int | None,
         transform: Callable[[AbstractIncomingMessage], aio_pika.Message],
-        *, timeout: float = 300.0,
+        *,
+        timeout: float = 300.0,
     ) -> int:
         """Move up to *limit* messages (all when None) from queue *source* to queue *dest*.
 
@@ -160,9 +148,7 @@ class Publisher:
                 return self._channel
             try:
                 if self._connection is None or not is_alive(self._connection):
-                    self._connection = await connect_first(
-                        self.urls, timeout=self.timeout, name=self.name
-                    )
+                    self._connection = await connect_first(self.urls, timeout=self.timeout, name=self.name)
                 self._channel = await self._connection.channel(
                     publisher_confirms=True, on_return_raises=False
                 )
@@ -183,8 +169,12 @@ class Publisher:
                 results = await asyncio.gather(
                     *(
                         underlay.basic_publish(
-                            m.body, exchange=exchange, routing_key=m.routing_key,
-                            properties=m.properties(), mandatory=True, wait=False,
+                            m.body,
+                            exchange=exchange,
+                            routing_key=m.routing_key,
+                            properties=m.properties(),
+                            mandatory=True,
+                            wait=False,
                         )
                         for m in messages
                     ),
@@ -231,7 +221,10 @@ class Publisher:
             raise BrokerUnavailable(f"RabbitMQ unreachable ({type(exc).__name__})") from None
 
     async def _move(
-        self, source: str, dest: str, limit: int | None,
+        self,
+        source: str,
+        dest: str,
+        limit: int | None,
         transform: Callable[[AbstractIncomingMessage], aio_pika.Message],
     ) -> int:
         await self._ensure_channel()
@@ -252,10 +245,13 @@ class Publisher:
                         batch.append(message)
                     if not batch:
                         break
-                    results = await asyncio.gather(*(
-                        channel.default_exchange.publish(transform(m), dest, mandatory=True)
-                        for m in batch
-                    ), return_exceptions=True)
+                    results = await asyncio.gather(
+                        *(
+                            channel.default_exchange.publish(transform(m), dest, mandatory=True)
+                            for m in batch
+                        ),
+                        return_exceptions=True,
+                    )
                     for message, result in zip(batch, results, strict=True):
                         if isinstance(result, Basic.Ack):
                             await message.ack()

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import click
 
+from workerrmq.core.scopes import SCOPES
 from workerrmq.ops.base import Ops, OpsGroup, api_command
 
 __all__ = ["api_keys"]
-
-SCOPES = ("read", "publish", "admin")
 
 
 @click.group("api-keys", cls=OpsGroup)
@@ -40,9 +39,17 @@ def api_keys_ls(ops: Ops) -> None:
         return
     ops.table(
         ["id", "name", "scope", "prefix", "created", "state"],
-        ([k["id"], k.get("name"), k.get("scope"), f"{k.get('prefix')}…", _when(k.get("created_at")),
-          f"revoked {_when(k['revoked_at'])}" if k.get("revoked_at") else "active"]
-         for k in items),
+        (
+            [
+                k["id"],
+                k.get("name"),
+                k.get("scope"),
+                f"{k.get('prefix')}…",
+                _when(k.get("created_at")),
+                f"revoked {_when(k['revoked_at'])}" if k.get("revoked_at") else "active",
+            ]
+            for k in items
+        ),
         empty="no keys",
     )
 
@@ -54,8 +61,13 @@ def _when(stamp: str | None) -> str | None:
 
 @api_command(api_keys, "create")
 @click.argument("name")
-@click.option("--scope", type=click.Choice(SCOPES), default="read", show_default=True,
-              help="read: GET only; publish: read and publish; admin: everything")
+@click.option(
+    "--scope",
+    type=click.Choice(SCOPES),
+    default="read",
+    show_default=True,
+    help="read: GET only; publish: read and publish; admin: everything",
+)
 def api_keys_create(ops: Ops, name: str, scope: str) -> None:
     """Create key NAME and print its token on stdout (shown only this once).
 
@@ -67,8 +79,10 @@ def api_keys_create(ops: Ops, name: str, scope: str) -> None:
     if ops.as_json:
         ops.print_json(key)
         return
-    ops.note(f"created key {key['id']} {key['name']!r} with scope {key['scope']}; "
-             "its token is shown only this once:")
+    ops.note(
+        f"created key {key['id']} {key['name']!r} with scope {key['scope']}; "
+        "its token is shown only this once:"
+    )
     click.echo(key["key"])
 
 

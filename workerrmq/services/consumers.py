@@ -2,41 +2,43 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
+from workerrmq.broker.control import announce_change
 from workerrmq.broker.management import ManagementClient
 from workerrmq.broker.publisher import Publisher
-from workerrmq.control import announce_change
-from workerrmq.credentials import (
+from workerrmq.core.consumer import ConsumerSpec, dead_letter_queue_for
+from workerrmq.core.credentials import (
     PLACEHOLDER,
+    PlaceholderUnmatched,
     auth_conflict,
     redact_headers,
     redact_url,
     restore_headers,
     restore_url,
 )
+from workerrmq.core.protocol import dead_letter_view, replay_headers
+from workerrmq.core.status import ConsumerState
 from workerrmq.errors import InvalidInput, NotFound
+from workerrmq.guard import TargetBlocked, check_target
 from workerrmq.services.names import check_name
 from workerrmq.services.queues import QueueService
-from workerrmq.store.consumers import ConsumerSpec, ConsumerStore
-from workerrmq.worker.guard import TargetBlocked, check_target
+from workerrmq.store.consumers import ConsumerStore
 from workerrmq.worker.retry import copy_message
 
 __all__ = ["ConsumerService", "replayed"]
-
-_RETRY_HEADERS = ("x-workerrmq-attempts", "x-workerrmq-source-queue", "x-workerrmq-consumer",
-                  "x-workerrmq-last-status", "x-workerrmq-last-error", "x-workerrmq-dead-lettered-at")
 
 
 def replayed(message: AbstractIncomingMessage) -> aio_pika.Message:
     """A dead-lettered message as it goes back to its queue: attempts start again,
     the message id (ours or the publisher's) stays."""
-    headers = {k: v for k, v in (message.headers or {}).items() if k not in _RETRY_HEADERS}
-    return copy_message(message, headers, message.message_id or None)
+    return copy_message(message, replay_headers(message.headers), message.message_id or None)
 
 
 def view(spec: ConsumerSpec) -> dict[str, Any]:
@@ -52,8 +54,14 @@ def view(spec: ConsumerSpec) -> dict[str, Any]:
 
 class ConsumerService:
     def __init__(
-        self, store: ConsumerStore, queues: QueueService, management: ManagementClient,
-        publisher: Publisher, *, default_target_url: str, block_private_targets: bool = False,
+        self,
+        store: ConsumerStore,
+        queues: QueueService,
+        management: ManagementClient,
+        publisher: Publisher,
+        *,
+        default_target_url: str,
+        block_private_targets: bool = False,
     ) -> None:
         self.block_private_targets = block_private_targets
         self.store = store
@@ -73,11 +81,15 @@ class ConsumerService:
                     "target_url is required (no DEFAULT_TARGET_URL is configured)", field="target_url"
                 )
             values["target_url"] = self.default_target_url
-        values["target_url"] = restore_url(values["target_url"], None)
-        values["headers"] = restore_headers(values.get("headers") or {}, {})
+        with _placeholders():
+            values["target_url"] = restore_url(values["target_url"], None)
+            values["headers"] = restore_headers(values.get("headers") or {}, {})
         if values.get("signing_secret") == PLACEHOLDER:
-            raise InvalidInput(f"signing_secret: {PLACEHOLDER!r} keeps a stored secret, and a new "
-                               "consumer has none; send the secret itself", field="signing_secret")
+            raise InvalidInput(
+                f"signing_secret: {PLACEHOLDER!r} keeps a stored secret, and a new "
+                "consumer has none; send the secret itself",
+                field="signing_secret",
+            )
         _check_consistent(values, values)
         self._check_target(values["target_url"])
         if not self.queues.exists(values["queue"]):
@@ -99,6 +111,11 @@ class ConsumerService:
         specs, total = self.store.page(queue=queue, offset=(page - 1) * page_size, limit=page_size)
         return {"items": self._views(specs), "page": page, "page_size": page_size, "total": total}
 
+    def oldest_of(self, queue: str) -> str | None:
+        """The id of the oldest consumer of *queue*, or None if it has none."""
+        specs, _ = self.store.page(queue=queue, limit=1)
+        return specs[0].id if specs else None
+
     def get(self, ref: str) -> dict[str, Any]:
         return self._with_stats(self.store.get(_ref(ref)))
 
@@ -109,10 +126,11 @@ class ConsumerService:
         if changes.get("signing_secret") == PLACEHOLDER:
             del changes["signing_secret"]  # sent back as read: keep the stored secret
         current = self.store.get(ref)
-        if changes.get("target_url"):
-            changes["target_url"] = restore_url(changes["target_url"], current.target_url)
-        if "headers" in changes:
-            changes["headers"] = restore_headers(changes["headers"] or {}, current.headers)
+        with _placeholders():
+            if changes.get("target_url"):
+                changes["target_url"] = restore_url(changes["target_url"], current.target_url)
+            if "headers" in changes:
+                changes["headers"] = restore_headers(changes["headers"] or {}, current.headers)
         _check_consistent({**dataclasses.asdict(current), **changes}, changes)
         if changes.get("target_url"):
             self._check_target(changes["target_url"])
@@ -132,7 +150,7 @@ class ConsumerService:
         announce_change(self.publisher, spec.id, "updated")
         return self._with_stats(spec)
 
-    def set_state(self, ref: str, state: str) -> dict[str, Any]:
+    def set_state(self, ref: str, state: ConsumerState) -> dict[str, Any]:
         return self.update(ref, {"state": state})
 
     def delete(self, ref: str) -> None:
@@ -147,7 +165,7 @@ class ConsumerService:
             total = self.queues.get(spec.dead_letter_queue)["messages"]
         except NotFound:
             raw, total = [], 0
-        items = [_dead_letter_view(m) for m in raw[offset:offset + limit]]
+        items = [dead_letter_view(m) for m in raw[offset : offset + limit]]
         return {"items": items, "offset": offset, "limit": limit, "total": max(total, len(raw))}
 
     def replay(self, ref: str, count: int | None) -> int:
@@ -179,7 +197,7 @@ class ConsumerService:
 def _check_consistent(result: dict[str, Any], sent: dict[str, Any]) -> None:
     """Refuse a definition no delivery could succeed with. *result* is the consumer as it
     would be saved, *sent* what the request set (which field the error names)."""
-    dead_letter_queue = result.get("dead_letter_queue") or f"{result['queue']}.dlq"
+    dead_letter_queue = result.get("dead_letter_queue") or dead_letter_queue_for(result["queue"])
     if dead_letter_queue == result["queue"]:
         raise InvalidInput(
             "dead_letter_queue: must differ from queue (its messages would come back forever)",
@@ -210,17 +228,10 @@ def _ref(ref: str) -> str:
     return ref
 
 
-def _dead_letter_view(raw: dict[str, Any]) -> dict[str, Any]:
-    props = raw.get("properties") or {}
-    headers = props.get("headers") or {}
-    return {
-        "message_id": props.get("message_id"),
-        "payload": raw.get("payload"),
-        "payload_encoding": raw.get("payload_encoding"),
-        "content_type": props.get("content_type"),
-        "attempts": headers.get("x-workerrmq-attempts"),
-        "last_status": headers.get("x-workerrmq-last-status"),
-        "last_error": headers.get("x-workerrmq-last-error"),
-        "dead_lettered_at": headers.get("x-workerrmq-dead-lettered-at"),
-        "headers": {k: v for k, v in headers.items() if not k.startswith("x-workerrmq-")},
-    }
+@contextlib.contextmanager
+def _placeholders() -> Iterator[None]:
+    """Answer a placeholder that stands for no stored credential with a 400 naming its field."""
+    try:
+        yield
+    except PlaceholderUnmatched as exc:
+        raise InvalidInput(exc.message, field=exc.field) from None

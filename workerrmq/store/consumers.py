@@ -10,61 +10,29 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from workerrmq.credentials import redact_headers, redact_url, secret_headers
+from workerrmq.core.consumer import DEFAULTS, ConsumerSpec, dead_letter_queue_for
+from workerrmq.core.credentials import redact_headers, redact_url, secret_headers
+from workerrmq.core.status import CircuitState, ConsumerState, RunnerStatus
 from workerrmq.errors import Conflict, NotFound
 from workerrmq.store.crypto import Cipher
 from workerrmq.store.db import Database
 from workerrmq.store.models import ConsumerDef, ConsumerStats, as_utc, utcnow
-from workerrmq.worker.policy import DEFAULT_RETRY_ON
 
-__all__ = ["ConsumerSpec", "ConsumerStore", "StatsReport", "STATS_FRESH_FOR"]
+__all__ = ["ConsumerStore", "StatsReport", "STATS_FRESH_FOR"]
 
 #: A worker whose report is older than this no longer counts towards live figures.
 STATS_FRESH_FOR = dt.timedelta(seconds=30)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ConsumerSpec:
-    """A consumer definition, detached from the database; what a worker runs.
-
-    It holds the credentials themselves (decrypted): show it through
-    :func:`workerrmq.credentials.redact_url` and ``redact_headers``, never as is.
-    """
-
-    id: str
-    name: str
-    queue: str
-    target_url: str = dataclasses.field(repr=False)
-    method: str = "POST"
-    headers: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
-    timeout: float = 10.0
-    concurrency: int = 32
-    max_attempts: int = 8
-    initial_delay: float = 1.0
-    max_delay: float = 3600.0
-    retry_on: tuple[str, ...] = DEFAULT_RETRY_ON
-    signing_secret: str | None = dataclasses.field(default=None, repr=False)
-    rate_limit: float | None = None
-    ordered: bool = False
-    circuit_threshold: int = 10
-    circuit_cooldown: float = 30.0
-    dead_letter_queue: str = ""
-    instances: int | None = None  # how many workers run it; None: all
-    state: str = "running"
-    version: int = 1
-    created_at: dt.datetime | None = None
-    updated_at: dt.datetime | None = None
-
-    @classmethod
-    def of(cls, row: ConsumerDef, cipher: Cipher) -> ConsumerSpec:
-        """The definition in *row*, its credentials opened with *cipher*."""
-        values = {f.name: getattr(row, f.name) for f in dataclasses.fields(cls)
-                  if f.name not in _SEALED}
-        values.update(_opened(row, cipher))
-        values["retry_on"] = tuple(row.retry_on)
-        values["created_at"] = as_utc(row.created_at)
-        values["updated_at"] = as_utc(row.updated_at)
-        return cls(**values)
+def _spec(row: ConsumerDef, cipher: Cipher) -> ConsumerSpec:
+    """The definition in *row*, its credentials opened with *cipher*."""
+    values = {f.name: getattr(row, f.name) for f in dataclasses.fields(ConsumerSpec) if f.name not in _SEALED}
+    values.update(_opened(row, cipher))
+    values["retry_on"] = tuple(row.retry_on)
+    values["state"] = ConsumerState(row.state)
+    values["created_at"] = as_utc(row.created_at)
+    values["updated_at"] = as_utc(row.updated_at)
+    return ConsumerSpec(**values)
 
 
 #: The fields whose credentials are stored encrypted, in ``ConsumerDef.credentials``.
@@ -100,8 +68,11 @@ def _seal(row: ConsumerDef, cipher: Cipher, values: Mapping[str, Any]) -> None:
 
 def _in_plaintext(row: ConsumerDef) -> bool:
     """True for a row written before credentials were encrypted that holds one."""
-    return (row.legacy_signing_secret is not None or redact_url(row.target_url) != row.target_url
-            or redact_headers(row.headers or {}) != (row.headers or {}))
+    return (
+        row.legacy_signing_secret is not None
+        or redact_url(row.target_url) != row.target_url
+        or redact_headers(row.headers or {}) != (row.headers or {})
+    )
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -114,8 +85,8 @@ class StatsReport:
     retried: int = 0
     dead_lettered: int = 0
     in_flight: int = 0
-    circuit: str = "closed"
-    status: str = "consuming"
+    circuit: str = CircuitState.CLOSED
+    status: str = RunnerStatus.CONSUMING
     last_error: str | None = None
     last_error_at: dt.datetime | None = None
     latency_p50_ms: float | None = None
@@ -123,7 +94,11 @@ class StatsReport:
 
 
 _EDITABLE = {f.name for f in dataclasses.fields(ConsumerSpec)} - {
-    "id", "version", "created_at", "updated_at", *_SEALED
+    "id",
+    "version",
+    "created_at",
+    "updated_at",
+    *_SEALED,
 }
 
 
@@ -157,8 +132,8 @@ class ConsumerStore:
 
     def create(self, values: Mapping[str, Any]) -> ConsumerSpec:
         values = dict(values)
-        values.setdefault("retry_on", list(DEFAULT_RETRY_ON))
-        values.setdefault("dead_letter_queue", f"{values['queue']}.dlq")
+        values.setdefault("retry_on", list(DEFAULTS["retry_on"]))
+        values.setdefault("dead_letter_queue", dead_letter_queue_for(values["queue"]))
         row = ConsumerDef(**{k: v for k, v in values.items() if k in _EDITABLE})
         _seal(row, self.cipher, {"headers": {}, "signing_secret": None, **values})
         try:
@@ -166,14 +141,14 @@ class ConsumerStore:
                 self._check_name(session, row)
                 session.add(row)
                 session.flush()
-                return ConsumerSpec.of(row, self.cipher)
+                return _spec(row, self.cipher)
         except IntegrityError:
             raise Conflict(f"a consumer named {values['name']!r} already exists") from None
 
     def get(self, ref: str) -> ConsumerSpec:
         """The consumer whose id or name is *ref*."""
         with self.db.session() as session:
-            return ConsumerSpec.of(self._row(session, ref), self.cipher)
+            return _spec(self._row(session, ref), self.cipher)
 
     def list(self, *, queue: str | None = None) -> list[ConsumerSpec]:
         """Every consumer (of *queue*), oldest first."""
@@ -191,7 +166,7 @@ class ConsumerStore:
                 count = count.where(ConsumerDef.queue == queue)
             rows = list(session.scalars(query.offset(offset).limit(limit)))
             total = len(rows) if offset == 0 and limit is None else session.scalar(count) or 0
-            return [ConsumerSpec.of(row, self.cipher) for row in rows], total
+            return [_spec(row, self.cipher) for row in rows], total
 
     def update(self, ref: str, changes: Mapping[str, Any]) -> ConsumerSpec:
         """Apply *changes* and bump the version, so running workers pick them up; changes
@@ -200,11 +175,14 @@ class ConsumerStore:
             with self.db.session() as session:
                 row = self._row(session, ref)
                 opened = _opened(row, self.cipher)
-                changed = {k: v for k, v in changes.items()
-                           if k in _EDITABLE and k not in _SEALED and getattr(row, k) != v}
+                changed = {
+                    k: v
+                    for k, v in changes.items()
+                    if k in _EDITABLE and k not in _SEALED and getattr(row, k) != v
+                }
                 sealed = {k: changes[k] for k in _SEALED if k in changes and opened[k] != changes[k]}
                 if not changed and not sealed:
-                    return ConsumerSpec.of(row, self.cipher)
+                    return _spec(row, self.cipher)
                 for key, value in changed.items():
                     setattr(row, key, value)
                 if sealed:
@@ -213,14 +191,14 @@ class ConsumerStore:
                 row.version += 1
                 row.updated_at = utcnow()
                 session.flush()
-                return ConsumerSpec.of(row, self.cipher)
+                return _spec(row, self.cipher)
         except IntegrityError:
             raise Conflict(f"a consumer named {changes.get('name')!r} already exists") from None
 
     def delete(self, ref: str) -> ConsumerSpec:
         with self.db.session() as session:
             row = self._row(session, ref)
-            spec = ConsumerSpec.of(row, self.cipher)
+            spec = _spec(row, self.cipher)
             session.execute(delete(ConsumerStats).where(ConsumerStats.consumer_id == row.id))
             session.delete(row)
             return spec
@@ -232,8 +210,10 @@ class ConsumerStore:
         now = utcnow()
         with self.db.session() as session:
             known = set(session.scalars(select(ConsumerDef.id)))
-            mine = {row.consumer_id: row for row in session.scalars(
-                select(ConsumerStats).where(ConsumerStats.worker_id == worker_id))}
+            mine = {
+                row.consumer_id: row
+                for row in session.scalars(select(ConsumerStats).where(ConsumerStats.worker_id == worker_id))
+            }
             for report in reports:
                 if report.consumer_id not in known:
                     continue  # deleted meanwhile
@@ -290,7 +270,7 @@ class ConsumerStore:
 
 def summarize(rows: list[ConsumerStats], now: dt.datetime) -> dict[str, Any]:
     live = [r for r in rows if now - as_utc(r.updated_at) <= STATS_FRESH_FOR]
-    running = sorted(r.worker_id for r in live if r.status != "stopped")
+    running = sorted(r.worker_id for r in live if r.status != RunnerStatus.STOPPED)
     errors = [r for r in rows if r.last_error_at is not None]
     last = max(errors, key=lambda r: as_utc(r.last_error_at), default=None)  # type: ignore[arg-type]
     circuits = {r.circuit for r in live}
@@ -305,8 +285,10 @@ def summarize(rows: list[ConsumerStats], now: dt.datetime) -> dict[str, Any]:
         "workers": len(running),
         "running_on": running,
         "status": sorted({r.status for r in live}) or ["not running"],
-        "circuit": "open" if "open" in circuits else "half_open" if "half_open" in circuits
-        else "closed",
+        "circuit": next(
+            (state for state in (CircuitState.OPEN, CircuitState.HALF_OPEN) if state in circuits),
+            CircuitState.CLOSED,
+        ).value,
         "last_error": last.last_error if last else None,
         "last_error_at": as_utc(last.last_error_at).isoformat() if last and last.last_error_at else None,
         # Across workers the median of medians is an estimate; p99 takes the worst.

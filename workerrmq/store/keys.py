@@ -18,9 +18,10 @@ import time
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from workerrmq.core.scopes import SCOPES
 from workerrmq.errors import Conflict, InvalidInput, NotFound
 from workerrmq.store.db import Database
-from workerrmq.store.models import SCOPES, ApiKey, as_utc, utcnow
+from workerrmq.store.models import ApiKey, as_utc, utcnow
 
 __all__ = ["KeyInfo", "KeyStore", "TOKEN_PREFIX", "scope_allows"]
 
@@ -53,8 +54,14 @@ class KeyInfo:
 
     @classmethod
     def of(cls, row: ApiKey) -> KeyInfo:
-        return cls(row.id, row.name, row.scope, row.prefix, as_utc(row.created_at),
-                   as_utc(row.revoked_at) if row.revoked_at else None)
+        return cls(
+            row.id,
+            row.name,
+            row.scope,
+            row.prefix,
+            as_utc(row.created_at),
+            as_utc(row.revoked_at) if row.revoked_at else None,
+        )
 
 
 class KeyStore:

@@ -19,10 +19,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from workerrmq.scopes import SCOPES
+from workerrmq.core.consumer import DEFAULTS
+from workerrmq.core.status import CircuitState, RunnerStatus
 
-__all__ = ["Base", "ApiKey", "ConsumerDef", "ConsumerStats", "ManagedObject", "WorkerRecord", "SCOPES"]
-
+__all__ = ["Base", "ApiKey", "ConsumerDef", "ConsumerStats", "ManagedObject", "WorkerRecord"]
 
 
 def utcnow() -> dt.datetime:
@@ -59,11 +59,12 @@ def new_id() -> str:
 
 
 class ConsumerDef(Base):
-    """A consumer: forwards each message of ``queue`` to ``target_url``.
+    """A consumer: forwards each message of ``queue`` to ``target_url``; its fields and
+    their defaults are those of :class:`workerrmq.core.consumer.ConsumerSpec`.
 
     ``target_url`` and ``headers`` hold the definition as shown, credentials replaced
     by ``***``; ``credentials`` holds the values themselves, encrypted (see
-    :mod:`workerrmq.store.crypto` and :mod:`workerrmq.credentials`).
+    :mod:`workerrmq.store.crypto` and :mod:`workerrmq.core.credentials`).
     """
 
     __tablename__ = "consumers"
@@ -72,24 +73,24 @@ class ConsumerDef(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     queue: Mapped[str] = mapped_column(String(255), index=True)
     target_url: Mapped[str] = mapped_column(String(2048))
-    method: Mapped[str] = mapped_column(String(8), default="POST")
+    method: Mapped[str] = mapped_column(String(8), default=DEFAULTS["method"])
     headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
-    timeout: Mapped[float] = mapped_column(Float, default=10.0)
-    concurrency: Mapped[int] = mapped_column(Integer, default=32)
-    max_attempts: Mapped[int] = mapped_column(Integer, default=8)
-    initial_delay: Mapped[float] = mapped_column(Float, default=1.0)
-    max_delay: Mapped[float] = mapped_column(Float, default=3600.0)
+    timeout: Mapped[float] = mapped_column(Float, default=DEFAULTS["timeout"])
+    concurrency: Mapped[int] = mapped_column(Integer, default=DEFAULTS["concurrency"])
+    max_attempts: Mapped[int] = mapped_column(Integer, default=DEFAULTS["max_attempts"])
+    initial_delay: Mapped[float] = mapped_column(Float, default=DEFAULTS["initial_delay"])
+    max_delay: Mapped[float] = mapped_column(Float, default=DEFAULTS["max_delay"])
     retry_on: Mapped[list[str]] = mapped_column(JSON)
     # Plaintext written before credentials were encrypted; sealed and emptied at start.
     legacy_signing_secret: Mapped[str | None] = mapped_column("signing_secret", String(255))
     credentials: Mapped[str | None] = mapped_column(Text)  # a Fernet token, or None
     rate_limit: Mapped[float | None] = mapped_column(Float)
-    ordered: Mapped[bool] = mapped_column(Boolean, default=False)
-    circuit_threshold: Mapped[int] = mapped_column(Integer, default=10)
-    circuit_cooldown: Mapped[float] = mapped_column(Float, default=30.0)
+    ordered: Mapped[bool] = mapped_column(Boolean, default=DEFAULTS["ordered"])
+    circuit_threshold: Mapped[int] = mapped_column(Integer, default=DEFAULTS["circuit_threshold"])
+    circuit_cooldown: Mapped[float] = mapped_column(Float, default=DEFAULTS["circuit_cooldown"])
     dead_letter_queue: Mapped[str] = mapped_column(String(255))
     instances: Mapped[int | None] = mapped_column(Integer)  # None: every worker
-    state: Mapped[str] = mapped_column(String(16), default="running")
+    state: Mapped[str] = mapped_column(String(16), default=DEFAULTS["state"].value)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -109,8 +110,8 @@ class ConsumerStats(Base):
     retried: Mapped[int] = mapped_column(BigInteger, default=0)
     dead_lettered: Mapped[int] = mapped_column(BigInteger, default=0)
     in_flight: Mapped[int] = mapped_column(BigInteger, default=0)
-    circuit: Mapped[str] = mapped_column(String(16), default="closed")
-    status: Mapped[str] = mapped_column(String(32), default="consuming")
+    circuit: Mapped[str] = mapped_column(String(16), default=CircuitState.CLOSED.value)
+    status: Mapped[str] = mapped_column(String(32), default=RunnerStatus.CONSUMING.value)
     last_error: Mapped[str | None] = mapped_column(String(500))
     last_error_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     latency_p50_ms: Mapped[float | None] = mapped_column(Float)

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import enum
 import time
 from collections.abc import Callable
 
-__all__ = ["CircuitBreaker", "CircuitState"]
+from workerrmq.core.status import CircuitState
 
-
-class CircuitState(enum.Enum):
-    CLOSED = "closed"  # delivering normally
-    OPEN = "open"  # cooling down, taking no messages
-    HALF_OPEN = "half_open"  # one probe delivery decides
+__all__ = ["CircuitBreaker"]
 
 
 class CircuitBreaker:
     """Opens after *threshold* consecutive failures; after *cooldown* seconds lets
     one probe through; a success closes it, a failure opens it again."""
 
-    def __init__(
-        self, threshold: int, cooldown: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, threshold: int, cooldown: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.threshold = threshold
         self.cooldown = cooldown
         self._clock = clock

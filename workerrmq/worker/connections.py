@@ -26,8 +26,7 @@ from collections.abc import Callable, Sequence
 import aiormq
 from aio_pika.abc import AbstractConnection
 
-from workerrmq.broker.connect import connect_first
-from workerrmq.broker.publisher import is_alive
+from workerrmq.broker.connect import connect_first, is_alive
 from workerrmq.errors import WorkerRMQError
 from workerrmq.worker.retry import FailureRouter
 
@@ -140,6 +139,11 @@ class ConnectionPool:
     @property
     def alive(self) -> list[Link]:
         return [link for link in self.links if link.alive]
+
+    @property
+    def opened(self) -> int:
+        """How many connections this pool has opened, reopened ones included."""
+        return self._opened
 
     async def any_link(self) -> Link:
         """An open link, opening one if none is; raises what connecting raised."""

@@ -16,16 +16,16 @@ import yarl
 from aiormq.abc import DeliveredMessage
 
 from workerrmq import __version__
-from workerrmq.credentials import auth_conflict
-from workerrmq.store.consumers import ConsumerSpec
-from workerrmq.worker.guard import TargetBlocked, check_literal
-from workerrmq.worker.headers import HEADER_PREFIX, first_refused
-from workerrmq.worker.policy import parse_retry_after
-from workerrmq.worker.signing import secret_bytes, signature_headers
+from workerrmq.core import protocol
+from workerrmq.core.consumer import ConsumerSpec
+from workerrmq.core.credentials import auth_conflict
+from workerrmq.core.headers import first_refused
+from workerrmq.core.policy import parse_retry_after
+from workerrmq.core.signing import secret_bytes, signature_headers
+from workerrmq.guard import TargetBlocked, check_literal
 
-__all__ = ["Attempt", "DeliveryResult", "Endpoint", "HEADER_PREFIX", "definition_problem"]
+__all__ = ["Attempt", "DeliveryResult", "Target", "definition_problem"]
 
-ATTEMPTS_HEADER = "x-workerrmq-attempts"
 USER_AGENT = f"WorkerRMQ/{__version__}"
 #: aiohttp's own defaults that an endpoint has no use for (WorkerRMQ reads no answer body
 #: but an error's first bytes); skipped on the worker's session.
@@ -50,11 +50,10 @@ class Attempt:
     def of(cls, message: DeliveredMessage) -> Attempt:
         properties = message.header.properties
         headers = dict(properties.headers or {})
-        prior = headers.get(ATTEMPTS_HEADER, 0)
         return cls(
             # A message published without an id gets one here; retries carry it on.
             message_id=str(properties.message_id or uuid.uuid4().hex),
-            number=(prior if isinstance(prior, int) else 0) + 1,
+            number=protocol.attempts_made(headers) + 1,
             body=message.body,
             content_type=properties.content_type,
             headers=headers,
@@ -62,15 +61,6 @@ class Attempt:
             routing_key=message.delivery.routing_key or "",
             redelivered=bool(message.delivery.redelivered),
         )
-
-
-#: Headers the broker adds when it dead-letters a message (our delay queues do that).
-DEATH_HEADERS = ("x-death", "x-first-death-", "x-last-death-")
-
-
-def is_internal_header(name: str) -> bool:
-    """Headers WorkerRMQ or the broker's dead-lettering add; not forwarded to endpoints."""
-    return name.startswith(("x-workerrmq-", *DEATH_HEADERS))
 
 
 def definition_problem(spec: ConsumerSpec) -> str | None:
@@ -104,11 +94,12 @@ def _header_value(value: Any) -> str:
     return value
 
 
-class Endpoint:
-    """A consumer's endpoint, with what every request to it shares worked out once.
+class Target:
+    """A consumer's endpoint (its ``target_url``), with what every request to it shares
+    worked out once; :meth:`send` makes one attempt.
 
     With *guard*, an IP-literal target in a non-public range is refused; named
-    hosts are checked by the session's :class:`~workerrmq.worker.guard.GuardedResolver`.
+    hosts are checked by the session's :class:`~workerrmq.guard.GuardedResolver`.
     """
 
     def __init__(self, spec: ConsumerSpec, queue: str, *, guard: bool = False) -> None:
@@ -116,7 +107,7 @@ class Endpoint:
         self._url = yarl.URL(spec.target_url)
         self._fixed = {"User-Agent": USER_AGENT}
         self._fixed.update({str(k): _header_value(v) for k, v in spec.headers.items()})
-        self._fixed[f"{HEADER_PREFIX}Queue"] = queue
+        self._fixed[protocol.HTTP_QUEUE] = queue
         self._key = secret_bytes(spec.signing_secret) if spec.signing_secret else None
         self._timeout = aiohttp.ClientTimeout(total=spec.timeout)
         self._blocked: str | None = None
@@ -129,17 +120,16 @@ class Endpoint:
     def headers(self, attempt: Attempt, now: int) -> dict[str, str]:
         headers = self._fixed.copy()
         headers["Content-Type"] = attempt.content_type or "application/octet-stream"
-        headers[f"{HEADER_PREFIX}Message-Id"] = attempt.message_id
-        headers[f"{HEADER_PREFIX}Routing-Key"] = attempt.routing_key
-        headers[f"{HEADER_PREFIX}Attempt"] = str(attempt.number)
-        headers[f"{HEADER_PREFIX}Redelivered"] = "true" if attempt.redelivered else "false"
+        headers[protocol.HTTP_MESSAGE_ID] = attempt.message_id
+        headers[protocol.HTTP_ROUTING_KEY] = attempt.routing_key
+        headers[protocol.HTTP_ATTEMPT] = str(attempt.number)
+        headers[protocol.HTTP_REDELIVERED] = "true" if attempt.redelivered else "false"
         if attempt.correlation_id:
-            headers[f"{HEADER_PREFIX}Correlation-Id"] = attempt.correlation_id
+            headers[protocol.HTTP_CORRELATION_ID] = attempt.correlation_id
         for name, value in attempt.headers.items():
-            if is_internal_header(name):
+            if protocol.is_internal(name):
                 continue
-            safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in name)
-            headers[f"{HEADER_PREFIX}Header-{safe}"[:200]] = _header_value(value)[:4096]
+            headers[protocol.forwarded_header_name(name)] = _header_value(value)[:4096]
         if self._key is not None:
             headers.update(signature_headers(self._key, attempt.message_id, now, attempt.body))
         return headers
@@ -183,3 +173,9 @@ class Endpoint:
 
 def _failed(error: str, detail: str, started: float) -> DeliveryResult:
     return DeliveryResult(None, error, detail, None, time.perf_counter() - started)
+
+
+#: The old name, until worker/consumer.py takes the new one.
+Endpoint = Target
+ATTEMPTS_HEADER = protocol.ATTEMPTS
+DEATH_HEADERS = protocol.DEATH_HEADERS

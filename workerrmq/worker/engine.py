@@ -31,19 +31,21 @@ from aiohttp import web
 from aiormq.abc import DeliveredMessage
 
 from workerrmq import __version__, metrics
-from workerrmq.broker.publisher import new_event_loop
-from workerrmq.control import CONTROL_EXCHANGE
-from workerrmq.credentials import redact_url
+from workerrmq.broker.control import CONTROL_EXCHANGE
+from workerrmq.core.consumer import ConsumerSpec
+from workerrmq.core.credentials import redact_url
+from workerrmq.core.status import ConsumerState, RunnerStatus
 from workerrmq.errors import ConfigError, WorkerRMQError
+from workerrmq.guard import GuardedResolver
+from workerrmq.loop import new_event_loop
 from workerrmq.settings import Settings
 from workerrmq.store import Database
-from workerrmq.store.consumers import ConsumerSpec, ConsumerStore, StatsReport
+from workerrmq.store.consumers import ConsumerStore, StatsReport
 from workerrmq.store.crypto import Cipher
 from workerrmq.store.workers import WorkerIdentity, WorkerRegistry
 from workerrmq.worker.connections import ConnectionPool, Link, NoCapacity
 from workerrmq.worker.consumer import ConsumerRunner
 from workerrmq.worker.delivery import SKIP_AUTO_HEADERS, definition_problem
-from workerrmq.worker.guard import GuardedResolver
 from workerrmq.worker.placement import chosen_workers, share_of
 
 __all__ = ["Engine"]
@@ -59,13 +61,18 @@ def _needs_restart(running: ConsumerSpec, wanted: ConsumerSpec) -> bool:
     """True if *wanted* differs from *running* in more than :data:`_RETUNABLE` fields."""
     return any(
         getattr(running, f.name) != getattr(wanted, f.name)
-        for f in dataclasses.fields(ConsumerSpec) if f.name not in _RETUNABLE
+        for f in dataclasses.fields(ConsumerSpec)
+        if f.name not in _RETUNABLE
     )
 
 
 class Engine:
     def __init__(
-        self, settings: Settings, *, reconcile_interval: float = 5.0, report_interval: float = 2.0,
+        self,
+        settings: Settings,
+        *,
+        reconcile_interval: float = 5.0,
+        report_interval: float = 2.0,
         reconnect_delay: float = 1.0,
     ) -> None:
         self.settings = settings
@@ -93,6 +100,11 @@ class Engine:
 
     # -- control from outside --------------------------------------------------------------
 
+    @property
+    def pool(self) -> ConnectionPool | None:
+        """The worker's AMQP connections; None until it first connects."""
+        return self._pool
+
     def request_stop(self) -> None:
         """Begin a graceful stop; safe from any thread or a signal handler."""
         if self._loop is not None and self._stopping is not None:
@@ -115,7 +127,8 @@ class Engine:
         site = await self._serve_health()
         # No cookie jar: a cookie one endpoint sets must not ride along on later deliveries.
         async with aiohttp.ClientSession(
-            connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=SKIP_AUTO_HEADERS,
         ) as http:
             self._http = http
@@ -156,15 +169,18 @@ class Engine:
         assert self._stopping is not None
         while not self._stopping.is_set():
             pool = ConnectionPool(
-                self.settings.rabbitmq_urls, timeout=self.settings.broker_timeout,
+                self.settings.rabbitmq_urls,
+                timeout=self.settings.broker_timeout,
                 name=f"workerrmq-worker {self.worker_id}",
-                max_connections=self.settings.worker_max_connections, on_lost=self._on_link_lost,
+                max_connections=self.settings.worker_max_connections,
+                on_lost=self._on_link_lost,
             )
             try:
                 await pool.any_link()
             except Exception as exc:  # noqa: BLE001 - a broker still booting fails in odd ways
-                log.warning("broker unreachable (%s); retrying in %.0fs", type(exc).__name__,
-                            self.reconnect_delay)
+                log.warning(
+                    "broker unreachable (%s); retrying in %.0fs", type(exc).__name__, self.reconnect_delay
+                )
                 await self._wait(self.reconnect_delay)
                 continue
             self._pool = pool
@@ -193,7 +209,8 @@ class Engine:
                 await self._reconcile()
                 poke = asyncio.ensure_future(self._poke.wait())
                 await asyncio.wait(
-                    {control, stopping, poke}, timeout=self.reconcile_interval,
+                    {control, stopping, poke},
+                    timeout=self.reconcile_interval,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 poke.cancel()
@@ -249,8 +266,9 @@ class Engine:
         try:
             specs, alive = await asyncio.to_thread(self._read_definitions)
         except WorkerRMQError as exc:
-            log.warning("cannot read consumer definitions (%s); keeping %d running",
-                        exc.message, len(self.runners))
+            log.warning(
+                "cannot read consumer definitions (%s); keeping %d running", exc.message, len(self.runners)
+            )
             return
         wanted = self._placed_here(specs, alive)
         retune = []
@@ -268,7 +286,7 @@ class Engine:
         refused: list[str] = []
         # Each start is a few round trips to the broker: overlap them, a batch at a time.
         for first in range(0, len(new), _START_BATCH):
-            batch = new[first:first + _START_BATCH]
+            batch = new[first : first + _START_BATCH]
             await asyncio.gather(*(self._start(spec, refused) for spec in batch))
         if refused:
             log.warning("%d consumers cannot run here: %s", len(refused), refused[0])
@@ -291,7 +309,10 @@ class Engine:
         assert self._http is not None and self._poke is not None and self._pool is not None
         stats = self.stats.setdefault(spec.id, StatsReport(consumer_id=spec.id))
         runner = ConsumerRunner(
-            spec, http=self._http, stats=stats, on_trouble=self._poke.set,
+            spec,
+            http=self._http,
+            stats=stats,
+            on_trouble=self._poke.set,
             guard=self.settings.block_private_targets,
         )
         self.runners[spec.id] = runner
@@ -312,8 +333,7 @@ class Engine:
             log.warning("consumer %s: cannot start (%s); retrying", spec.name, exc)
             return
         if started:
-            log.info("consumer %s: consuming %s -> %s", spec.name, spec.queue,
-                     redact_url(spec.target_url))
+            log.info("consumer %s: consuming %s -> %s", spec.name, spec.queue, redact_url(spec.target_url))
         else:
             log.warning("consumer %s: queue %r does not exist; retrying", spec.name, spec.queue)
 
@@ -326,7 +346,7 @@ class Engine:
             alive = [*alive, self.worker_id]
         placed = {}
         for spec in specs:
-            if spec.state != "running":
+            if spec.state != ConsumerState.RUNNING:
                 continue
             # Order holds only with a single consumer on the queue.
             instances = 1 if spec.ordered else spec.instances
@@ -361,8 +381,7 @@ class Engine:
         site = web.TCPSite(runner, host, int(port))
         await site.start()
         self.health_port = runner.addresses[0][1]
-        log.info("worker %s serves health and metrics on %s:%s", self.worker_id, host,
-                 self.health_port)
+        log.info("worker %s serves health and metrics on %s:%s", self.worker_id, host, self.health_port)
         return runner
 
     async def _readyz(self, _request: web.Request) -> web.Response:
@@ -373,8 +392,9 @@ class Engine:
         except WorkerRMQError as exc:
             checks["database"] = exc.message
         ready = all(v == "ok" for v in checks.values())
-        return web.json_response({"status": "ready" if ready else "unavailable", "checks": checks},
-                                 status=200 if ready else 503)
+        return web.json_response(
+            {"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+        )
 
     # -- statistics ----------------------------------------------------------------------------------
 
@@ -388,14 +408,14 @@ class Engine:
         self.store.report(self.worker_id, reports)
 
     async def _report(self) -> None:
-        metrics.CONSUMERS_RUNNING.set(sum(r.status == "consuming" for r in self.runners.values()))
+        metrics.CONSUMERS_RUNNING.set(sum(r.status == RunnerStatus.CONSUMING for r in self.runners.values()))
         draining = {r.spec.id: r for r in self._draining.values()}
         for cid, stats in self.stats.items():
             runner = self.runners.get(cid) or draining.get(cid)
             if runner is not None:
                 runner.report()
             else:
-                stats.in_flight, stats.status = 0, "stopped"
+                stats.in_flight, stats.status = 0, RunnerStatus.STOPPED
         reports = list(self.stats.values())
         # One write at a time: cancelling a report does not stop its thread, and two
         # writes of a new consumer's first figures would both insert its row.

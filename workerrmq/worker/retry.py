@@ -1,6 +1,6 @@
 """Where a failed delivery goes: a delay queue (to come back later) or the dead-letter queue.
 
-Delay queues are tiered by wait (see :data:`~workerrmq.worker.policy.DELAY_TIERS`).
+Delay queues are tiered by wait (see :data:`~workerrmq.core.policy.DELAY_TIERS`).
 Each tier is a fanout exchange and a durable queue of that name, whose fixed
 TTL dead-letters messages through the default exchange with their original
 routing key, which is the source queue's name. All messages in a tier wait
@@ -9,7 +9,6 @@ the same time, so expiry at the head never blocks another message.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from typing import Any
 
@@ -18,8 +17,8 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pamqp.commands import Basic
 
-from workerrmq.worker.delivery import ATTEMPTS_HEADER, DEATH_HEADERS
-from workerrmq.worker.policy import DELAY_TIERS
+from workerrmq.core import protocol
+from workerrmq.core.policy import DELAY_TIERS
 
 __all__ = ["FailureRouter", "RouteFailed", "copy_message", "tier_name"]
 
@@ -96,42 +95,45 @@ class FailureRouter:
         return True
 
     async def retry(
-        self, message: AbstractIncomingMessage, *, queue: str, message_id: str, attempts: int,
+        self,
+        message: AbstractIncomingMessage,
+        *,
+        queue: str,
+        message_id: str,
+        attempts: int,
         tier: float,
     ) -> None:
         """Send *message* back to *queue* after *tier* seconds, counting *attempts* made."""
-        headers = self._headers(message, attempts)
+        headers = protocol.retry_headers(message.headers, attempts)
         exchange = await self.channel.get_exchange(tier_name(tier), ensure=False)
         await self._confirm(exchange, copy_message(message, headers, message_id), queue)
 
     async def dead_letter(
-        self, message: AbstractIncomingMessage, *, dlq: str, source_queue: str, message_id: str,
-        attempts: int, status: int | None, error: str, consumer: str,
+        self,
+        message: AbstractIncomingMessage,
+        *,
+        dlq: str,
+        source_queue: str,
+        message_id: str,
+        attempts: int,
+        status: int | None,
+        error: str,
+        consumer: str,
     ) -> None:
         """Park *message* in *dlq* with why it failed in its headers."""
-        headers = self._headers(message, attempts)
-        headers.update(
-            {
-                "x-workerrmq-source-queue": source_queue,
-                "x-workerrmq-consumer": consumer,
-                "x-workerrmq-last-status": status if status is not None else "none",
-                "x-workerrmq-last-error": error[:500],
-                "x-workerrmq-dead-lettered-at": dt.datetime.now(dt.UTC).isoformat(),
-            }
+        headers = protocol.dead_letter_headers(
+            message.headers,
+            attempts=attempts,
+            source_queue=source_queue,
+            consumer=consumer,
+            status=status,
+            error=error,
         )
         await self._confirm(self.channel.default_exchange, copy_message(message, headers, message_id), dlq)
 
-    @staticmethod
-    def _headers(message: AbstractIncomingMessage, attempts: int) -> dict[str, Any]:
-        headers = {
-            k: v for k, v in (message.headers or {}).items()
-            if not k.startswith(DEATH_HEADERS)
-        }
-        headers[ATTEMPTS_HEADER] = attempts
-        return headers
-
-    async def _confirm(self, exchange: aio_pika.abc.AbstractExchange, message: aio_pika.Message,
-                       routing_key: str) -> None:
+    async def _confirm(
+        self, exchange: aio_pika.abc.AbstractExchange, message: aio_pika.Message, routing_key: str
+    ) -> None:
         try:
             result = await exchange.publish(message, routing_key, mandatory=True, timeout=10)
         except Exception as exc:

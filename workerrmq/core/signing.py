@@ -12,16 +12,18 @@ import functools
 import hashlib
 import hmac
 
-__all__ = ["secret_bytes", "sign", "signature_headers"]
+__all__ = ["SIGNATURE_HEADERS", "secret_bytes", "sign", "signature_headers"]
 
 _PREFIX = "whsec_"
+#: The headers of a signed request: the message id, the time, the signature.
+SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
 
 @functools.lru_cache(maxsize=4096)  # decoded once per consumer, not once per message
 def secret_bytes(secret: str) -> bytes:
     """The HMAC key: ``whsec_<base64>`` secrets are decoded, any other string is used as UTF-8."""
     if secret.startswith(_PREFIX):
-        encoded = secret[len(_PREFIX):]
+        encoded = secret[len(_PREFIX) :]
         try:
             # Padding is optional, as in the Standard Webhooks reference libraries.
             return base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
@@ -37,8 +39,6 @@ def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
 
 
 def signature_headers(key: bytes, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    return {
-        "webhook-id": message_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(key, message_id, timestamp, body),
-    }
+    """The :data:`SIGNATURE_HEADERS` of a request carrying *body*, signed with *key*."""
+    values = (message_id, str(timestamp), sign(key, message_id, timestamp, body))
+    return dict(zip(SIGNATURE_HEADERS, values, strict=True))

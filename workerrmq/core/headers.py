@@ -8,8 +8,8 @@ worker for definitions already stored (the consumer does not start). Refused:
   connection does;
 - ``Content-Type`` and ``Content-Encoding``: the message's own content type is sent,
   and one fixed type would mislabel every message published with another;
-- the headers WorkerRMQ sets itself (``X-WorkerRMQ-*``, the Standard Webhooks
-  signature headers), which endpoints rely on to deduplicate and verify.
+- the headers WorkerRMQ sets itself (those of :mod:`workerrmq.core.protocol`, the
+  Standard Webhooks signature headers), which endpoints rely on to deduplicate and verify.
 
 Names compare case-insensitively, as HTTP does.
 """
@@ -18,13 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["HEADER_PREFIX", "SIGNATURE_HEADERS", "refused_header", "first_refused"]
+from workerrmq.core.protocol import HTTP_PREFIX
+from workerrmq.core.signing import SIGNATURE_HEADERS
 
-#: Every delivery header WorkerRMQ sets starts with this; the message's own AMQP
-#: headers arrive as ``X-WorkerRMQ-Header-<name>``.
-HEADER_PREFIX = "X-WorkerRMQ-"
-#: The Standard Webhooks headers of a signed delivery (see :mod:`workerrmq.worker.signing`).
-SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+__all__ = ["refused_header", "first_refused"]
 
 _FRAMING = (
     "content-length",
@@ -47,7 +44,7 @@ def refused_header(name: str) -> str | None:
         return "a framing or hop-by-hop header, which the HTTP client sets"
     if lowered in _BODY:
         return "the message's own content type is sent; set content_type when publishing"
-    if lowered.startswith(HEADER_PREFIX.lower()) or lowered in SIGNATURE_HEADERS:
+    if lowered.startswith(HTTP_PREFIX.lower()) or lowered in SIGNATURE_HEADERS:
         return "WorkerRMQ sets it on every delivery"
     return None
 

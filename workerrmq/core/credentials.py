@@ -21,10 +21,9 @@ import re
 from collections.abc import Mapping
 from urllib.parse import SplitResult, unquote_plus, urlsplit, urlunsplit
 
-from workerrmq.errors import InvalidInput
-
 __all__ = [
     "PLACEHOLDER",
+    "PlaceholderUnmatched",
     "auth_conflict",
     "looks_secret",
     "redact_headers",
@@ -35,6 +34,17 @@ __all__ = [
 ]
 
 PLACEHOLDER = "***"
+
+
+class PlaceholderUnmatched(ValueError):
+    """A placeholder was sent where no stored credential can take its place; *field*
+    names the field (``target_url`` or ``headers``)."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
 
 _SECRET_NAME = re.compile(
     r"auth|token|secret|passw|pwd|key|signature|credential|session|cookie|hmac|jwt"
@@ -77,7 +87,7 @@ def redact_url(url: str) -> str:
 def restore_url(new: str, old: str | None) -> str:
     """*new* with each placeholder where a credential goes replaced by *old*'s value there.
 
-    Raises :class:`InvalidInput` (field ``target_url``) when a placeholder stands for
+    Raises :class:`PlaceholderUnmatched` (field ``target_url``) when a placeholder stands for
     nothing stored, or when the URL moved to another scheme, host or port.
     """
     parts = urlsplit(new)
@@ -91,7 +101,7 @@ def restore_url(new: str, old: str | None) -> str:
         return new
     stored = urlsplit(old) if old else None
     if stored is None or (parts.scheme, host.lower()) != (stored.scheme, _userinfo(stored)[1].lower()):
-        raise InvalidInput(
+        raise PlaceholderUnmatched(
             f"target_url: {PLACEHOLDER!r} stands for a stored credential, and this consumer has "
             "none for that scheme, host and port; send the credential itself",
             field="target_url",
@@ -120,14 +130,14 @@ def restore_url(new: str, old: str | None) -> str:
 def restore_headers(new: Mapping[str, str], old: Mapping[str, str]) -> dict[str, str]:
     """*new* with each credential header sent as the placeholder given its stored value.
 
-    Raises :class:`InvalidInput` (field ``headers``) for a placeholder with no stored value.
+    Raises :class:`PlaceholderUnmatched` (field ``headers``) for a placeholder with no stored value.
     """
     stored = {name.lower(): value for name, value in old.items()}
     restored = {}
     for name, value in new.items():
         if value == PLACEHOLDER and looks_secret(name):
             if name.lower() not in stored:
-                raise InvalidInput(
+                raise PlaceholderUnmatched(
                     f"headers: {PLACEHOLDER!r} stands for a stored value of {name!r}, and this "
                     "consumer has none; send the value itself",
                     field="headers",
@@ -146,7 +156,7 @@ def auth_conflict(target_url: str, headers: Mapping[str, str]) -> bool:
 
 def _stored(value: str | None) -> str:
     if value is None or value == PLACEHOLDER:
-        raise InvalidInput(
+        raise PlaceholderUnmatched(
             f"target_url: {PLACEHOLDER!r} stands for a stored credential, and this consumer has "
             "none in that place; send the credential itself",
             field="target_url",

@@ -31,8 +31,12 @@ def is_forbidden(address: IPAddress) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return (
-        address.is_loopback or address.is_private or address.is_link_local
-        or address.is_unspecified or address.is_multicast or address.is_reserved
+        address.is_loopback
+        or address.is_private
+        or address.is_link_local
+        or address.is_unspecified
+        or address.is_multicast
+        or address.is_reserved
         or not address.is_global
     )
 
@@ -75,8 +79,7 @@ class GuardedResolver(AbstractResolver):
     def __init__(self) -> None:
         self._resolver = ThreadedResolver()
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: Any = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[ResolveResult]:
         results = await self._resolver.resolve(host, port, family)
         for result in results:
             if is_forbidden(ipaddress.ip_address(result["host"])):
