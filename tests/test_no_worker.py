@@ -154,7 +154,7 @@ def test_every_app_of_a_process_shares_one_log_thread(make_settings, make_app, t
         assert client.get("/healthz").status_code == 200
     threads = [t for t in threading.enumerate() if t.name == "workerrmq-no-worker-log"]
     assert len(threads) == 1
-    watched = set(no_worker.PERIODIC_LOG._registries.values())
+    watched = set(no_worker.PERIODIC_LOG.watched)
     assert {c.application.extensions["workerrmq"].workers for c in clients} <= watched
     assert no_worker.PERIODIC_LOG.interval == 60.0
 

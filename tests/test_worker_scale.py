@@ -181,11 +181,11 @@ def test_consumers_spread_over_connections_within_channel_max(
     _publish_one_each(broker, queues)
     wait_for(lambda: set(endpoint.ids()) == set(queues), timeout=30, what="one delivery per consumer")
 
-    pool = worker.engine._pool
+    pool = worker.engine.pool
     assert pool is not None and len(pool.links) == 3, [link.channel_max for link in pool.links]
     assert all(link.channel_max == 8 for link in pool.links)
     # None was closed by the broker and reopened: three connections made, three in use.
-    assert pool._opened == 3
+    assert pool.opened == 3
     connections = wait_for(
         lambda: len(c := _worker_connections(mgmt, worker.engine.worker_id)) == 3 and c,
         what="the three connections in the management API",
@@ -275,7 +275,7 @@ def test_thousands_of_consumers_on_one_worker_all_deliver(
         what=f"{count} deliveries",
     )
     consumed_after = time.monotonic() - published
-    pool = worker.engine._pool
+    pool = worker.engine.pool
     assert pool is not None
     assert set(endpoint.ids()) == set(queues)
     # The first connection also carries the control channel; each has its failure router's.

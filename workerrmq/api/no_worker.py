@@ -100,6 +100,11 @@ class PeriodicLog:
         self._pid: int | None = None
         self._stop = threading.Event()  # each thread has its own
 
+    @property
+    def watched(self) -> list[WorkerRegistry]:
+        """The registries checked now: one per database of this process's apps."""
+        return list(self._registries.values())
+
     def watch(self, registry: WorkerRegistry) -> None:
         """Check *registry*'s database from now on (until the registry is garbage)."""
         key = str(registry.db.url)
