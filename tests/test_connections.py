@@ -87,7 +87,7 @@ def test_delete_closes_the_connection(client, admin, named_connection):
     assert client.delete(url, headers=admin).status_code == 404
 
 
-def test_delete_unknown_connection_is_404(client, admin):
+def test_delete_unknown_connection_is_404(client, admin, broker):
     response = client.delete("/api/v1/connections/no%20such%20connection", headers=admin)
     assert response.status_code == 404
     assert response.json["error"]["code"] == "not_found"

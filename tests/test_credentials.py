@@ -299,7 +299,7 @@ def test_a_wrong_secret_key_stops_api_and_worker_at_start(
     )
 
 
-def test_the_worker_command_exits_naming_secret_key(make_settings, tmp_path):
+def test_the_worker_command_exits_naming_secret_key(make_settings, tmp_path, broker):
     database_url = f"sqlite:///{tmp_path}/cli.sqlite3"
     create_app(make_settings(database_url=database_url, secret_key="first")).extensions["workerrmq"].close()
     settings = make_settings(database_url=database_url)

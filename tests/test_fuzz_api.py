@@ -491,7 +491,7 @@ def test_connection_close_reason_must_be_printable_ascii(client, admin, connecti
 @pytest.mark.parametrize(
     "ref", ["a%2Fb", "a/b", "..", "%2E%2E", "x" * 300, "%C3%BC-ref", "%F0%9F%90%87", "a%00b"],
 )
-def test_odd_references_elsewhere_are_4xx_json(client, admin, ref):
+def test_odd_references_elsewhere_are_4xx_json(client, admin, ref, broker):
     """test_errors covers queue paths; the same for exchanges, consumers and connections."""
     attempts = [
         ("POST", f"/api/v1/exchanges/{ref}/messages", {"body": 1}),

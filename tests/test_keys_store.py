@@ -168,7 +168,7 @@ def test_keys_api(db_app):
     assert new["name"] == "reader" and new["scope"] == "read"
     assert new["key"].startswith(TOKEN_PREFIX) and new["prefix"] == new["key"][:12]
     reader = {"Authorization": f"Bearer {new['key']}"}
-    assert client.get("/api/v1/queues", headers=reader).status_code == 200
+    assert client.get("/api/v1/consumers", headers=reader).status_code == 200
 
     listed = client.get("/api/v1/keys", headers=admin).json
     assert [k["name"] for k in listed] == ["bootstrap", "reader"]
@@ -185,7 +185,7 @@ def test_keys_api(db_app):
     listed = client.get("/api/v1/keys", headers=admin).json
     revoked_at = dt.datetime.fromisoformat(listed[1]["revoked_at"])
     assert revoked_at.utcoffset() == dt.timedelta(0)
-    assert client.get("/api/v1/queues", headers=reader).status_code == 401
+    assert client.get("/api/v1/consumers", headers=reader).status_code == 401
 
     duplicate = client.post("/api/v1/keys", json={"name": "reader", "scope": "read"}, headers=admin)
     assert duplicate.status_code == 409

@@ -34,14 +34,14 @@ def test_one_access_line_per_request(client, app, caplog):
     info, token = app.extensions["workerrmq"].keys.create("logged-reader", "read")
     headers = {"Authorization": f"Bearer {token}"}
     with caplog.at_level(logging.INFO, logger="workerrmq.access"):
-        client.get("/api/v1/queues?page_size=1", headers=headers)
+        client.get("/api/v1/consumers?page_size=1", headers=headers)
         client.get("/healthz")
         client.get("/api/v1/queues", headers={"Authorization": "Bearer wrong"})
         client.post("/api/v1/queues", json={"name": "x"}, headers=headers)
         client.get("/no-such-page")
     records = access_records(caplog)
     assert [(r.method, r.path, r.status) for r in records] == [
-        ("GET", "/api/v1/queues", 200),
+        ("GET", "/api/v1/consumers", 200),
         ("GET", "/healthz", 200),
         ("GET", "/api/v1/queues", 401),
         ("POST", "/api/v1/queues", 403),
@@ -49,7 +49,7 @@ def test_one_access_line_per_request(client, app, caplog):
     ]
     assert [r.key_name for r in records] == ["logged-reader", None, None, "logged-reader", None]
     first = records[0].getMessage()
-    assert first.startswith("GET /api/v1/queues 200 ") and "key=logged-reader" in first
+    assert first.startswith("GET /api/v1/consumers 200 ") and "key=logged-reader" in first
     assert "ms" in first and records[0].duration_ms >= 0
     assert records[1].getMessage().endswith("key=-")
 
@@ -96,12 +96,12 @@ def test_json_access_lines_carry_fields(restore_logging, client, admin):
     stream = io.StringIO()
     configure_logging("INFO", "json")
     logging.getLogger().handlers[0].setStream(stream)  # type: ignore[attr-defined]
-    client.get("/api/v1/connections", headers=admin)
+    client.get("/api/v1/keys", headers=admin)
     lines = [json.loads(line) for line in stream.getvalue().splitlines() if line]
     access = [line for line in lines if line["logger"] == "workerrmq.access"]
     assert len(access) == 1
     assert access[0]["method"] == "GET"
-    assert access[0]["path"] == "/api/v1/connections"
+    assert access[0]["path"] == "/api/v1/keys"
     assert access[0]["status"] == 200
     assert access[0]["key_name"].startswith("admin-")
     assert access[0]["duration_ms"] >= 0

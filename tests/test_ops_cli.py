@@ -331,7 +331,7 @@ def test_api_keys_create_ls_revoke(cli, api):
     assert "ops-publisher" in created.stderr and "only this once" in created.stderr
 
     as_new = {"WORKERRMQ_KEY": token}
-    cli("queues", "ls", env=as_new)  # publish includes read
+    cli("consumers", "ls", env=as_new)  # publish includes read
     forbidden = cli("api-keys", "ls", env=as_new, code=3)
     assert "admin" in forbidden.stderr and "403" in forbidden.stderr
 
@@ -345,7 +345,7 @@ def test_api_keys_create_ls_revoke(cli, api):
 
     revoked = cli("api-keys", "revoke", str(mine["id"]))
     assert "ops-publisher" in revoked.stdout
-    assert "unknown or revoked" in cli("queues", "ls", env=as_new, code=3).stderr
+    assert "unknown or revoked" in cli("consumers", "ls", env=as_new, code=3).stderr
     row = next(line for line in cli("api-keys", "ls").stdout.splitlines()
                if "ops-publisher" in line)
     assert "revoked" in row
@@ -388,27 +388,27 @@ def test_config_file_env_and_flag_precedence(cli, api, isolated, tmp_path):
     default = Path(isolated["HOME"]) / ".config" / "workerrmq" / "config.toml"
     default.parent.mkdir(parents=True)
     default.write_text(f'url = "{api.url}"\nkey = "{api.token}"\n')
-    cli("queues", "ls", env=no_env)
+    cli("api-keys", "ls", env=no_env)
 
     # Environment over the file, for the URL and for the key.
-    cli("queues", "ls", env={**no_env, "WORKERRMQ_URL": nowhere}, code=6)
-    cli("queues", "ls", env={**no_env, "WORKERRMQ_KEY": bad_key}, code=3)
+    cli("api-keys", "ls", env={**no_env, "WORKERRMQ_URL": nowhere}, code=6)
+    cli("api-keys", "ls", env={**no_env, "WORKERRMQ_KEY": bad_key}, code=3)
     # Flags over the environment.
-    cli("queues", "ls", "--url", api.url, env={**no_env, "WORKERRMQ_URL": nowhere})
-    cli("queues", "ls", "--key", api.token, env={**no_env, "WORKERRMQ_KEY": bad_key})
-    cli("queues", "ls", "--key", bad_key, env={**no_env, "WORKERRMQ_KEY": api.token}, code=3)
+    cli("api-keys", "ls", "--url", api.url, env={**no_env, "WORKERRMQ_URL": nowhere})
+    cli("api-keys", "ls", "--key", api.token, env={**no_env, "WORKERRMQ_KEY": bad_key})
+    cli("api-keys", "ls", "--key", bad_key, env={**no_env, "WORKERRMQ_KEY": api.token}, code=3)
 
     # WORKERRMQ_CONFIG and --config name another file; --config wins.
     other = tmp_path / "other.toml"
     other.write_text(f'url = "{nowhere}"\nkey = "{api.token}"\n')
-    cli("queues", "ls", env={**no_env, "WORKERRMQ_CONFIG": str(other)}, code=6)
-    cli("queues", "ls", "--config", str(default), env={**no_env, "WORKERRMQ_CONFIG": str(other)})
+    cli("api-keys", "ls", env={**no_env, "WORKERRMQ_CONFIG": str(other)}, code=6)
+    cli("api-keys", "ls", "--config", str(default), env={**no_env, "WORKERRMQ_CONFIG": str(other)})
     # The file only fills what flags and environment left open.
-    cli("queues", "ls", env={**no_env, "WORKERRMQ_CONFIG": str(other), "WORKERRMQ_URL": api.url})
+    cli("api-keys", "ls", env={**no_env, "WORKERRMQ_CONFIG": str(other), "WORKERRMQ_URL": api.url})
 
-    missing = cli("queues", "ls", "--config", str(tmp_path / "nope.toml"), env=no_env, code=1)
+    missing = cli("api-keys", "ls", "--config", str(tmp_path / "nope.toml"), env=no_env, code=1)
     assert "does not exist" in missing.stderr
     broken = tmp_path / "broken.toml"
     broken.write_text(f'key = "{api.token}"\nurl = \n')
-    unreadable = cli("queues", "ls", "--config", str(broken), env=no_env, code=1)
+    unreadable = cli("api-keys", "ls", "--config", str(broken), env=no_env, code=1)
     assert "cannot read config file" in unreadable.stderr

@@ -125,7 +125,7 @@ def test_readyz_names_the_failed_dependency(proxied_app, proxies):
     wait_for(lambda: client.get("/readyz").status_code == 200, timeout=15, what="ready again")
 
 
-def test_database_failure_is_503_and_named_by_readyz(make_settings, tmp_path):
+def test_database_failure_is_503_and_named_by_readyz(make_settings, tmp_path, broker):
     app = create_app(make_settings(bootstrap_api_key=TOKEN))
     try:
         assert app.test_client().get("/api/v1/keys", headers=ADMIN).status_code == 200

@@ -107,7 +107,7 @@ def _over_http(base: str, n: int, forwarded_for: str, headers: dict[str, str] = 
     with requests.Session() as session:
         return [
             session.get(
-                f"{base}/api/v1/queues", timeout=10, headers={**headers, "X-Forwarded-For": forwarded_for}
+                f"{base}/api/v1/keys", timeout=10, headers={**headers, "X-Forwarded-For": forwarded_for}
             ).status_code
             for _ in range(n)
         ]

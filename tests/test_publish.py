@@ -181,13 +181,13 @@ def test_empty_batch_is_400(client, admin, queue):
     assert response.json["error"]["field"] == "messages"
 
 
-def test_unroutable_single_message_is_404(client, admin):
+def test_unroutable_single_message_is_404(client, admin, broker):
     response = publish(client, admin, f"missing-{uuid.uuid4().hex}", body="lost")
     assert response.status_code == 404
     assert response.json["error"]["code"] == "not_found"
 
 
-def test_unroutable_batch_is_404(client, admin):
+def test_unroutable_batch_is_404(client, admin, broker):
     response = client.post(f"/api/v1/queues/missing-{uuid.uuid4().hex}/messages",
                            json={"messages": [{"body": 1}, {"body": 2}]}, headers=admin)
     assert response.status_code == 404
@@ -228,7 +228,7 @@ def test_amq_default_exchange_routes_by_queue_name(client, admin, queue, amqp):
     assert get(amqp, queue)[1] == b"default"
 
 
-def test_unknown_exchange_is_404(client, admin):
+def test_unknown_exchange_is_404(client, admin, broker):
     response = client.post(f"/api/v1/exchanges/no-such-exchange-{uuid.uuid4().hex[:6]}/messages",
                            json={"body": "x", "routing_key": "k"}, headers=admin)
     assert response.status_code == 404

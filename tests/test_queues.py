@@ -190,7 +190,7 @@ def test_get_one_reports_messages(client, admin, queue_name, amqp):
     assert queue["consumers"] == 0
 
 
-def test_unknown_queue_is_404(client, admin):
+def test_unknown_queue_is_404(client, admin, broker):
     for method, suffix in [("GET", ""), ("DELETE", ""), ("POST", "/purge"),
                            ("GET", "/bindings"), ("GET", "/consumers")]:
         response = client.open(f"/api/v1/queues/no-such-queue-x1{suffix}", method=method,

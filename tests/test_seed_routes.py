@@ -90,7 +90,7 @@ def test_seed_routes_need_keys(client, make_key):
     read = make_key("read")
     publish = make_key("publish")
     assert client.get("/getQueues").status_code == 401
-    assert client.get("/getQueues", headers=read).status_code == 200
+    assert client.get("/getConsumers", headers=read).status_code == 200
     assert client.post("/createQueue", json={"queueName": "x"}, headers=publish).status_code == 403
     assert client.post("/deleteQueue", json={"queueName": "x"}, headers=publish).status_code == 403
     assert client.post("/messagePublish", json={"queueName": "x", "message": "m"},
