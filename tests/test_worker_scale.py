@@ -194,26 +194,13 @@ def test_consumers_spread_over_connections_within_channel_max(
 
 
 def test_a_consumer_past_the_limit_says_why_and_the_others_run(
-    make_settings, small_channel_max, start_engine, endpoint, client, admin, queue_name, broker
+    make_settings, small_channel_max, start_engine, endpoint, make_consumer, client, admin, broker
 ):
     """One connection allowed, channel_max 8: six consumers fit (the failure router and the
     control channel take two), the others report no_capacity, and the six deliver."""
     settings = make_settings(rabbitmq_url=small_channel_max(8), worker_max_connections=1)
     worker = start_engine(settings)
-    consumers = []
-    for _ in range(8):
-        queue = queue_name("cap")
-        consumers.append(
-            client.post(
-                "/api/v1/consumers",
-                json={
-                    "queue": queue,
-                    "target_url": endpoint.url,
-                    "create_queue": True,
-                },
-                headers=admin,
-            ).json
-        )
+    consumers = [make_consumer(endpoint.url)[0] for _ in range(8)]
     statuses = lambda: sorted(r.status for r in worker.engine.runners.values())  # noqa: E731
     wait_for(
         lambda: statuses() == ["consuming"] * 6 + ["no_capacity"] * 2,
@@ -310,20 +297,10 @@ def slow_endpoint() -> Iterator[Endpoint]:
 
 @pytest.mark.parametrize("change", ["pause", "patch"])
 def test_a_hanging_consumer_being_changed_does_not_hold_up_a_new_one(
-    change, slow_endpoint, settings, start_engine, endpoint, client, admin, queue_name, broker
+    change, slow_endpoint, settings, start_engine, endpoint, make_consumer, client, admin, broker
 ):
     worker = start_engine(settings, reconcile_interval=300)  # only control messages drive it
-    slow_queue = queue_name("hang")
-    slow = client.post(
-        "/api/v1/consumers",
-        json={
-            "queue": slow_queue,
-            "target_url": slow_endpoint.url,
-            "timeout": 30,
-            "create_queue": True,
-        },
-        headers=admin,
-    ).json
+    slow, slow_queue = make_consumer(slow_endpoint.url, timeout=30)
     worker.runner(slow["id"])
     _publish_one_each(broker, [slow_queue])
     wait_for(lambda: slow_endpoint.count() == 1, what="the hanging delivery")
@@ -336,17 +313,7 @@ def test_a_hanging_consumer_being_changed_does_not_hold_up_a_new_one(
             == 200
         )
     started = time.monotonic()
-    fast_queue = queue_name("fast")
-    fast = client.post(
-        "/api/v1/consumers",
-        json={
-            "queue": fast_queue,
-            "target_url": endpoint.url,
-            "create_queue": True,
-        },
-        headers=admin,
-    )
-    assert fast.status_code == 201, fast.json
+    _, fast_queue = make_consumer(endpoint.url)
     _publish_one_each(broker, [fast_queue])
     wait_for(lambda: endpoint.count() == 1, timeout=30, interval=0.02, what="the new consumer's delivery")
     took = time.monotonic() - started
@@ -355,18 +322,9 @@ def test_a_hanging_consumer_being_changed_does_not_hold_up_a_new_one(
     assert slow_endpoint.count() == 1  # the hanging delivery is not repeated meanwhile
 
 
-def test_an_empty_patch_restarts_nothing(settings, start_engine, endpoint, client, admin, queue_name):
+def test_an_empty_patch_restarts_nothing(settings, start_engine, endpoint, make_consumer, client, admin):
     worker = start_engine(settings, reconcile_interval=300)
-    queue = queue_name("noop")
-    consumer = client.post(
-        "/api/v1/consumers",
-        json={
-            "queue": queue,
-            "target_url": endpoint.url,
-            "create_queue": True,
-        },
-        headers=admin,
-    ).json
+    consumer, _ = make_consumer(endpoint.url)
     runner = worker.runner(consumer["id"])
 
     answer = client.patch(f"/api/v1/consumers/{consumer['id']}", json={}, headers=admin)
@@ -376,15 +334,7 @@ def test_an_empty_patch_restarts_nothing(settings, start_engine, endpoint, clien
     )
     assert same.json["version"] == consumer["version"]
     # Another consumer created afterwards shows that the worker has reconciled since.
-    other = client.post(
-        "/api/v1/consumers",
-        json={
-            "queue": queue_name("noop"),
-            "target_url": endpoint.url,
-            "create_queue": True,
-        },
-        headers=admin,
-    ).json
+    other, _ = make_consumer(endpoint.url)
     worker.runner(other["id"])
     assert worker.engine.runners[consumer["id"]] is runner
     assert runner.status == "consuming" and runner.spec.version == consumer["version"]
