@@ -211,26 +211,19 @@ def post_raw(client, admin, path: str, text: str):
                        headers={**admin, "Content-Type": "application/json"})
 
 
-def test_oversized_json_is_413_on_every_kind_of_body(make_settings, queue_name):
-    app = create_app(make_settings(max_request_bytes=1024,
-                                   bootstrap_api_key="wrmq_fuzz-size-admin-key"))
-    try:
-        client = app.test_client()
-        admin = {"Authorization": "Bearer wrmq_fuzz-size-admin-key"}
-        name = queue_name("fuzz-t")
-        big = "x" * 4096
-        for path, body in [
-            ("/api/v1/queues", {"name": name, "pad": big}),
-            (f"/api/v1/queues/{name}/messages", {"body": big}),
-            ("/api/v1/consumers", {"queue": name, "target_url": "http://example.com/" + big}),
-            ("/api/v1/keys", {"name": big, "scope": "read"}),
-            ("/createQueue", {"queueName": name, "pad": big}),
-        ]:
-            error = json_error(client.post(path, json=body, headers=admin), 413)
-            assert error["code"] == "payload_too_large"
-        assert not app.extensions["workerrmq"].queues.exists(name)
-    finally:
-        app.extensions["workerrmq"].close()
+def test_oversized_json_is_413_on_every_kind_of_body(make_settings, make_app, queue_name):
+    client, admin = make_app(make_settings(max_request_bytes=1024))
+    name = queue_name("fuzz-t")
+    big = "x" * 4096
+    for path, body in [
+        ("/api/v1/queues", {"name": name, "pad": big}),
+        (f"/api/v1/queues/{name}/messages", {"body": big}),
+        ("/api/v1/consumers", {"queue": name, "target_url": "http://example.com/" + big}),
+        ("/api/v1/keys", {"name": big, "scope": "read"}),
+        ("/createQueue", {"queueName": name, "pad": big}),
+    ]:
+        json_error(client.post(path, json=body, headers=admin), 413, code="payload_too_large")
+    assert not client.application.extensions["workerrmq"].queues.exists(name)
 
 
 @pytest.mark.parametrize("depth", [100, 300, 5000, 200_000])

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tests.support import wait_for
+from tests.support import json_error, wait_for
 from workerrmq.api import create_app
 
 
@@ -250,22 +250,12 @@ def test_publisher_survives_an_unknown_exchange(client, admin, queue, amqp):
     assert get(amqp, queue)[1] == b"after"
 
 
-def test_body_over_the_limit_is_413_json(make_settings, queue_name):
-    app = create_app(make_settings(max_request_bytes=2048,
-                                   bootstrap_api_key="wrmq_size-test-admin-key"))
-    try:
-        client = app.test_client()
-        admin = {"Authorization": "Bearer wrmq_size-test-admin-key"}
-        name = queue_name()
-        assert client.post("/api/v1/queues", json={"name": name}, headers=admin).status_code == 201
-        small = publish(client, admin, name, body="x" * 1000)
-        assert small.status_code == 201
-        big = publish(client, admin, name, body="x" * 4096)
-        assert big.status_code == 413
-        assert big.is_json
-        assert big.json["error"]["code"] == "payload_too_large"
-    finally:
-        app.extensions["workerrmq"].close()
+def test_body_over_the_limit_is_413_json(make_settings, make_app, queue_name):
+    client, admin = make_app(make_settings(max_request_bytes=2048))
+    name = queue_name()
+    assert client.post("/api/v1/queues", json={"name": name}, headers=admin).status_code == 201
+    assert publish(client, admin, name, body="x" * 1000).status_code == 201
+    json_error(publish(client, admin, name, body="x" * 4096), 413, code="payload_too_large")
 
 
 # -- properties the endpoint receives as HTTP headers ---------------------------------------
