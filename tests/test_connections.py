@@ -44,8 +44,9 @@ def find(client, headers, connection_name: str) -> dict | None:
 
 def test_list_shows_a_named_connection(client, admin, named_connection):
     connection_name, connection = named_connection()
-    found = wait_for(lambda: find(client, admin, connection_name), timeout=15,
-                     what="connection in the management API")
+    found = wait_for(
+        lambda: find(client, admin, connection_name), timeout=15, what="connection in the management API"
+    )
     assert found["name"]
     assert found["user"] == "guest"
     assert found["vhost"] == "/"
@@ -67,8 +68,9 @@ def test_list_shows_a_named_connection(client, admin, named_connection):
 
 def test_delete_closes_the_connection(client, admin, named_connection):
     connection_name, connection = named_connection()
-    found = wait_for(lambda: find(client, admin, connection_name), timeout=15,
-                     what="connection in the management API")
+    found = wait_for(
+        lambda: find(client, admin, connection_name), timeout=15, what="connection in the management API"
+    )
     url = "/api/v1/connections/" + quote(found["name"], safe="")
     response = client.delete(url + "?reason=closed+by+test", headers=admin)
     assert response.status_code == 204
@@ -82,8 +84,11 @@ def test_delete_closes_the_connection(client, admin, named_connection):
         return not connection.is_open
 
     wait_for(closed_by_broker, timeout=15, what="the broker to close the connection")
-    wait_for(lambda: find(client, admin, connection_name) is None, timeout=15,
-             what="connection to disappear from the list")
+    wait_for(
+        lambda: find(client, admin, connection_name) is None,
+        timeout=15,
+        what="connection to disappear from the list",
+    )
     assert client.delete(url, headers=admin).status_code == 404
 
 

@@ -42,9 +42,7 @@ def default_app(make_settings: Callable[..., Settings]) -> Iterator[Flask]:
 @pytest.fixture
 def default_client(default_app: Flask) -> tuple[FlaskClient, dict[str, str]]:
     """A test client of *default_app* and an admin Authorization header for it."""
-    _, token = default_app.extensions["workerrmq"].keys.create(
-        f"admin-{uuid.uuid4().hex[:8]}", "admin"
-    )
+    _, token = default_app.extensions["workerrmq"].keys.create(f"admin-{uuid.uuid4().hex[:8]}", "admin")
     return default_app.test_client(), {"Authorization": f"Bearer {token}"}
 
 
@@ -83,8 +81,7 @@ def test_create_returns_the_consumer_with_defaults(client, admin, queue):
 
 
 def test_signing_secret_is_never_returned(client, admin, queue):
-    created = create(client, admin, queue=queue, target_url=TARGET, name="signed",
-                     signing_secret=SECRET)
+    created = create(client, admin, queue=queue, target_url=TARGET, name="signed", signing_secret=SECRET)
     assert created.status_code == 201, created.json
     assert created.json["signing"] is True
     consumer_id = created.json["id"]
@@ -107,19 +104,32 @@ def test_signing_secret_is_never_returned(client, admin, queue):
     assert responses[4].json["signing"] is True  # a PATCH without it keeps the secret
 
     # Removing the secret turns signing off.
-    cleared = client.patch(f"/api/v1/consumers/{consumer_id}", json={"signing_secret": None},
-                           headers=admin)
+    cleared = client.patch(f"/api/v1/consumers/{consumer_id}", json={"signing_secret": None}, headers=admin)
     assert cleared.status_code == 200
     assert cleared.json["signing"] is False
 
 
 def test_every_field_can_be_set(client, admin, queue):
     response = create(
-        client, admin, queue=queue, name="custom", target_url="https://example.com/in",
-        method="PUT", headers={"Authorization": "Bearer abc"}, timeout=2.5, concurrency=4,
-        max_attempts=3, initial_delay=0.1, max_delay=5, retry_on=["429", "timeout"],
-        rate_limit=20, ordered=True, circuit_threshold=2, circuit_cooldown=1.5,
-        dead_letter_queue=f"{queue}.parking", state="paused",
+        client,
+        admin,
+        queue=queue,
+        name="custom",
+        target_url="https://example.com/in",
+        method="PUT",
+        headers={"Authorization": "Bearer abc"},
+        timeout=2.5,
+        concurrency=4,
+        max_attempts=3,
+        initial_delay=0.1,
+        max_delay=5,
+        retry_on=["429", "timeout"],
+        rate_limit=20,
+        ordered=True,
+        circuit_threshold=2,
+        circuit_cooldown=1.5,
+        dead_letter_queue=f"{queue}.parking",
+        state="paused",
     )
     assert response.status_code == 201, response.json
     got = client.get(f"/api/v1/consumers/{response.json['id']}", headers=admin).json
@@ -219,8 +229,13 @@ def test_patch_changes_fields_and_bumps_version(client, admin, queue):
     created = create(client, admin, queue=queue, target_url=TARGET).json
     response = client.patch(
         f"/api/v1/consumers/{created['id']}",
-        json={"target_url": "http://127.0.0.1:9/v2", "timeout": 3, "concurrency": 2,
-              "retry_on": ["5xx"], "headers": {"X-Api": "k"}},
+        json={
+            "target_url": "http://127.0.0.1:9/v2",
+            "timeout": 3,
+            "concurrency": 2,
+            "retry_on": ["5xx"],
+            "headers": {"X-Api": "k"},
+        },
         headers=admin,
     )
     assert response.status_code == 200, response.json
@@ -237,22 +252,20 @@ def test_patch_changes_fields_and_bumps_version(client, admin, queue):
 def test_patch_validates_like_create(client, admin, queue, queue_name):
     consumer_id = create(client, admin, queue=queue, target_url=TARGET).json["id"]
     url = f"/api/v1/consumers/{consumer_id}"
-    assert error_field(client.patch(url, json={"target_url": "ftp://x/y"}, headers=admin)) == \
-        "target_url"
+    assert error_field(client.patch(url, json={"target_url": "ftp://x/y"}, headers=admin)) == "target_url"
     assert error_field(client.patch(url, json={"method": "DELETE"}, headers=admin)) == "method"
     assert client.patch(url, json={"queue": queue_name("gone")}, headers=admin).status_code == 404
-    assert client.patch("/api/v1/consumers/nope", json={"timeout": 1},
-                        headers=admin).status_code == 404
+    assert client.patch("/api/v1/consumers/nope", json={"timeout": 1}, headers=admin).status_code == 404
     assert client.get(url, headers=admin).json["version"] == 1
 
 
 def test_patch_max_delay_below_the_stored_initial_delay_is_400(client, admin, queue):
-    consumer_id = create(client, admin, queue=queue, target_url=TARGET, initial_delay=2,
-                         max_delay=60).json["id"]
+    consumer_id = create(client, admin, queue=queue, target_url=TARGET, initial_delay=2, max_delay=60).json[
+        "id"
+    ]
     url = f"/api/v1/consumers/{consumer_id}"
     assert error_field(client.patch(url, json={"max_delay": 1}, headers=admin)) == "max_delay"
-    assert error_field(client.patch(url, json={"initial_delay": 120}, headers=admin)) == \
-        "initial_delay"
+    assert error_field(client.patch(url, json={"initial_delay": 120}, headers=admin)) == "initial_delay"
     got = client.get(url, headers=admin).json
     assert (got["initial_delay"], got["max_delay"], got["version"]) == (2.0, 60.0, 1)
     # Both together are checked against each other, and a consistent change is fine.
@@ -264,8 +277,7 @@ def test_patch_max_delay_below_the_stored_initial_delay_is_400(client, admin, qu
 def test_patch_rename_onto_an_existing_name_is_409(client, admin, queue):
     create(client, admin, queue=queue, target_url=TARGET, name="taken")
     other = create(client, admin, queue=queue, target_url=TARGET, name="free").json
-    response = client.patch(f"/api/v1/consumers/{other['id']}", json={"name": "taken"},
-                            headers=admin)
+    response = client.patch(f"/api/v1/consumers/{other['id']}", json={"name": "taken"}, headers=admin)
     assert response.status_code == 409
 
 
@@ -319,9 +331,13 @@ def put_dead_letters(amqp, dlq: str, source: str, count: int) -> None:
     amqp.queue_declare(dlq, durable=True)
     for n in range(1, count + 1):
         amqp.basic_publish(
-            "", dlq, json.dumps({"n": n}).encode(),
+            "",
+            dlq,
+            json.dumps({"n": n}).encode(),
             pika.BasicProperties(
-                message_id=f"m-{n}", content_type="application/json", delivery_mode=2,
+                message_id=f"m-{n}",
+                content_type="application/json",
+                delivery_mode=2,
                 headers={
                     "x-workerrmq-attempts": 8,
                     "x-workerrmq-source-queue": source,
@@ -333,8 +349,11 @@ def put_dead_letters(amqp, dlq: str, source: str, count: int) -> None:
                 },
             ),
         )
-    wait_for(lambda: amqp.queue_declare(dlq, passive=True).method.message_count == count,
-             timeout=5, what="dead letters queued")
+    wait_for(
+        lambda: amqp.queue_declare(dlq, passive=True).method.message_count == count,
+        timeout=5,
+        what="dead letters queued",
+    )
 
 
 def test_dead_letters_of_a_missing_or_empty_dlq(client, admin, queue, amqp):
@@ -386,7 +405,8 @@ def test_peek_and_replay_dead_letters(client, admin, queue, amqp):
     assert one.json == {"replayed": 1}
     method, properties, body = wait_for(
         lambda: (got := amqp.basic_get(queue, auto_ack=True))[0] and got,
-        timeout=5, what="replayed message",
+        timeout=5,
+        what="replayed message",
     )
     assert json.loads(body) == {"n": 1}
     assert properties.message_id == "m-1"
@@ -402,7 +422,8 @@ def test_peek_and_replay_dead_letters(client, admin, queue, amqp):
     assert rest.json == {"replayed": 1}
     method, properties, body = wait_for(
         lambda: (got := amqp.basic_get(queue, auto_ack=True))[0] and got,
-        timeout=5, what="second replayed message",
+        timeout=5,
+        what="second replayed message",
     )
     assert properties.message_id == "m-2"
     assert "x-workerrmq-attempts" not in (properties.headers or {})
@@ -412,8 +433,9 @@ def test_peek_and_replay_dead_letters(client, admin, queue, amqp):
 
 def test_replay_count_must_be_positive(client, admin, queue):
     consumer_id = create(client, admin, queue=queue, target_url=TARGET).json["id"]
-    response = client.post(f"/api/v1/consumers/{consumer_id}/dead-letters/replay",
-                           json={"count": 0}, headers=admin)
+    response = client.post(
+        f"/api/v1/consumers/{consumer_id}/dead-letters/replay", json={"count": 0}, headers=admin
+    )
     assert error_field(response) == "count"
 
 
@@ -433,14 +455,12 @@ def test_seed_create_list_delete_consumer(default_client, make_queue):
     [entry] = [c for c in listed.json if c["queueName"] == name]
     assert entry["consumerId"] == entry["id"]
     assert entry["target_url"] == DEFAULT_TARGET
-    assert client.get(f"/api/v1/consumers/{entry['consumerId']}", headers=admin).json["queue"] \
-        == name
+    assert client.get(f"/api/v1/consumers/{entry['consumerId']}", headers=admin).json["queue"] == name
 
     deleted = client.post("/deleteConsumer", json={"queueName": name}, headers=admin)
     assert deleted.status_code == 200
     assert deleted.json == {"message": "Consumer has been deleted successfully."}
-    assert [c for c in client.get("/getConsumers", headers=admin).json
-            if c["queueName"] == name] == []
+    assert [c for c in client.get("/getConsumers", headers=admin).json if c["queueName"] == name] == []
     again = client.post("/deleteConsumer", json={"queueName": name}, headers=admin)
     assert again.status_code == 404
 
@@ -461,11 +481,11 @@ def test_seed_create_consumer_takes_extra_fields(default_client, queue_name):
 def test_seed_create_consumer_errors(client, admin, default_client, queue_name, make_queue):
     name = make_queue("seede")
     # Without DEFAULT_TARGET_URL and without target_url.
-    assert error_field(client.post("/createConsumer", json={"queueName": name}, headers=admin)) \
-        == "target_url"
+    assert (
+        error_field(client.post("/createConsumer", json={"queueName": name}, headers=admin)) == "target_url"
+    )
     dclient, dadmin = default_client
-    missing = dclient.post("/createConsumer", json={"queueName": queue_name("nosuch")},
-                           headers=dadmin)
+    missing = dclient.post("/createConsumer", json={"queueName": queue_name("nosuch")}, headers=dadmin)
     assert missing.status_code == 404
     assert error_field(dclient.post("/createConsumer", json={}, headers=dadmin)) == "queueName"
 
@@ -477,8 +497,12 @@ def test_seed_create_consumer_errors(client, admin, default_client, queue_name, 
 def test_only_admin_keys_change_consumers(client, admin, make_key, queue, scope):
     key = make_key(scope)
     assert create(client, key, queue=queue, target_url=TARGET).status_code == 403
-    assert client.post("/createConsumer", json={"queueName": queue, "target_url": TARGET},
-                       headers=key).status_code == 403
+    assert (
+        client.post(
+            "/createConsumer", json={"queueName": queue, "target_url": TARGET}, headers=key
+        ).status_code
+        == 403
+    )
     consumer_id = create(client, admin, queue=queue, target_url=TARGET).json["id"]
     url = f"/api/v1/consumers/{consumer_id}"
     assert client.patch(url, json={"timeout": 1}, headers=key).status_code == 403
@@ -529,12 +553,30 @@ def test_changes_are_broadcast_on_the_control_exchange(client, admin, queue, amq
 # -- headers an endpoint must not get from configuration ------------------------------------
 
 
-@pytest.mark.parametrize("header", [
-    "Content-Length", "content-length", "Transfer-Encoding", "Connection", "Host", "Upgrade",
-    "TE", "Trailer", "Keep-Alive", "Proxy-Authorization", "proxy-connection", "Expect",
-    "Content-Type", "Content-Encoding", "X-WorkerRMQ-Message-Id", "x-workerrmq-attempt",
-    "webhook-signature", "Webhook-Id", "webhook-timestamp",
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Content-Length",
+        "content-length",
+        "Transfer-Encoding",
+        "Connection",
+        "Host",
+        "Upgrade",
+        "TE",
+        "Trailer",
+        "Keep-Alive",
+        "Proxy-Authorization",
+        "proxy-connection",
+        "Expect",
+        "Content-Type",
+        "Content-Encoding",
+        "X-WorkerRMQ-Message-Id",
+        "x-workerrmq-attempt",
+        "webhook-signature",
+        "Webhook-Id",
+        "webhook-timestamp",
+    ],
+)
 def test_framing_and_own_headers_are_refused_naming_the_header(client, admin, queue, header):
     response = create(client, admin, queue=queue, target_url=TARGET, headers={header: "0"})
     assert error_field(response) == "headers"
@@ -542,8 +584,7 @@ def test_framing_and_own_headers_are_refused_naming_the_header(client, admin, qu
     assert client.get("/api/v1/consumers", headers=admin).json["items"] == []
     # The same rule on a change.
     consumer_id = create(client, admin, queue=queue, target_url=TARGET).json["id"]
-    patched = client.patch(f"/api/v1/consumers/{consumer_id}", json={"headers": {header: "0"}},
-                           headers=admin)
+    patched = client.patch(f"/api/v1/consumers/{consumer_id}", json={"headers": {header: "0"}}, headers=admin)
     assert error_field(patched) == "headers"
     assert client.get(f"/api/v1/consumers/{consumer_id}", headers=admin).json["headers"] == {}
 
@@ -563,8 +604,10 @@ def test_dead_letter_queue_must_not_be_the_queue_itself(client, admin, queue):
     assert error_field(response) == "dead_letter_queue"
     consumer_id = create(client, admin, queue=queue, target_url=TARGET).json["id"]
     url = f"/api/v1/consumers/{consumer_id}"
-    assert error_field(client.patch(url, json={"dead_letter_queue": queue}, headers=admin)) == \
-        "dead_letter_queue"
+    assert (
+        error_field(client.patch(url, json={"dead_letter_queue": queue}, headers=admin))
+        == "dead_letter_queue"
+    )
     # Moving the consumer onto its own dead-letter queue is the same loop.
     assert error_field(client.patch(url, json={"queue": f"{queue}.dlq"}, headers=admin)) == "queue"
     assert client.get(url, headers=admin).json["version"] == 1
@@ -576,26 +619,22 @@ def test_a_name_that_is_another_consumers_id_is_refused(client, admin, queue):
     assert taken.status_code == 409, taken.json
     assert first["id"] in taken.json["error"]["message"]
     second = create(client, admin, queue=queue, target_url=TARGET, name="second").json
-    renamed = client.patch(f"/api/v1/consumers/{second['id']}", json={"name": first["id"]},
-                           headers=admin)
+    renamed = client.patch(f"/api/v1/consumers/{second['id']}", json={"name": first["id"]}, headers=admin)
     assert renamed.status_code == 409
     # The first consumer is still the one its id names.
     assert client.get(f"/api/v1/consumers/{first['id']}", headers=admin).json["name"] == "first"
     # A consumer may carry its own id as its name.
-    own = client.patch(f"/api/v1/consumers/{second['id']}", json={"name": second["id"]},
-                       headers=admin)
+    own = client.patch(f"/api/v1/consumers/{second['id']}", json={"name": second["id"]}, headers=admin)
     assert own.status_code == 200, own.json
 
 
 def test_the_list_is_paged_like_queues(client, admin, queue):
-    ids = [create(client, admin, queue=queue, target_url=TARGET, name=f"p{n}").json["id"]
-           for n in range(5)]
+    ids = [create(client, admin, queue=queue, target_url=TARGET, name=f"p{n}").json["id"] for n in range(5)]
     first = client.get("/api/v1/consumers?page_size=2", headers=admin)
     assert first.status_code == 200
     assert set(first.json) == set(client.get("/api/v1/queues?page_size=1", headers=admin).json)
     assert (first.json["page"], first.json["page_size"], first.json["total"]) == (1, 2, 5)
-    pages = [client.get(f"/api/v1/consumers?page={p}&page_size=2", headers=admin).json
-             for p in (1, 2, 3, 4)]
+    pages = [client.get(f"/api/v1/consumers?page={p}&page_size=2", headers=admin).json for p in (1, 2, 3, 4)]
     assert [c["id"] for page in pages for c in page["items"]] == ids
     assert [len(page["items"]) for page in pages] == [2, 2, 1, 0]
     assert all("stats" in c for c in pages[0]["items"])

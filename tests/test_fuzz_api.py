@@ -139,8 +139,12 @@ def _spec_app() -> Flask:
     """
     directory = tempfile.mkdtemp(prefix="workerrmq-spec-")
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    app = create_app(Settings(database_url=f"sqlite:///{directory}/spec.sqlite3",
-                              bootstrap_api_key="wrmq_spec_only_" + uuid.uuid4().hex))
+    app = create_app(
+        Settings(
+            database_url=f"sqlite:///{directory}/spec.sqlite3",
+            bootstrap_api_key="wrmq_spec_only_" + uuid.uuid4().hex,
+        )
+    )
     app.extensions["workerrmq"].close()
     return app
 
@@ -178,8 +182,11 @@ def fuzz_run(mgmt: ManagementClient) -> Iterator[str]:
                 mgmt.delete_queue(name, if_empty=False, if_unused=False)
         invalid = sorted(n for n in created if not _VALID_NAME.fullmatch(n))
         assert not invalid, f"the API created queues with invalid names: {invalid}"
-        queue = wait_for(lambda: (q := mgmt.get_queue(sentinel))["messages"] == 1 and q,
-                         timeout=10, what="the sentinel's message count")
+        queue = wait_for(
+            lambda: (q := mgmt.get_queue(sentinel))["messages"] == 1 and q,
+            timeout=10,
+            what="the sentinel's message count",
+        )
         assert queue["messages"] == 1, "the fuzzer reached a queue outside its namespace"
         bindings = mgmt.queue_bindings(sentinel)
         assert any(b.get("source") == "amq.direct" for b in bindings), "the sentinel lost its binding"
@@ -207,8 +214,11 @@ def test_every_operation_conforms(case, fuzz_run, app, admin):
 
 
 def post_raw(client, admin, path: str, text: str):
-    return client.post(path, data=text.encode("utf-8", "surrogatepass"),
-                       headers={**admin, "Content-Type": "application/json"})
+    return client.post(
+        path,
+        data=text.encode("utf-8", "surrogatepass"),
+        headers={**admin, "Content-Type": "application/json"},
+    )
 
 
 def test_oversized_json_is_413_on_every_kind_of_body(make_settings, make_app, queue_name):
@@ -244,12 +254,14 @@ def test_deeply_nested_json_is_400(client, admin, queue, depth):
         ("/api/v1/queues/{q}/messages", '{"body": "x", "message_id": %s}', "message_id"),
         ("/api/v1/queues/{q}/messages", '{"body": "x", "headers": {"h": %s}}', "headers.h"),
         ("/api/v1/queues/{q}/messages", '{"messages": [{"body": %s}]}', "messages.0.body"),
-        ("/api/v1/exchanges/amq.default/messages", '{"body": "x", "routing_key": %s}',
-         "routing_key"),
+        ("/api/v1/exchanges/amq.default/messages", '{"body": "x", "routing_key": %s}', "routing_key"),
         ("/api/v1/keys", '{"name": %s, "scope": "read"}', "name"),
         ("/api/v1/consumers", '{"queue": "{q}", "name": %s}', "name"),
-        ("/api/v1/consumers", '{"queue": "{q}", "target_url": "http://x/" , "signing_secret": %s}',
-         "signing_secret"),
+        (
+            "/api/v1/consumers",
+            '{"queue": "{q}", "target_url": "http://x/" , "signing_secret": %s}',
+            "signing_secret",
+        ),
         ("/messagePublish", '{"queueName": "{q}", "message": %s}', "message"),
         ("/deleteConsumer", '{"name": %s}', "name"),
     ],
@@ -265,8 +277,7 @@ def test_lone_surrogates_are_400_naming_the_field(client, admin, queue, path, te
 @pytest.fixture
 def db_client(make_settings, database_url) -> Iterator[Any]:
     """A client of an app on SQLite, then on PostgreSQL (conftest's ``database_url``)."""
-    app = create_app(make_settings(database_url=database_url,
-                                   bootstrap_api_key="wrmq_fuzz-db-admin-key"))
+    app = create_app(make_settings(database_url=database_url, bootstrap_api_key="wrmq_fuzz-db-admin-key"))
     try:
         yield app.test_client()
     finally:
@@ -281,8 +292,11 @@ DB_ADMIN = {"Authorization": "Bearer wrmq_fuzz-db-admin-key"}
     [
         ("/api/v1/keys", {"name": "a\x00b", "scope": "read"}, "name"),
         ("/api/v1/consumers", {"queue": "{q}", "name": "a\x00b"}, "name"),
-        ("/api/v1/consumers", {"queue": "{q}", "target_url": "http://x/",
-                               "signing_secret": "0123456789abcdef\x00"}, "signing_secret"),
+        (
+            "/api/v1/consumers",
+            {"queue": "{q}", "target_url": "http://x/", "signing_secret": "0123456789abcdef\x00"},
+            "signing_secret",
+        ),
         ("/deleteConsumer", {"queueName": "a\x00b"}, "queueName"),
         ("/deleteConsumer", {"name": "a\x00b"}, "name"),
     ],
@@ -294,10 +308,17 @@ def test_nul_in_stored_text_is_400(db_client, queue, path, body, field):
 
 
 def test_nul_in_a_consumer_reference_is_404(db_client):
-    for method, suffix in [("GET", ""), ("PATCH", ""), ("DELETE", ""), ("POST", "/pause"),
-                           ("GET", "/dead-letters"), ("POST", "/dead-letters/replay")]:
-        response = db_client.open(f"/api/v1/consumers/a%00b{suffix}", method=method, json={},
-                                  headers=DB_ADMIN)
+    for method, suffix in [
+        ("GET", ""),
+        ("PATCH", ""),
+        ("DELETE", ""),
+        ("POST", "/pause"),
+        ("GET", "/dead-letters"),
+        ("POST", "/dead-letters/replay"),
+    ]:
+        response = db_client.open(
+            f"/api/v1/consumers/a%00b{suffix}", method=method, json={}, headers=DB_ADMIN
+        )
         json_error(response, 404)
 
 
@@ -308,10 +329,15 @@ def test_names_with_trailing_newlines_are_400(client, admin, mgmt, name):
     json_error(client.post("/createQueue", json={"queueName": name}, headers=admin), 400)
     quoted = quote(name, safe="")
     json_error(client.get(f"/api/v1/queues/{quoted}", headers=admin), 400)
-    json_error(client.post(f"/api/v1/queues/{quoted}/messages", json={"body": 1}, headers=admin),
-               400)
-    json_error(client.post("/api/v1/consumers", json={"queue": name, "target_url": "http://x/",
-                                                      "create_queue": True}, headers=admin), 400)
+    json_error(client.post(f"/api/v1/queues/{quoted}/messages", json={"body": 1}, headers=admin), 400)
+    json_error(
+        client.post(
+            "/api/v1/consumers",
+            json={"queue": name, "target_url": "http://x/", "create_queue": True},
+            headers=admin,
+        ),
+        400,
+    )
     with pytest.raises(NotFound):
         mgmt.get_queue(name)
 
@@ -334,10 +360,12 @@ def test_consumer_tokens_with_trailing_newline_are_400(client, admin, queue, bod
         ("/api/v1/queues", {"name": "{q}", "durable": 0}, "durable"),
         ("/api/v1/queues", {"name": "{q}", "durable": "true"}, "durable"),
         ("/api/v1/queues", {"name": "{q}", "arguments": {"max_length": 2.5}}, "arguments.max_length"),
-        ("/api/v1/queues", {"name": "{q}", "arguments": {"max_length_bytes": 2.5e-42}},
-         "arguments.max_length_bytes"),
-        ("/api/v1/queues", {"name": "{q}", "arguments": {"message_ttl": "1000"}},
-         "arguments.message_ttl"),
+        (
+            "/api/v1/queues",
+            {"name": "{q}", "arguments": {"max_length_bytes": 2.5e-42}},
+            "arguments.max_length_bytes",
+        ),
+        ("/api/v1/queues", {"name": "{q}", "arguments": {"message_ttl": "1000"}}, "arguments.message_ttl"),
         ("/api/v1/queues/{q}/messages", {"body": 1, "priority": "5"}, "priority"),
         ("/api/v1/queues/{q}/messages", {"body": 1, "persistent": "no"}, "persistent"),
         ("/api/v1/consumers", {"queue": "{q}", "timeout": "5"}, "timeout"),
@@ -356,8 +384,9 @@ def test_json_types_are_strict(client, admin, queue_name, path, body, field):
 
 def test_integral_floats_are_integers(client, admin, queue_name, mgmt):
     name = queue_name("fuzz-t")
-    response = client.post("/api/v1/queues", json={"name": name,
-                                                   "arguments": {"max_length": 5.0}}, headers=admin)
+    response = client.post(
+        "/api/v1/queues", json={"name": name, "arguments": {"max_length": 5.0}}, headers=admin
+    )
     assert response.status_code == 201, response.get_data(as_text=True)
     assert response.json["arguments"]["max_length"] == 5
 
@@ -379,13 +408,13 @@ def test_integral_floats_are_integers(client, admin, queue_name, mgmt):
         ({"body": {"n": -(10**20)}}, "body"),
     ],
 )
-def test_values_amqp_cannot_carry_are_400_and_the_publisher_survives(client, admin, queue,
-                                                                      amqp, message, field):
+def test_values_amqp_cannot_carry_are_400_and_the_publisher_survives(
+    client, admin, queue, amqp, message, field
+):
     """Each of these used to fail inside the AMQP client: a 500 or a 503 that also dropped
     the API's broker connection."""
     message = {"body": "x", **message}
-    json_error(client.post(f"/api/v1/queues/{queue}/messages", json=message, headers=admin),
-               400, field=field)
+    json_error(client.post(f"/api/v1/queues/{queue}/messages", json=message, headers=admin), 400, field=field)
     ok = client.post(f"/api/v1/queues/{queue}/messages", json={"body": "after"}, headers=admin)
     assert ok.status_code == 201
     method, _, body = amqp.basic_get(queue, auto_ack=True)
@@ -396,30 +425,43 @@ def test_values_amqp_cannot_carry_are_400_and_the_publisher_survives(client, adm
 def test_limits_that_amqp_can_carry_are_published(client, admin, queue, amqp):
     message = {
         "body": {"big": 2**63 - 1, "small": -(2**63)},
-        "headers": {"max": 2**63 - 1, "min": -(2**63), "f": 1.5, "k" * 128: "v",
-                    "nested": json.loads("[" * 14 + "1" + "]" * 14)},
-        "message_id": "é" * 127, "correlation_id": "c" * 255, "expiration": 315_360_000_000,
+        "headers": {
+            "max": 2**63 - 1,
+            "min": -(2**63),
+            "f": 1.5,
+            "k" * 128: "v",
+            "nested": json.loads("[" * 14 + "1" + "]" * 14),
+        },
+        "message_id": "é" * 127,
+        "correlation_id": "c" * 255,
+        "expiration": 315_360_000_000,
     }
     response = client.post(f"/api/v1/queues/{queue}/messages", json=message, headers=admin)
     assert response.status_code == 201, response.get_data(as_text=True)
-    method, properties, body = wait_for(lambda: (r := amqp.basic_get(queue, auto_ack=True))[0]
-                                        and r, timeout=5, what="the message")
+    method, properties, body = wait_for(
+        lambda: (r := amqp.basic_get(queue, auto_ack=True))[0] and r, timeout=5, what="the message"
+    )
     assert json.loads(body) == message["body"]
     assert properties.message_id == "é" * 127
     assert properties.headers["max"] == 2**63 - 1 and properties.headers["k" * 128] == "v"
 
 
 def test_routing_key_over_255_bytes_is_400(client, admin, queue):
-    response = client.post("/api/v1/exchanges/amq.default/messages",
-                           json={"body": 1, "routing_key": "é" * 128}, headers=admin)
+    response = client.post(
+        "/api/v1/exchanges/amq.default/messages", json={"body": 1, "routing_key": "é" * 128}, headers=admin
+    )
     json_error(response, 400, field="routing_key")
-    batch = client.post("/api/v1/exchanges/amq.default/messages",
-                        json={"messages": [{"body": 1, "routing_key": "é" * 128}]}, headers=admin)
+    batch = client.post(
+        "/api/v1/exchanges/amq.default/messages",
+        json={"messages": [{"body": 1, "routing_key": "é" * 128}]},
+        headers=admin,
+    )
     json_error(batch, 400, field="messages.0.routing_key")
 
 
 @pytest.mark.parametrize(
-    "query", ["?if_emtpy=true", "?if_empty=true&force=1", "?=true", "?If_Empty=true"],
+    "query",
+    ["?if_emtpy=true", "?if_empty=true&force=1", "?=true", "?If_Empty=true"],
 )
 def test_unknown_query_arguments_are_400_and_do_nothing(client, admin, queue, amqp, query):
     """A typo in a safety flag must not delete a queue that holds messages."""
@@ -430,9 +472,13 @@ def test_unknown_query_arguments_are_400_and_do_nothing(client, admin, queue, am
 
 @pytest.mark.parametrize(
     "path",
-    ["/api/v1/queues?page=1&colour=blue", "/api/v1/queues?pgae=2",
-     "/getQueue?queueName=x&extra=1", "/api/v1/consumers/x/dead-letters?ofset=1",
-     "/api/v1/connections/nope?reason=x&force=true"],
+    [
+        "/api/v1/queues?page=1&colour=blue",
+        "/api/v1/queues?pgae=2",
+        "/getQueue?queueName=x&extra=1",
+        "/api/v1/consumers/x/dead-letters?ofset=1",
+        "/api/v1/connections/nope?reason=x&force=true",
+    ],
 )
 def test_unknown_query_arguments_are_400_everywhere(client, admin, path):
     method = "DELETE" if "/connections/" in path else "GET"
@@ -482,7 +528,8 @@ def test_connection_close_reason_must_be_printable_ascii(client, admin, connecti
 
 
 @pytest.mark.parametrize(
-    "ref", ["a%2Fb", "a/b", "..", "%2E%2E", "x" * 300, "%C3%BC-ref", "%F0%9F%90%87", "a%00b"],
+    "ref",
+    ["a%2Fb", "a/b", "..", "%2E%2E", "x" * 300, "%C3%BC-ref", "%F0%9F%90%87", "a%00b"],
 )
 def test_odd_references_elsewhere_are_4xx_json(client, admin, ref, broker):
     """test_errors covers queue paths; the same for exchanges, consumers and connections."""
@@ -504,14 +551,18 @@ def test_odd_references_elsewhere_are_4xx_json(client, admin, ref, broker):
 
 
 @pytest.mark.parametrize(
-    "name", ["é" * 300, "キュー", "q" * 256, "../etc", "a/../b", "%2F", "amq.x", "\u202e-rtl"],
+    "name",
+    ["é" * 300, "キュー", "q" * 256, "../etc", "a/../b", "%2F", "amq.x", "\u202e-rtl"],
 )
 def test_long_and_unicode_names_in_bodies_are_400(client, admin, name):
     for path, body, field in [
         ("/api/v1/queues", {"name": name}, "name"),
         ("/api/v1/consumers", {"queue": name, "target_url": "http://x/"}, "queue"),
-        ("/api/v1/consumers", {"queue": "q", "target_url": "http://x/", "dead_letter_queue": name},
-         "dead_letter_queue"),
+        (
+            "/api/v1/consumers",
+            {"queue": "q", "target_url": "http://x/", "dead_letter_queue": name},
+            "dead_letter_queue",
+        ),
         ("/createConsumer", {"queueName": name, "target_url": "http://x/"}, "queueName"),
         ("/api/v1/queues/q/bindings", {"exchange": name}, "exchange"),
     ]:
@@ -524,15 +575,17 @@ def test_long_and_unicode_names_in_bodies_are_400(client, admin, name):
 @pytest.mark.parametrize("field", ["queue", "dead_letter_queue"])
 def test_consumers_cannot_name_unmanageable_queues(client, admin, queue, field, name):
     """A dead-letter queue named ".." was stored; the management API cannot address it."""
-    body = {"queue": queue, "target_url": "http://example.com/", "create_queue": True,
-            field: name}
+    body = {"queue": queue, "target_url": "http://example.com/", "create_queue": True, field: name}
     json_error(client.post("/api/v1/consumers", json=body, headers=admin), 400, field=field)
-    created = client.post("/api/v1/consumers", json={"queue": queue,
-                                                      "target_url": "http://example.com/"},
-                          headers=admin)
+    created = client.post(
+        "/api/v1/consumers", json={"queue": queue, "target_url": "http://example.com/"}, headers=admin
+    )
     assert created.status_code == 201
-    json_error(client.patch(f"/api/v1/consumers/{created.json['id']}", json={field: name},
-                            headers=admin), 400, field=field)
+    json_error(
+        client.patch(f"/api/v1/consumers/{created.json['id']}", json={field: name}, headers=admin),
+        400,
+        field=field,
+    )
 
 
 # -- integers longer than Python converts ------------------------------------------------------
@@ -550,8 +603,9 @@ def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _property_paths(spec: dict[str, Any], schema: dict[str, Any], path: tuple[str, ...] = (),
-                    depth: int = 0) -> Iterator[tuple[str, ...]]:
+def _property_paths(
+    spec: dict[str, Any], schema: dict[str, Any], path: tuple[str, ...] = (), depth: int = 0
+) -> Iterator[tuple[str, ...]]:
     """The dotted path of every property of a request body, nested objects and the first
     item of arrays of objects included."""
     schema = _resolve(spec, schema)
@@ -587,13 +641,17 @@ def _long_integer_cases(spec: dict[str, Any]) -> Iterator[tuple[str, str, str | 
             for parameter in operation.get("parameters", []):
                 kind = parameter.get("schema", {}).get("type")
                 if parameter["in"] == "query" and kind in ("integer", "number"):
-                    yield (method.upper(), f"{url}?{parameter['name']}={LONG_INTEGER}", None,
-                           parameter["name"], "query")
+                    yield (
+                        method.upper(),
+                        f"{url}?{parameter['name']}={LONG_INTEGER}",
+                        None,
+                        parameter["name"],
+                        "query",
+                    )
             content = operation.get("requestBody", {}).get("content", {})
             if "application/json" in content:
                 for path in _property_paths(spec, content["application/json"]["schema"]):
-                    yield (method.upper(), url, _body_with(path, LONG_INTEGER), ".".join(path),
-                           "body")
+                    yield (method.upper(), url, _body_with(path, LONG_INTEGER), ".".join(path), "body")
 
 
 def test_integers_over_4300_digits_are_400_naming_the_field_on_every_route(app, client, admin):
@@ -602,8 +660,9 @@ def test_integers_over_4300_digits_are_400_naming_the_field_on_every_route(app, 
     cases = list(_long_integer_cases(client.get("/openapi.json").json))
     routes = {(method, url.split("?")[0]) for method, url, *_ in cases}
     assert len(routes) >= 12, routes  # the walk really covers the API
-    assert {"arguments.max_length", "messages.0.priority", "count", "concurrency",
-            "page"} <= {field for _, _, _, field, _ in cases}
+    assert {"arguments.max_length", "messages.0.priority", "count", "concurrency", "page"} <= {
+        field for _, _, _, field, _ in cases
+    }
     failures = []
     for method, url, body, field, where in cases:
         headers = admin if body is None else {**admin, "Content-Type": "application/json"}
@@ -614,14 +673,16 @@ def test_integers_over_4300_digits_are_400_naming_the_field_on_every_route(app, 
     assert failures == []
 
 
-@pytest.mark.parametrize(("path", "template", "field"), [
-    ("/api/v1/queues/{q}/messages", '{"body": "x", "headers": {"n": %s}}', "headers.n"),
-    ("/api/v1/queues/{q}/messages", '{"body": {"a": [1, %s]}}', "body.a.1"),
-    ("/api/v1/queues/{q}/messages", '{"body": -%s}', "body"),
-    ("/messagePublish", '{"queueName": "{q}", "message": {"n": %s}}', "message.n"),
-])
-def test_long_integers_deep_in_free_form_values_are_400(client, admin, queue, path, template,
-                                                        field):
+@pytest.mark.parametrize(
+    ("path", "template", "field"),
+    [
+        ("/api/v1/queues/{q}/messages", '{"body": "x", "headers": {"n": %s}}', "headers.n"),
+        ("/api/v1/queues/{q}/messages", '{"body": {"a": [1, %s]}}', "body.a.1"),
+        ("/api/v1/queues/{q}/messages", '{"body": -%s}', "body"),
+        ("/messagePublish", '{"queueName": "{q}", "message": {"n": %s}}', "message.n"),
+    ],
+)
+def test_long_integers_deep_in_free_form_values_are_400(client, admin, queue, path, template, field):
     text = template.replace("{q}", queue) % LONG_INTEGER
     error = json_error(post_raw(client, admin, path.replace("{q}", queue), text), 400, field=field)
     assert "5000 digits" in error["message"] and "4300" in error["message"]
@@ -629,6 +690,7 @@ def test_long_integers_deep_in_free_form_values_are_400(client, admin, queue, pa
 
 def test_an_integer_of_4300_digits_meets_the_fields_own_rule(client, admin, queue):
     text = '{"body": "x", "priority": %s}' % ("9" * 4300)
-    error = json_error(post_raw(client, admin, f"/api/v1/queues/{queue}/messages", text), 400,
-                       field="priority")
+    error = json_error(
+        post_raw(client, admin, f"/api/v1/queues/{queue}/messages", text), 400, field="priority"
+    )
     assert "digits" not in error["message"]  # decoded; the range check refuses it

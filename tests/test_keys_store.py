@@ -23,9 +23,7 @@ def store(db: Database) -> KeyStore:
 
 
 @pytest.fixture
-def db_app(
-    make_settings: Callable[..., Settings], database_url: str
-) -> Iterator[Callable[..., Flask]]:
+def db_app(make_settings: Callable[..., Settings], database_url: str) -> Iterator[Callable[..., Flask]]:
     """Apps over the parametrized database; closed after the test."""
     apps: list[Flask] = []
 
@@ -219,5 +217,8 @@ def test_a_revocation_elsewhere_takes_effect_within_the_cache_time(db, store):
     other_process = KeyStore(db)
     other_process.revoke(info.id)
     assert other_process.authenticate(token) is None  # where it was revoked: at once
-    wait_for(lambda: store.authenticate(token) is None, timeout=CACHE_SECONDS + 2,
-             what="the revocation to reach the other store")
+    wait_for(
+        lambda: store.authenticate(token) is None,
+        timeout=CACHE_SECONDS + 2,
+        what="the revocation to reach the other store",
+    )

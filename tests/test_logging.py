@@ -17,8 +17,7 @@ def restore_logging() -> Iterator[None]:
     """configure_logging replaces the root handlers; put pytest's back afterwards."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    noisy = {name: logging.getLogger(name).level
-             for name in ("aio_pika", "aiormq", "urllib3", "werkzeug")}
+    noisy = {name: logging.getLogger(name).level for name in ("aio_pika", "aiormq", "urllib3", "werkzeug")}
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
@@ -57,8 +56,7 @@ def test_one_access_line_per_request(client, app, caplog):
 def test_tokens_never_reach_the_log(client, app, admin, caplog):
     admin_token = admin["Authorization"].split()[1]
     with caplog.at_level(logging.DEBUG):
-        created = client.post("/api/v1/keys", json={"name": "new-one", "scope": "publish"},
-                              headers=admin)
+        created = client.post("/api/v1/keys", json={"name": "new-one", "scope": "publish"}, headers=admin)
         new_token = created.json["key"]
         client.get("/api/v1/keys", headers={"Authorization": f"Bearer {new_token}"})
         client.get("/api/v1/queues", headers={"Authorization": "Bearer wrmq_guess-me-0000"})

@@ -47,8 +47,14 @@ def isolated(tmp_path) -> dict[str, str | None]:
     """No operator settings from the machine running the tests."""
     home = tmp_path / "home"
     home.mkdir()
-    return {"HOME": str(home), "XDG_CONFIG_HOME": None, "WORKERRMQ_URL": None,
-            "WORKERRMQ_KEY": None, "WORKERRMQ_CONFIG": None, "WORKERRMQ_TIMEOUT": None}
+    return {
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": None,
+        "WORKERRMQ_URL": None,
+        "WORKERRMQ_KEY": None,
+        "WORKERRMQ_CONFIG": None,
+        "WORKERRMQ_TIMEOUT": None,
+    }
 
 
 Cli = Callable[..., Result]
@@ -58,12 +64,11 @@ Cli = Callable[..., Result]
 def cli(api: Api, isolated: dict[str, str | None]) -> Cli:
     """Run ``workerrmq ARGS`` with the URL and key in the environment (or *env*)."""
 
-    def run(*args: str, env: dict[str, str | None] | None = None, input: str | bytes | None = None,
-            code: int = 0) -> Result:
-        environ = {**isolated, "WORKERRMQ_URL": api.url, "WORKERRMQ_KEY": api.token,
-                   **(env or {})}
-        result = CliRunner().invoke(main, list(args), env=environ, input=input,
-                                    catch_exceptions=False)
+    def run(
+        *args: str, env: dict[str, str | None] | None = None, input: str | bytes | None = None, code: int = 0
+    ) -> Result:
+        environ = {**isolated, "WORKERRMQ_URL": api.url, "WORKERRMQ_KEY": api.token, **(env or {})}
+        result = CliRunner().invoke(main, list(args), env=environ, input=input, catch_exceptions=False)
         assert result.exit_code == code, (result.exit_code, result.output)
         assert api.token not in result.output  # never the operator's key
         assert "Traceback" not in result.output
@@ -117,8 +122,7 @@ def test_publish_from_argument_stdin_and_file(cli, queue_name, amqp, tmp_path):
     cli("queues", "create", queue)
     one = json.loads(cli("publish", queue, "from an argument", "--json").stdout)
     assert one["status"] == "published" and one["message_id"]
-    cli("publish", queue, "-", "--content-type", "application/json",
-        input=b'{"from": "stdin"}\n')
+    cli("publish", queue, "-", "--content-type", "application/json", input=b'{"from": "stdin"}\n')
     assert body_of(amqp, queue) == b"from an argument"
     method, properties, body = amqp.basic_get(queue, auto_ack=True)
     assert body == b'{"from": "stdin"}\n'  # all of stdin, byte for byte
@@ -126,8 +130,7 @@ def test_publish_from_argument_stdin_and_file(cli, queue_name, amqp, tmp_path):
 
     lines = tmp_path / "messages.txt"
     lines.write_text("".join(f"message {n}\n" for n in range(250)))
-    bulk = cli("publish", queue, "--file", str(lines), "--batch-size", "100",
-               "-H", "tenant=acme")
+    bulk = cli("publish", queue, "--file", str(lines), "--batch-size", "100", "-H", "tenant=acme")
     assert f"published 250 of 250 messages to '{queue}'" in bulk.stdout
     assert "250/250" in bulk.stderr  # the progress bar's last state
     assert depth(amqp, queue) == 250
@@ -145,10 +148,15 @@ def test_publish_from_argument_stdin_and_file(cli, queue_name, amqp, tmp_path):
     assert "249" in row
 
     # Lines from stdin with --file -, blank lines skipped, --json summary.
-    summary = json.loads(cli("publish", queue, "--file", "-", "--json",
-                             input="a\n\nb\r\nc").stdout)
-    assert summary | {"failures": []} == {"queue": queue, "published": 3, "failed": 0,
-                                          "skipped": 1, "interrupted": False, "failures": []}
+    summary = json.loads(cli("publish", queue, "--file", "-", "--json", input="a\n\nb\r\nc").stdout)
+    assert summary | {"failures": []} == {
+        "queue": queue,
+        "published": 3,
+        "failed": 0,
+        "skipped": 1,
+        "interrupted": False,
+        "failures": [],
+    }
     assert depth(amqp, queue) == 252
 
 
@@ -164,13 +172,19 @@ def test_publish_errors(cli, queue_name, tmp_path):
     assert "No such command" in cli("queues", "frobnicate", code=1).stderr
 
 
-def interrupted(api: Api, isolated: dict[str, str | None], args: list[str],
-                started: Callable[[], bool]) -> tuple[dict, str]:
+def interrupted(
+    api: Api, isolated: dict[str, str | None], args: list[str], started: Callable[[], bool]
+) -> tuple[dict, str]:
     """Run ``workerrmq ARGS --json`` in a process, Ctrl-C it once *started*; its JSON and stderr."""
     env = {k: v for k, v in {**os.environ, **isolated}.items() if v is not None}
     env |= {"WORKERRMQ_URL": api.url, "WORKERRMQ_KEY": api.token}
-    process = subprocess.Popen([sys.executable, "-m", "workerrmq.cli", *args, "--json"],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workerrmq.cli", *args, "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for(started, timeout=30, what="the first batches")
         process.send_signal(signal.SIGINT)
@@ -192,7 +206,9 @@ def test_ctrl_c_stops_a_bulk_publish_between_batches(api, isolated, queue_name, 
     lines = tmp_path / "many.txt"
     lines.write_text("".join(f"m{n}\n" for n in range(50_000)))
     summary, stderr = interrupted(
-        api, isolated, ["publish", queue, "--file", str(lines), "--batch-size", "5"],
+        api,
+        isolated,
+        ["publish", queue, "--file", str(lines), "--batch-size", "5"],
         lambda: depth(amqp, queue) > 0,
     )
     assert 0 < summary["published"] < 50_000 and summary["published"] % 5 == 0
@@ -207,8 +223,19 @@ def test_consumers_create_show_pause_resume_rm(cli, queue_name):
     queue = queue_name("cons")
     cli("queues", "create", queue)
     name = f"{queue}-relay"
-    created = cli("consumers", "create", queue, "--name", name, "--target-url", TARGET,
-                  "--concurrency", "4", "-H", "X-Tenant=acme")
+    created = cli(
+        "consumers",
+        "create",
+        queue,
+        "--name",
+        name,
+        "--target-url",
+        TARGET,
+        "--concurrency",
+        "4",
+        "-H",
+        "X-Tenant=acme",
+    )
     assert f"created consumer '{name}' (running)" in created.stdout
 
     shown = cli("consumers", "show", name).stdout
@@ -242,11 +269,25 @@ def test_consumer_credentials_never_show(cli, queue_name):
     queue = queue_name("credcli")
     cli("queues", "create", queue)
     name = f"{queue}-relay"
-    cli("consumers", "create", queue, "--name", name,
-        "--target-url", "http://relay:pw-Tb4Wq@127.0.0.1:9/hook?token=tok-Mk2Rv",
-        "-H", "X-Api-Key=key-Ns8Hz", "--signing-secret", "a-signing-secret-Pq7Lc")
-    outputs = [cli("consumers", "show", name).stdout, cli("consumers", "ls").stdout,
-               cli("consumers", "ls", "--json").stdout, cli("consumers", "show", name, "--json").stdout]
+    cli(
+        "consumers",
+        "create",
+        queue,
+        "--name",
+        name,
+        "--target-url",
+        "http://relay:pw-Tb4Wq@127.0.0.1:9/hook?token=tok-Mk2Rv",
+        "-H",
+        "X-Api-Key=key-Ns8Hz",
+        "--signing-secret",
+        "a-signing-secret-Pq7Lc",
+    )
+    outputs = [
+        cli("consumers", "show", name).stdout,
+        cli("consumers", "ls").stdout,
+        cli("consumers", "ls", "--json").stdout,
+        cli("consumers", "show", name, "--json").stdout,
+    ]
     for output in outputs:
         for secret in ("pw-Tb4Wq", "tok-Mk2Rv", "key-Ns8Hz", "a-signing-secret-Pq7Lc"):
             assert secret not in output
@@ -258,13 +299,23 @@ def test_consumer_credentials_never_show(cli, queue_name):
 def put_dead_letters(amqp, dlq: str, source: str, count: int) -> None:
     amqp.queue_declare(dlq, durable=True)
     for n in range(1, count + 1):
-        amqp.basic_publish("", dlq, json.dumps({"n": n}).encode(), pika.BasicProperties(
-            message_id=f"m-{n}", content_type="application/json", delivery_mode=2,
-            headers={"x-workerrmq-attempts": 8, "x-workerrmq-source-queue": source,
-                     "x-workerrmq-last-status": 503,
-                     "x-workerrmq-last-error": f"HTTP 503: down {n}",
-                     "x-workerrmq-dead-lettered-at": "2025-01-01T00:00:00+00:00"},
-        ))
+        amqp.basic_publish(
+            "",
+            dlq,
+            json.dumps({"n": n}).encode(),
+            pika.BasicProperties(
+                message_id=f"m-{n}",
+                content_type="application/json",
+                delivery_mode=2,
+                headers={
+                    "x-workerrmq-attempts": 8,
+                    "x-workerrmq-source-queue": source,
+                    "x-workerrmq-last-status": 503,
+                    "x-workerrmq-last-error": f"HTTP 503: down {n}",
+                    "x-workerrmq-dead-lettered-at": "2025-01-01T00:00:00+00:00",
+                },
+            ),
+        )
     wait_for(lambda: depth(amqp, dlq) == count, timeout=5, what="dead letters queued")
 
 
@@ -278,9 +329,12 @@ def test_dlq_ls_and_replay(cli, queue_name, amqp):
     put_dead_letters(amqp, f"{queue}.dlq", queue, 7)
 
     # The total comes from the management API's statistics, a few seconds behind.
-    wait_for(lambda: json.loads(cli("dlq", "ls", name, "--limit", "1", "--json").stdout)
-             ["total"] == 7,
-             timeout=30, interval=0.5, what="dead-letter count")
+    wait_for(
+        lambda: json.loads(cli("dlq", "ls", name, "--limit", "1", "--json").stdout)["total"] == 7,
+        timeout=30,
+        interval=0.5,
+        what="dead-letter count",
+    )
     table = cli("dlq", "ls", name, "--limit", "3")
     rows = [line for line in table.stdout.splitlines() if "m-" in line]
     assert len(rows) == 3 and "m-1" in rows[0] and "503" in rows[0]
@@ -313,8 +367,9 @@ def test_ctrl_c_stops_a_replay_between_batches(api, isolated, cli, queue_name, a
     for n in range(3000):
         amqp.basic_publish("", dlq, f"dead {n}".encode())
     wait_for(lambda: depth(amqp, dlq) == 3000, timeout=10, what="dead letters queued")
-    summary, stderr = interrupted(api, isolated, ["dlq", "replay", name, "--batch-size", "2"],
-                                  lambda: depth(amqp, queue) > 0)
+    summary, stderr = interrupted(
+        api, isolated, ["dlq", "replay", name, "--batch-size", "2"], lambda: depth(amqp, queue) > 0
+    )
     assert 0 < summary["replayed"] < 3000 and summary["replayed"] % 2 == 0
     assert f"interrupted: replayed {summary['replayed']} dead letters" in stderr
     assert depth(amqp, queue) == summary["replayed"]
@@ -338,16 +393,14 @@ def test_api_keys_create_ls_revoke(cli, api):
     keys = json.loads(cli("api-keys", "ls", "--json").stdout)
     [mine] = [k for k in keys if k["name"] == "ops-publisher"]
     assert mine["revoked_at"] is None and "key" not in mine
-    row = next(line for line in cli("api-keys", "ls").stdout.splitlines()
-               if "ops-publisher" in line)
+    row = next(line for line in cli("api-keys", "ls").stdout.splitlines() if "ops-publisher" in line)
     assert "publish" in row and "active" in row and token[:12] in row
     assert token not in cli("api-keys", "ls").output
 
     revoked = cli("api-keys", "revoke", str(mine["id"]))
     assert "ops-publisher" in revoked.stdout
     assert "unknown or revoked" in cli("consumers", "ls", env=as_new, code=3).stderr
-    row = next(line for line in cli("api-keys", "ls").stdout.splitlines()
-               if "ops-publisher" in line)
+    row = next(line for line in cli("api-keys", "ls").stdout.splitlines() if "ops-publisher" in line)
     assert "revoked" in row
     cli("api-keys", "revoke", "424242", code=4)
     cli("api-keys", "create", "x", "--scope", "root", code=1)
@@ -369,8 +422,8 @@ def test_exit_codes_say_what_failed(cli, api):
     cli("publish", "q", "x", "--url", nowhere, code=6)
     assert "not an http" in cli("queues", "ls", "--url", "ftp://x", code=1).stderr
 
-    cli("consumers", "show", "no-such-consumer", code=4)                  # 404
-    cli("queues", "create", "x" * 300, code=2)                            # 400
+    cli("consumers", "show", "no-such-consumer", code=4)  # 404
+    cli("queues", "create", "x" * 300, code=2)  # 400
     for group in ("queues", "consumers", "dlq", "api-keys"):
         assert "Example" in cli(group, "--help").stdout
         for command in main.commands[group].commands:  # type: ignore[attr-defined]

@@ -20,6 +20,7 @@ def queue(make_queue) -> str:
 
 def get(amqp, name: str):
     """The next message of *name*, waiting briefly for it."""
+
     def fetch():
         method, properties, body = amqp.basic_get(name, auto_ack=True)
         return (properties, body) if method is not None else None
@@ -33,7 +34,9 @@ def publish(client, auth, queue: str, **message):
 
 def test_single_message_with_every_property(client, admin, queue, amqp):
     response = publish(
-        client, admin, queue,
+        client,
+        admin,
+        queue,
         body_base64=base64.b64encode(b"\x00\xffraw\x80bytes\n").decode(),
         content_type="application/x-custom",
         headers={"x-tenant": "acme", "attempt": 3, "nested": {"a": [1, 2]}},
@@ -129,8 +132,13 @@ def test_invalid_message_names_the_field(client, admin, queue, message, field):
 def test_batch_reports_each_message(client, admin, queue, amqp):
     response = client.post(
         f"/api/v1/queues/{queue}/messages",
-        json={"messages": [{"body": "one", "message_id": "m1"}, {"body": {"two": 2}},
-                           {"body_base64": base64.b64encode(b"\x01\x02").decode()}]},
+        json={
+            "messages": [
+                {"body": "one", "message_id": "m1"},
+                {"body": {"two": 2}},
+                {"body_base64": base64.b64encode(b"\x01\x02").decode()},
+            ]
+        },
         headers=admin,
     )
     assert response.status_code == 200
@@ -145,10 +153,13 @@ def test_batch_reports_each_message(client, admin, queue, amqp):
 def test_batch_with_partly_refused_messages(client, admin, queue_name, amqp):
     name = queue_name()
     arguments = {"max_length": 1, "overflow": "reject-publish"}
-    assert client.post("/api/v1/queues", json={"name": name, "arguments": arguments},
-                       headers=admin).status_code == 201
-    response = client.post(f"/api/v1/queues/{name}/messages",
-                           json={"messages": [{"body": 1}, {"body": 2}]}, headers=admin)
+    assert (
+        client.post("/api/v1/queues", json={"name": name, "arguments": arguments}, headers=admin).status_code
+        == 201
+    )
+    response = client.post(
+        f"/api/v1/queues/{name}/messages", json={"messages": [{"body": 1}, {"body": 2}]}, headers=admin
+    )
     assert response.status_code == 200
     assert response.json["published"] == 1 and response.json["failed"] == 1
     assert sorted(r["status"] for r in response.json["results"]) == ["published", "rejected"]
@@ -161,11 +172,17 @@ def test_batch_over_the_cap_is_400_naming_messages(make_settings, queue_name, am
         admin = {"Authorization": "Bearer wrmq_cap-test-admin-key"}
         name = queue_name()
         assert client.post("/api/v1/queues", json={"name": name}, headers=admin).status_code == 201
-        ok = client.post(f"/api/v1/queues/{name}/messages",
-                         json={"messages": [{"body": i} for i in range(3)]}, headers=admin)
+        ok = client.post(
+            f"/api/v1/queues/{name}/messages",
+            json={"messages": [{"body": i} for i in range(3)]},
+            headers=admin,
+        )
         assert ok.status_code == 200
-        over = client.post(f"/api/v1/queues/{name}/messages",
-                           json={"messages": [{"body": i} for i in range(4)]}, headers=admin)
+        over = client.post(
+            f"/api/v1/queues/{name}/messages",
+            json={"messages": [{"body": i} for i in range(4)]},
+            headers=admin,
+        )
         assert over.status_code == 400
         assert over.json["error"]["field"] == "messages"
         assert "3" in over.json["error"]["message"]
@@ -175,8 +192,7 @@ def test_batch_over_the_cap_is_400_naming_messages(make_settings, queue_name, am
 
 
 def test_empty_batch_is_400(client, admin, queue):
-    response = client.post(f"/api/v1/queues/{queue}/messages", json={"messages": []},
-                           headers=admin)
+    response = client.post(f"/api/v1/queues/{queue}/messages", json={"messages": []}, headers=admin)
     assert response.status_code == 400
     assert response.json["error"]["field"] == "messages"
 
@@ -188,8 +204,11 @@ def test_unroutable_single_message_is_404(client, admin, broker):
 
 
 def test_unroutable_batch_is_404(client, admin, broker):
-    response = client.post(f"/api/v1/queues/missing-{uuid.uuid4().hex}/messages",
-                           json={"messages": [{"body": 1}, {"body": 2}]}, headers=admin)
+    response = client.post(
+        f"/api/v1/queues/missing-{uuid.uuid4().hex}/messages",
+        json={"messages": [{"body": 1}, {"body": 2}]},
+        headers=admin,
+    )
     assert response.status_code == 404
 
 
@@ -200,21 +219,28 @@ def test_publish_to_invalid_queue_name_is_400(client, admin):
 
 def test_exchange_publish_through_amq_direct(client, admin, queue, amqp):
     key = f"rk-{uuid.uuid4().hex[:8]}"
-    bound = client.post(f"/api/v1/queues/{queue}/bindings",
-                        json={"exchange": "amq.direct", "routing_key": key}, headers=admin)
+    bound = client.post(
+        f"/api/v1/queues/{queue}/bindings", json={"exchange": "amq.direct", "routing_key": key}, headers=admin
+    )
     assert bound.status_code == 201
-    response = client.post("/api/v1/exchanges/amq.direct/messages",
-                           json={"body": "via exchange", "routing_key": key, "message_id": "x1"},
-                           headers=admin)
+    response = client.post(
+        "/api/v1/exchanges/amq.direct/messages",
+        json={"body": "via exchange", "routing_key": key, "message_id": "x1"},
+        headers=admin,
+    )
     assert response.status_code == 201
     assert response.json == {"message_id": "x1", "status": "published"}
     properties, body = get(amqp, queue)
     assert body == b"via exchange" and properties.message_id == "x1"
 
-    batch = client.post("/api/v1/exchanges/amq.direct/messages",
-                        json={"routing_key": key, "messages": [
-                            {"body": "a"}, {"body": "b", "routing_key": "nowhere-" + key}]},
-                        headers=admin)
+    batch = client.post(
+        "/api/v1/exchanges/amq.direct/messages",
+        json={
+            "routing_key": key,
+            "messages": [{"body": "a"}, {"body": "b", "routing_key": "nowhere-" + key}],
+        },
+        headers=admin,
+    )
     assert batch.status_code == 200
     assert [r["status"] for r in batch.json["results"]] == ["published", "unroutable"]
     assert batch.json["failed"] == 1
@@ -222,23 +248,31 @@ def test_exchange_publish_through_amq_direct(client, admin, queue, amqp):
 
 
 def test_amq_default_exchange_routes_by_queue_name(client, admin, queue, amqp):
-    response = client.post("/api/v1/exchanges/amq.default/messages",
-                           json={"body": "default", "routing_key": queue}, headers=admin)
+    response = client.post(
+        "/api/v1/exchanges/amq.default/messages",
+        json={"body": "default", "routing_key": queue},
+        headers=admin,
+    )
     assert response.status_code == 201
     assert get(amqp, queue)[1] == b"default"
 
 
 def test_unknown_exchange_is_404(client, admin, broker):
-    response = client.post(f"/api/v1/exchanges/no-such-exchange-{uuid.uuid4().hex[:6]}/messages",
-                           json={"body": "x", "routing_key": "k"}, headers=admin)
+    response = client.post(
+        f"/api/v1/exchanges/no-such-exchange-{uuid.uuid4().hex[:6]}/messages",
+        json={"body": "x", "routing_key": "k"},
+        headers=admin,
+    )
     assert response.status_code == 404
     assert "exchange" in response.json["error"]["message"]
 
 
 def test_exchange_without_matching_binding_is_404(client, admin, queue):
-    response = client.post("/api/v1/exchanges/amq.direct/messages",
-                           json={"body": "x", "routing_key": f"unbound-{uuid.uuid4().hex}"},
-                           headers=admin)
+    response = client.post(
+        "/api/v1/exchanges/amq.direct/messages",
+        json={"body": "x", "routing_key": f"unbound-{uuid.uuid4().hex}"},
+        headers=admin,
+    )
     assert response.status_code == 404
     assert response.json["error"]["code"] == "not_found"
 
@@ -277,8 +311,7 @@ def test_control_characters_in_header_properties_are_400(client, admin, queue, a
     cases = [
         (f"/api/v1/queues/{queue}/messages", plain, field),
         (f"/api/v1/queues/{queue}/messages", full, field),
-        (f"/api/v1/queues/{queue}/messages", {"messages": [{"body": "ok"}, plain]},
-         f"messages.1.{field}"),
+        (f"/api/v1/queues/{queue}/messages", {"messages": [{"body": "ok"}, plain]}, f"messages.1.{field}"),
         ("/api/v1/exchanges/amq.default/messages", {**plain, "routing_key": queue}, field),
     ]
     for path, body, where in cases:
@@ -294,28 +327,40 @@ def test_control_characters_in_header_properties_are_400(client, admin, queue, a
 def test_control_characters_in_a_routing_key_are_400(client, admin, queue, char):
     """The routing key reaches the endpoint as X-WorkerRMQ-Routing-Key."""
     key = f"{queue}{char}"
-    for body, where in [({"body": "x", "routing_key": key}, "routing_key"),
-                        ({"messages": [{"body": "x"}], "routing_key": key}, "routing_key"),
-                        ({"messages": [{"body": "x", "routing_key": key}]},
-                         "messages.0.routing_key")]:
+    for body, where in [
+        ({"body": "x", "routing_key": key}, "routing_key"),
+        ({"messages": [{"body": "x"}], "routing_key": key}, "routing_key"),
+        ({"messages": [{"body": "x", "routing_key": key}]}, "messages.0.routing_key"),
+    ]:
         response = client.post("/api/v1/exchanges/amq.default/messages", json=body, headers=admin)
         assert response.status_code == 400, response.json
         assert response.json["error"]["field"] == where
 
 
 def test_header_properties_the_api_takes_are_delivered(
-    client, admin, settings, start_engine, endpoint, queue_name,
+    client,
+    admin,
+    settings,
+    start_engine,
+    endpoint,
+    queue_name,
 ):
     """The other side of the rule: tabs, non-ASCII text and 255-byte values go through to
     the endpoint's headers."""
     worker = start_engine(settings)
     queue = queue_name("pub")
-    created = client.post("/api/v1/consumers", headers=admin, json={
-        "queue": queue, "target_url": endpoint.url, "create_queue": True})
+    created = client.post(
+        "/api/v1/consumers",
+        headers=admin,
+        json={"queue": queue, "target_url": endpoint.url, "create_queue": True},
+    )
     assert created.status_code == 201, created.json
     worker.runner(created.json["id"])
-    sent = {"content_type": "text/plain;\tcharset=utf-8", "message_id": "m" * 255,
-            "correlation_id": "corrélation-ü"}
+    sent = {
+        "content_type": "text/plain;\tcharset=utf-8",
+        "message_id": "m" * 255,
+        "correlation_id": "corrélation-ü",
+    }
     response = publish(client, admin, queue, body="hello", **sent)
     assert response.status_code == 201, response.json
     wait_for(endpoint.count, what="the delivery")

@@ -141,8 +141,16 @@ def test_list_filters_by_name_and_pages(client, admin, queue_name):
     assert page["total"] == 3
     assert sorted(q["name"] for q in page["items"]) == names
     item = page["items"][0]
-    for field in ("name", "type", "durable", "messages_ready", "messages_unacknowledged",
-                  "consumers", "publish_rate", "deliver_rate"):
+    for field in (
+        "name",
+        "type",
+        "durable",
+        "messages_ready",
+        "messages_unacknowledged",
+        "consumers",
+        "publish_rate",
+        "deliver_rate",
+    ):
         assert field in item
 
     seen = []
@@ -191,10 +199,14 @@ def test_get_one_reports_messages(client, admin, queue_name, amqp):
 
 
 def test_unknown_queue_is_404(client, admin, broker):
-    for method, suffix in [("GET", ""), ("DELETE", ""), ("POST", "/purge"),
-                           ("GET", "/bindings"), ("GET", "/consumers")]:
-        response = client.open(f"/api/v1/queues/no-such-queue-x1{suffix}", method=method,
-                               headers=admin)
+    for method, suffix in [
+        ("GET", ""),
+        ("DELETE", ""),
+        ("POST", "/purge"),
+        ("GET", "/bindings"),
+        ("GET", "/consumers"),
+    ]:
+        response = client.open(f"/api/v1/queues/no-such-queue-x1{suffix}", method=method, headers=admin)
         assert response.status_code == 404, (method, suffix)
         assert response.json["error"]["code"] == "not_found"
 
@@ -245,8 +257,7 @@ def test_bindings(client, admin, queue_name, amqp):
     assert create(client, admin, name).status_code == 201
     assert client.get(base, headers=admin).json == []  # the default exchange's is left out
 
-    bound = client.post(base, json={"exchange": "amq.topic", "routing_key": "orders.*"},
-                        headers=admin)
+    bound = client.post(base, json={"exchange": "amq.topic", "routing_key": "orders.*"}, headers=admin)
     assert bound.status_code == 201
     assert bound.json == {"exchange": "amq.topic", "routing_key": "orders.*"}
     listed = client.get(base, headers=admin).json
@@ -266,15 +277,15 @@ def test_bindings(client, admin, queue_name, amqp):
 def test_binding_to_unknown_exchange_is_404(client, admin, queue_name):
     name = queue_name()
     assert create(client, admin, name).status_code == 201
-    response = client.post(f"/api/v1/queues/{name}/bindings",
-                           json={"exchange": "no-such-exchange-x1"}, headers=admin)
+    response = client.post(
+        f"/api/v1/queues/{name}/bindings", json={"exchange": "no-such-exchange-x1"}, headers=admin
+    )
     assert response.status_code == 404
 
 
 def test_binding_needs_an_exchange(client, admin, queue_name):
     name = queue_name()
-    response = client.post(f"/api/v1/queues/{name}/bindings", json={"routing_key": "k"},
-                           headers=admin)
+    response = client.post(f"/api/v1/queues/{name}/bindings", json={"routing_key": "k"}, headers=admin)
     assert response.status_code == 400
     assert response.json["error"]["field"] == "exchange"
 

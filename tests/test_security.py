@@ -44,10 +44,15 @@ def test_repeated_failed_authentication_is_limited(make_settings):
         client = app.test_client()
         attacker = {"REMOTE_ADDR": "198.51.100.7"}
         for _ in range(5):
-            assert client.get("/api/v1/queues", headers={"Authorization": "Bearer nope"},
-                              environ_base=attacker).status_code == 401
-        limited = client.get("/api/v1/queues", headers={"Authorization": "Bearer nope"},
-                             environ_base=attacker)
+            assert (
+                client.get(
+                    "/api/v1/queues", headers={"Authorization": "Bearer nope"}, environ_base=attacker
+                ).status_code
+                == 401
+            )
+        limited = client.get(
+            "/api/v1/queues", headers={"Authorization": "Bearer nope"}, environ_base=attacker
+        )
         assert limited.status_code == 429
         assert limited.json["error"]["code"] == "too_many_requests"
         assert int(limited.headers["Retry-After"]) >= 1
@@ -63,29 +68,29 @@ def test_guard_refuses_internal_targets(make_settings, make_app, queue_name, tar
     client, headers = make_app(make_settings(block_private_targets=True))
     queue = queue_name("guard")
     client.post("/api/v1/queues", json={"name": queue}, headers=headers)
-    response = client.post("/api/v1/consumers", json={"queue": queue, "target_url": target},
-                           headers=headers)
+    response = client.post("/api/v1/consumers", json={"queue": queue, "target_url": target}, headers=headers)
     assert response.status_code == 400, response.json
     assert response.json["error"]["field"] == "target_url"
     message = response.json["error"]["message"]
     assert "refused" in message or "Not a valid URL" in message, message
 
 
-def test_guard_checks_again_at_connect_time(make_settings, client, admin, queue_name, endpoint,
-                                            start_engine, amqp):
+def test_guard_checks_again_at_connect_time(
+    make_settings, client, admin, queue_name, endpoint, start_engine, amqp
+):
     """The API allowed the target (its guard is off), the worker's guard is on: the
     worker refuses to connect and dead-letters the message with the reason."""
     worker = start_engine(make_settings(block_private_targets=True))
     queue = queue_name("guard")
     client.post("/api/v1/queues", json={"name": queue}, headers=admin)
     target = endpoint.url.replace("127.0.0.1", "localhost")
-    consumer = client.post("/api/v1/consumers", json={"queue": queue, "target_url": target},
-                           headers=admin).json
+    consumer = client.post(
+        "/api/v1/consumers", json={"queue": queue, "target_url": target}, headers=admin
+    ).json
     worker.runner(consumer["id"])
     client.post(f"/api/v1/queues/{queue}/messages", json={"body": "x"}, headers=admin)
 
-    props = wait_for(lambda: _dead_letter(amqp, queue), timeout=20,
-                     what="the refused message in the DLQ")
+    props = wait_for(lambda: _dead_letter(amqp, queue), timeout=20, what="the refused message in the DLQ")
     assert "blocked" in props.headers["x-workerrmq-last-error"]
     assert endpoint.count() == 0
 
@@ -96,13 +101,15 @@ def test_redirects_are_not_followed(settings, client, admin, queue_name, endpoin
         worker = start_engine(settings)
         queue = queue_name("redirect")
         client.post("/api/v1/queues", json={"name": queue}, headers=admin)
-        consumer = client.post("/api/v1/consumers", json={"queue": queue, "target_url": endpoint.url},
-                               headers=admin).json
+        consumer = client.post(
+            "/api/v1/consumers", json={"queue": queue, "target_url": endpoint.url}, headers=admin
+        ).json
         worker.runner(consumer["id"])
         client.post(f"/api/v1/queues/{queue}/messages", json={"body": "x"}, headers=admin)
 
-        props = wait_for(lambda: _dead_letter(amqp, queue), timeout=20,
-                         what="the redirected message in the DLQ")
+        props = wait_for(
+            lambda: _dead_letter(amqp, queue), timeout=20, what="the redirected message in the DLQ"
+        )
         assert props.headers["x-workerrmq-last-status"] == 302
         assert internal.count() == 0
 
@@ -137,12 +144,18 @@ def test_no_secret_in_any_output(secret_broker_user, tmp_path, endpoint, queue_n
     }
     api_log = tmp_path / "api.log"
     with api_log.open("wb") as out:
-        api = subprocess.Popen([sys.executable, "-m", "workerrmq.cli", "api"], env=env,
-                               stdout=out, stderr=subprocess.STDOUT)
-    worker = worker_process(make_settings(database_url=env["DATABASE_URL"],
-                                          rabbitmq_url=env["RABBITMQ_URL"],
-                                          rabbitmq_management_url=env["RABBITMQ_MANAGEMENT_URL"]),
-                            tmp_path / "worker.log", LOG_LEVEL="DEBUG")
+        api = subprocess.Popen(
+            [sys.executable, "-m", "workerrmq.cli", "api"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    worker = worker_process(
+        make_settings(
+            database_url=env["DATABASE_URL"],
+            rabbitmq_url=env["RABBITMQ_URL"],
+            rabbitmq_management_url=env["RABBITMQ_MANAGEMENT_URL"],
+        ),
+        tmp_path / "worker.log",
+        LOG_LEVEL="DEBUG",
+    )
     base = f"http://127.0.0.1:{port}"
     answers: list[str] = []
     try:
@@ -158,14 +171,23 @@ def test_no_secret_in_any_output(secret_broker_user, tmp_path, endpoint, queue_n
         queue = queue_name("secret")
         call("POST", "/api/v1/queues", json={"name": queue})
         endpoint.respond = lambda r: (503, {}) if r.headers["X-WorkerRMQ-Attempt"] == "1" else (200, {})
-        consumer = call("POST", "/api/v1/consumers", json={
-            "queue": queue, "target_url": endpoint.url, "signing_secret": signing,
-            "initial_delay": 0.05, "max_delay": 0.1}).json()
+        consumer = call(
+            "POST",
+            "/api/v1/consumers",
+            json={
+                "queue": queue,
+                "target_url": endpoint.url,
+                "signing_secret": signing,
+                "initial_delay": 0.05,
+                "max_delay": 0.1,
+            },
+        ).json()
         call("GET", f"/api/v1/consumers/{consumer['id']}")
         call("GET", "/getConsumers")
         call("GET", "/api/v1/connections")
-        created = requests.post(base + "/api/v1/keys", headers=headers, timeout=10,
-                                json={"name": "second", "scope": "read"}).json()
+        created = requests.post(
+            base + "/api/v1/keys", headers=headers, timeout=10, json={"name": "second", "scope": "read"}
+        ).json()
         new_token = created["key"]
         call("GET", "/api/v1/keys")
         call("GET", "/api/v1/queues", headers={"Authorization": f"Bearer {new_token}x"})
@@ -177,14 +199,14 @@ def test_no_secret_in_any_output(secret_broker_user, tmp_path, endpoint, queue_n
 
     output = api_log.read_text() + (tmp_path / "worker.log").read_text()
     assert "workerrmq.access" in output and "DEBUG" in output  # the logs were really written
-    for secret in (api_key, new_token, signing, signing[len("whsec_"):], password):
+    for secret in (api_key, new_token, signing, signing[len("whsec_") :], password):
         assert secret not in output, f"a secret leaked into the logs: {secret[:10]}..."
         assert all(secret not in answer for answer in answers), "a secret leaked into a response"
 
 
-def test_a_stored_definition_with_a_framing_header_sends_nothing(settings, client, admin,
-                                                                queue_name, endpoint,
-                                                                start_engine, amqp):
+def test_a_stored_definition_with_a_framing_header_sends_nothing(
+    settings, client, admin, queue_name, endpoint, start_engine, amqp
+):
     """A definition stored before the API refused ``Content-Length: 0`` (which made every
     endpoint read an empty body, answer 200, and the message count as delivered): the
     worker does not run it, its status and last error say why, and its messages wait in
@@ -192,16 +214,20 @@ def test_a_stored_definition_with_a_framing_header_sends_nothing(settings, clien
     worker = start_engine(settings)
     queue = queue_name("framing")
     client.post("/api/v1/queues", json={"name": queue}, headers=admin)
-    spec = worker.engine.store.create({"name": "framing", "queue": queue,
-                                       "target_url": endpoint.url,
-                                       "headers": {"content-length": "0"}})
-    client.post(f"/api/v1/queues/{queue}/messages", json={"body": "the whole body"},
-                headers=admin)
+    spec = worker.engine.store.create(
+        {"name": "framing", "queue": queue, "target_url": endpoint.url, "headers": {"content-length": "0"}}
+    )
+    client.post(f"/api/v1/queues/{queue}/messages", json={"body": "the whole body"}, headers=admin)
     worker.runner(spec.id, status="invalid_definition")
     url = f"/api/v1/consumers/{spec.id}"
-    stats = wait_for(lambda: client.get(url, headers=admin).json["stats"]["last_error"]
-                     and client.get(url, headers=admin).json["stats"], timeout=15,
-                     what="the consumer's last error")
+    stats = wait_for(
+        lambda: (
+            client.get(url, headers=admin).json["stats"]["last_error"]
+            and client.get(url, headers=admin).json["stats"]
+        ),
+        timeout=15,
+        what="the consumer's last error",
+    )
     assert "content-length" in stats["last_error"]
     assert stats["status"] == ["invalid_definition"]
     assert amqp.queue_declare(queue, passive=True).method.message_count == 1

@@ -29,8 +29,7 @@ def test_create_get_publish_delete(client, admin, queue_name, amqp):
     assert one.json["queueName"] == name
     assert {"messages_ready", "consumers", "durable"} <= one.json.keys()
 
-    published = client.post("/messagePublish", json={"queueName": name, "message": "Hello"},
-                            headers=admin)
+    published = client.post("/messagePublish", json={"queueName": name, "message": "Hello"}, headers=admin)
     assert published.status_code == 200
     assert published.json == {"message": "Message has been published successfully."}
     method, properties, body = amqp.basic_get(name, auto_ack=True)
@@ -48,8 +47,7 @@ def test_message_publish_with_json_message(client, admin, queue_name, amqp):
     name = queue_name("seed")
     assert client.post("/createQueue", json={"queueName": name}, headers=admin).status_code == 200
     message = {"orderId": 7, "lines": [{"sku": "A", "qty": 2}]}
-    published = client.post("/messagePublish", json={"queueName": name, "message": message},
-                            headers=admin)
+    published = client.post("/messagePublish", json={"queueName": name, "message": message}, headers=admin)
     assert published.status_code == 200
     body = wait_for(lambda: amqp.basic_get(name, auto_ack=True)[2], timeout=5, what="message")
     assert json.loads(body) == message
@@ -71,15 +69,13 @@ def test_seed_errors(client, admin, queue_name):
     no_message = client.post("/messagePublish", json={"queueName": "x"}, headers=admin)
     assert no_message.status_code == 400
     assert no_message.json["error"]["field"] == "message"
-    null_message = client.post("/messagePublish", json={"queueName": "x", "message": None},
-                               headers=admin)
+    null_message = client.post("/messagePublish", json={"queueName": "x", "message": None}, headers=admin)
     assert null_message.status_code == 400
     unknown = queue_name("seed-missing")
     assert client.get(f"/getQueue?queueName={unknown}", headers=admin).status_code == 404
     deleted = client.post("/deleteQueue", json={"queueName": unknown}, headers=admin)
     assert deleted.status_code == 404
-    unroutable = client.post("/messagePublish", json={"queueName": unknown, "message": "x"},
-                             headers=admin)
+    unroutable = client.post("/messagePublish", json={"queueName": unknown, "message": "x"}, headers=admin)
     assert unroutable.status_code == 404
     assert client.get("/getQueue", headers=admin).json["error"]["field"] == "queueName"
     bad = client.post("/createQueue", json={"queueName": "no spaces"}, headers=admin)
@@ -93,5 +89,7 @@ def test_seed_routes_need_keys(client, make_key):
     assert client.get("/getConsumers", headers=read).status_code == 200
     assert client.post("/createQueue", json={"queueName": "x"}, headers=publish).status_code == 403
     assert client.post("/deleteQueue", json={"queueName": "x"}, headers=publish).status_code == 403
-    assert client.post("/messagePublish", json={"queueName": "x", "message": "m"},
-                       headers=read).status_code == 403
+    assert (
+        client.post("/messagePublish", json={"queueName": "x", "message": "m"}, headers=read).status_code
+        == 403
+    )
