@@ -15,9 +15,9 @@ import requests
 import yaml
 
 from tests.test_ops_cli import Api
+from workerrmq.client.declared import consumer_defaults
 from workerrmq.core.consumer import ConsumerSpec
 from workerrmq.errors import NotFound
-from workerrmq.ops.declared import consumer_defaults
 
 # The api, isolated and cli fixtures: the CLI against the app served over HTTP.
 pytest_plugins = ["tests.test_ops_cli"]
@@ -345,7 +345,7 @@ def test_published_schema_is_valid_and_its_defaults_are_the_api_s():
 def test_readme_example_is_a_valid_file():
     from pathlib import Path
 
-    from workerrmq.ops.declared import load
+    from workerrmq.client.declared import load
 
     readme = Path(__file__).parent.parent.joinpath("README.md").read_text()
     section = readme.split("## Configuration as code", 1)[1]

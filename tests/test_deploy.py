@@ -671,10 +671,10 @@ def test_the_documented_permissions_are_enough_and_no_more(broker: str, mgmt: An
 
     import aio_pika
 
-    from workerrmq.broker.management import ManagementClient
     from workerrmq.broker.control import CONTROL_EXCHANGE
+    from workerrmq.broker.management import ManagementClient
+    from workerrmq.broker.republish import Republisher
     from workerrmq.errors import WorkerRMQError
-    from workerrmq.worker.retry import FailureRouter
 
     suffix = uuid.uuid4().hex[:8]
     queue = f"deployperm{suffix}"  # stands for "orders" in the example
@@ -699,7 +699,7 @@ def test_the_documented_permissions_are_enough_and_no_more(broker: str, mgmt: An
                     mine = await channel.declare_queue(exclusive=True, auto_delete=True)
                     await mine.bind(control)
                     await control.publish(aio_pika.Message(b"{}"), "")
-                    await FailureRouter.open(connection)  # the delay tiers
+                    await Republisher.open(connection)  # the delay tiers
                     await channel.declare_queue(queue, passive=True)
                     await channel.declare_queue(f"{queue}.dlq", durable=True)
                     confirmed = await connection.channel(publisher_confirms=True)

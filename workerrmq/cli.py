@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from workerrmq import ops
+from workerrmq import client
 from workerrmq.core.credentials import redact_url
 from workerrmq.core.scopes import SCOPES
 from workerrmq.errors import ConfigError, WorkerRMQError
@@ -178,7 +178,7 @@ def keys_revoke(key_id: int) -> None:
     click.echo(f"revoked key {info.id} {info.name!r}")
 
 
-ops.register(main)
+client.register(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,15 +16,16 @@ import logging
 import os
 import struct
 import threading
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any, Literal, TypeVar
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractIncomingMessage
 from pamqp.commands import Basic
 
+from workerrmq.broker import republish
 from workerrmq.broker.connect import connect_first, is_alive
+from workerrmq.core.protocol import replay_headers
 from workerrmq.errors import BrokerUnavailable, InvalidInput, NotFound
 from workerrmq.loop import new_event_loop
 
@@ -33,7 +34,6 @@ __all__ = ["OutgoingMessage", "Outcome", "Publisher"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Outcome = Literal["published", "unroutable", "rejected"]
-_MOVE_BATCH = 100
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -90,21 +90,14 @@ class Publisher:
         """Publish *body* to the fanout *exchange* (declared if missing); no queue needed."""
         self._run(self._broadcast(exchange, body))
 
-    def move(
-        self,
-        source: str,
-        dest: str,
-        limit: int | None,
-        transform: Callable[[AbstractIncomingMessage], aio_pika.Message],
-        *,
-        timeout: float = 300.0,
-    ) -> int:
-        """Move up to *limit* messages (all when None) from queue *source* to queue *dest*.
+    def replay(self, source: str, dest: str, limit: int | None, *, timeout: float = 300.0) -> int:
+        """Move up to *limit* dead letters (all when None) from queue *source* back to queue
+        *dest*, their attempts starting again (see :func:`workerrmq.broker.republish.move`).
 
-        Each message is published as ``transform(message)`` and removed from
-        *source* only after the broker confirmed it in *dest*. Returns how many moved.
+        Raises :class:`NotFound` when *source* does not exist or *dest* takes no message.
+        Returns how many moved.
         """
-        return self._run(self._move(source, dest, limit, transform), timeout=timeout)
+        return self._run(self._replay(source, dest, limit), timeout=timeout)
 
     def ping(self) -> None:
         """Raise :class:`BrokerUnavailable` unless an AMQP channel is open or can be opened."""
@@ -220,51 +213,28 @@ class Publisher:
             await self._drop_connection()
             raise BrokerUnavailable(f"RabbitMQ unreachable ({type(exc).__name__})") from None
 
-    async def _move(
-        self,
-        source: str,
-        dest: str,
-        limit: int | None,
-        transform: Callable[[AbstractIncomingMessage], aio_pika.Message],
-    ) -> int:
+    async def _replay(self, source: str, dest: str, limit: int | None) -> int:
         await self._ensure_channel()
         assert self._connection is not None
-        moved = 0
         try:
             async with self._connection.channel(publisher_confirms=True) as channel:
-                try:
-                    queue = await channel.get_queue(source, ensure=True)
-                except aiormq.exceptions.ChannelNotFoundEntity:
-                    raise NotFound(f"queue {source!r} not found") from None
-                while limit is None or moved < limit:
-                    batch = []
-                    for _ in range(min(_MOVE_BATCH, (limit - moved) if limit else _MOVE_BATCH)):
-                        message = await queue.get(no_ack=False, fail=False, timeout=self.timeout)
-                        if message is None:
-                            break
-                        batch.append(message)
-                    if not batch:
-                        break
-                    results = await asyncio.gather(
-                        *(
-                            channel.default_exchange.publish(transform(m), dest, mandatory=True)
-                            for m in batch
-                        ),
-                        return_exceptions=True,
-                    )
-                    for message, result in zip(batch, results, strict=True):
-                        if isinstance(result, Basic.Ack):
-                            await message.ack()
-                            moved += 1
-                        else:
-                            await message.nack(requeue=True)
-                    if not all(isinstance(r, Basic.Ack) for r in results):
-                        raise NotFound(f"queue {dest!r} did not take the messages")
-        except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
+                amqp = await channel.get_underlay_channel()
+                return await republish.move(
+                    amqp, source, dest, limit, headers=replay_headers, timeout=self.timeout
+                )
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            raise NotFound(f"queue {source!r} not found") from None
+        except republish.RepublishFailed:
+            raise NotFound(f"queue {dest!r} did not take the messages") from None
+        except (
+            OSError,
+            TimeoutError,
+            aiormq.exceptions.AMQPError,
+            aiormq.exceptions.ChannelInvalidStateError,
+        ) as exc:
             raise BrokerUnavailable(
-                f"RabbitMQ connection lost after moving {moved} messages ({type(exc).__name__})"
+                f"RabbitMQ connection lost while moving messages ({type(exc).__name__})"
             ) from None
-        return moved
 
     async def _check_exchange(self, exchange: str) -> None:
         """Passive declare on a throwaway channel, so a 404 cannot close the shared one."""

@@ -7,9 +7,6 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
-import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
-
 from workerrmq.broker.control import announce_change
 from workerrmq.broker.management import ManagementClient
 from workerrmq.broker.publisher import Publisher
@@ -23,22 +20,15 @@ from workerrmq.core.credentials import (
     restore_headers,
     restore_url,
 )
-from workerrmq.core.protocol import dead_letter_view, replay_headers
+from workerrmq.core.protocol import dead_letter_view
 from workerrmq.core.status import ConsumerState
 from workerrmq.errors import InvalidInput, NotFound
 from workerrmq.guard import TargetBlocked, check_target
 from workerrmq.services.names import check_name
 from workerrmq.services.queues import QueueService
 from workerrmq.store.consumers import ConsumerStore
-from workerrmq.worker.retry import copy_message
 
-__all__ = ["ConsumerService", "replayed"]
-
-
-def replayed(message: AbstractIncomingMessage) -> aio_pika.Message:
-    """A dead-lettered message as it goes back to its queue: attempts start again,
-    the message id (ours or the publisher's) stays."""
-    return copy_message(message, replay_headers(message.headers), message.message_id or None)
+__all__ = ["ConsumerService"]
 
 
 def view(spec: ConsumerSpec) -> dict[str, Any]:
@@ -172,7 +162,7 @@ class ConsumerService:
         """Move dead-lettered messages back to the consumer's queue; returns how many."""
         spec = self.store.get(_ref(ref))
         try:
-            return self.publisher.move(spec.dead_letter_queue, spec.queue, count, replayed)
+            return self.publisher.replay(spec.dead_letter_queue, spec.queue, count)
         except NotFound:
             if not self.queues.exists(spec.dead_letter_queue):
                 return 0

@@ -6,9 +6,10 @@ whole connection, taking every consumer on it along. So each consumer gets its
 channel from a :class:`ConnectionPool`, which puts it on a connection with room
 and opens another connection when all are full, up to ``max_connections``.
 
-Each connection is a :class:`Link`: the connection and the failure router that
-republishes for the consumers on it. A lost link takes only its own consumers
-with it; the engine restarts them on the links that are left, or on new ones.
+Each connection is a :class:`Link`: the connection and the republisher that sends
+the failed messages of the consumers on it to a delay or dead-letter queue. A lost
+link takes only its own consumers with it; the engine restarts them on the links that
+are left, or on new ones.
 When no more channels can be had (the worker's own limit, or the broker refusing
 another connection: ``connection_max``, a user's or vhost's limit), opening a
 channel raises :class:`NoCapacity` with the reason, and the consumers that hold
@@ -27,8 +28,8 @@ import aiormq
 from aio_pika.abc import AbstractConnection
 
 from workerrmq.broker.connect import connect_first, is_alive
+from workerrmq.broker.republish import Republisher
 from workerrmq.errors import WorkerRMQError
-from workerrmq.worker.retry import FailureRouter
 
 __all__ = ["ConnectionPool", "Link", "NoCapacity"]
 
@@ -46,14 +47,14 @@ class NoCapacity(WorkerRMQError):
 
 
 class Link:
-    """One AMQP connection with its failure router and the channels it carries."""
+    """One AMQP connection with its republisher and the channels it carries."""
 
     def __init__(
-        self, connection: AbstractConnection, router: FailureRouter, index: int, *, timeout: float = 10.0
+        self, connection: AbstractConnection, republisher: Republisher, index: int, *, timeout: float = 10.0
     ) -> None:
         self.connection = connection
         self.timeout = timeout
-        self.router = router
+        self.republisher = republisher
         self.index = index
         amqp = self._amqp()
         self.channel_max = amqp.connection_tune.channel_max or _NO_LIMIT
@@ -200,8 +201,8 @@ class ConnectionPool:
         self._opened += 1
         connection = await connect_first(self.urls, timeout=self.timeout, name=f"{self.name} #{self._opened}")
         try:
-            router = await FailureRouter.open(connection)
-            link = Link(connection, router, self._opened, timeout=self.timeout)
+            republisher = await Republisher.open(connection)
+            link = Link(connection, republisher, self._opened, timeout=self.timeout)
         except BaseException:
             with contextlib.suppress(Exception):
                 await connection.close()

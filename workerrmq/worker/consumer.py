@@ -18,17 +18,20 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import aio_pika
 import aiohttp
 import aiormq
 from aiolimiter import AsyncLimiter
 from aiormq.abc import DeliveredMessage
 
 from workerrmq import metrics
-from workerrmq.store.consumers import ConsumerSpec, StatsReport
+from workerrmq.broker.republish import Republisher, RepublishFailed
+from workerrmq.core.consumer import ConsumerSpec
+from workerrmq.core.policy import Verdict, classify, compute_backoff, pick_tier, retry_floor
+from workerrmq.core.status import CircuitState, RunnerStatus
+from workerrmq.store.consumers import StatsReport
 from workerrmq.worker.acks import Settler
-from workerrmq.worker.circuit import CircuitBreaker, CircuitState
-from workerrmq.worker.delivery import Attempt, DeliveryResult, Endpoint
+from workerrmq.worker.circuit import CircuitBreaker
+from workerrmq.worker.delivery import Attempt, DeliveryResult, Target
 from workerrmq.worker.ordered import (
     HOLD_LIMIT,
     AttemptLedger,
@@ -36,15 +39,6 @@ from workerrmq.worker.ordered import (
     message_key,
     single_active_queues,
 )
-from workerrmq.worker.policy import (
-    RetryPolicy,
-    Verdict,
-    classify,
-    compute_backoff,
-    pick_tier,
-    retry_floor,
-)
-from workerrmq.worker.retry import FailureRouter, RouteFailed
 
 __all__ = ["ConsumerRunner"]
 
@@ -67,20 +61,22 @@ class _Metrics:
 class ConsumerRunner:
     """Runs one :class:`ConsumerSpec` on one AMQP channel, which :meth:`start` is given."""
 
-    _router: FailureRouter  # the failure router of the channel's connection, given by start()
+    _republisher: Republisher  # the one of the channel's connection, given by start()
 
     def __init__(
-        self, spec: ConsumerSpec, *, http: aiohttp.ClientSession, stats: StatsReport | None = None,
-        on_trouble: Callable[[], None] = lambda: None, guard: bool = False,
+        self,
+        spec: ConsumerSpec,
+        *,
+        http: aiohttp.ClientSession,
+        stats: StatsReport | None = None,
+        on_trouble: Callable[[], None] = lambda: None,
+        guard: bool = False,
     ) -> None:
         self.spec = spec
         self._on_trouble = on_trouble
-        self._endpoint = Endpoint(spec, spec.queue, guard=guard)
+        self._target = Target(spec, spec.queue, guard=guard)
         self._http = http
-        self._policy = RetryPolicy(
-            max_attempts=spec.max_attempts, initial_delay=spec.initial_delay,
-            max_delay=spec.max_delay, retry_on=spec.retry_on,
-        )
+        self._policy = spec.retry_policy()
         self._circuit = CircuitBreaker(spec.circuit_threshold, spec.circuit_cooldown)
         self._limiter = AsyncLimiter(1, 1 / spec.rate_limit) if spec.rate_limit else None
         self._prefetch = 1 if spec.ordered else spec.concurrency
@@ -95,27 +91,33 @@ class ConsumerRunner:
         self._tasks: set[asyncio.Task[Any]] = set()  # deliveries in flight
         self._background: set[asyncio.Task[None]] = set()
         self._reopen: asyncio.TimerHandle | None = None
-        self.status = "starting"
+        self._status = RunnerStatus.STARTING
         self.stats = stats or StatsReport(consumer_id=spec.id)
         self._metrics: _Metrics | None = None  # made at the first delivery: idle consumers cost none
         self._latencies: collections.deque[float] | None = None  # made at the first delivery
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def start(self, channel: aiormq.abc.AbstractChannel, router: FailureRouter) -> bool:
+    @property
+    def status(self) -> RunnerStatus:
+        """What the runner is doing; only the runner changes it."""
+        return self._status
+
+    async def start(self, channel: aiormq.abc.AbstractChannel, republisher: Republisher) -> bool:
         """Consume on *channel* (the runner's from now on: :meth:`stop` closes it), sending
-        failed messages through *router*; False (status ``queue_missing``) if the queue is absent."""
-        self._router = router
+        failed messages through *republisher*; False (status ``queue_missing``) if the queue
+        is absent."""
+        self._republisher = republisher
         try:
             await channel.queue_declare(self.spec.queue, passive=True)
         except aiormq.exceptions.ChannelNotFoundEntity:
-            self.status = "queue_missing"
+            self._status = RunnerStatus.QUEUE_MISSING
             return False
-        if self.spec.dead_letter_queue not in router.unavailable:
+        if self.spec.dead_letter_queue not in republisher.unavailable:
             try:
                 await channel.queue_declare(self.spec.dead_letter_queue, durable=True)
             except aiormq.exceptions.ChannelNotFoundEntity as exc:
-                router.note_unavailable(self.spec.dead_letter_queue, exc)  # its node is down
+                republisher.note_unavailable(self.spec.dead_letter_queue, exc)  # its node is down
                 raise
         channel.on_consumer_cancel_callbacks.add(self._on_broker_cancel)
         channel.closing.add_done_callback(self._on_channel_closed)
@@ -127,13 +129,13 @@ class ConsumerRunner:
     def refuse(self, reason: str) -> None:
         """Record that no channel could be had: the runner does not run, and its status
         (``no_capacity``) and last error say why."""
-        self.status = "no_capacity"
+        self._status = RunnerStatus.NO_CAPACITY
         self.stats.last_error = f"cannot run: {reason}"[:500]
         self.stats.last_error_at = dt.datetime.now(dt.UTC)
 
     async def stop(self, *, grace: float | None = None) -> None:
         """Stop taking messages, let in-flight deliveries finish (up to *grace* s), close."""
-        self.status = "stopping"
+        self._status = RunnerStatus.STOPPING
         if self._reopen is not None:
             self._reopen.cancel()
         if self.spec.ordered:
@@ -162,22 +164,33 @@ class ConsumerRunner:
         changed = spec.concurrency != self.spec.concurrency
         self.spec = spec
         self._prefetch = 1 if spec.ordered else spec.concurrency
-        if changed and self.status == "consuming":
+        if changed and self._status is RunnerStatus.CONSUMING:
             await self._reconsume(self._prefetch)
+
+    def start_failed(self, reason: str) -> None:
+        """Record that the broker refused the start (the engine tries again): status
+        ``start_failed``, and the last error says why."""
+        self._status = RunnerStatus.START_FAILED
+        self.stats.last_error = f"cannot start: {reason}"[:500]
+        self.stats.last_error_at = dt.datetime.now(dt.UTC)
 
     def invalid(self, problem: str) -> None:
         """Record that the definition cannot be delivered with: the runner takes no
         message (they stay in the queue), and its status and last error say why."""
-        self.status = "invalid_definition"
+        self._status = RunnerStatus.INVALID_DEFINITION
         self.stats.last_error = f"invalid definition: {problem}"[:500]
         self.stats.last_error_at = dt.datetime.now(dt.UTC)
 
     @property
     def healthy(self) -> bool:
         """False once the channel is gone and the runner needs restarting."""
-        if self.status == "invalid_definition":
+        if self._status is RunnerStatus.INVALID_DEFINITION:
             return True  # nothing to restart: a new version of the definition replaces it
-        return self._channel is not None and not self._channel.is_closed and self.status != "queue_missing"
+        return (
+            self._channel is not None
+            and not self._channel.is_closed
+            and self._status is not RunnerStatus.QUEUE_MISSING
+        )
 
     def report(self) -> StatsReport:
         self.stats.in_flight = len(self._tasks)
@@ -185,7 +198,7 @@ class ConsumerRunner:
             self._metrics.in_flight.set(len(self._tasks))
             self._metrics.circuit_open.set(0 if self._circuit.state is CircuitState.CLOSED else 1)
         self.stats.circuit = self._circuit.state.value
-        self.stats.status = self.status
+        self.stats.status = self._status
         if self._latencies:
             ordered = sorted(self._latencies)
             self.stats.latency_p50_ms = statistics.median(ordered) * 1000
@@ -194,10 +207,10 @@ class ConsumerRunner:
 
     # -- consuming --------------------------------------------------------------------------
 
-    async def _consume(self, prefetch: int, status: str = "consuming") -> None:
+    async def _consume(self, prefetch: int, status: RunnerStatus = RunnerStatus.CONSUMING) -> None:
         assert self._channel is not None
         await self._channel.basic_qos(prefetch_count=prefetch)
-        self.status = status
+        self._status = status
         self._accepting = True
         # aiormq's own consumer: it runs each delivery in a task of its own, and
         # the delivery is handled in that task without an aio-pika message around it.
@@ -216,12 +229,11 @@ class ConsumerRunner:
             return await self._channel.basic_consume(queue, self._on_message, no_ack=False)
         declared = await self._channel.queue_declare(queue, passive=True)
         try:
-            return await self._channel.basic_consume(queue, self._on_message, no_ack=False,
-                                                     exclusive=True)
+            return await self._channel.basic_consume(queue, self._on_message, no_ack=False, exclusive=True)
         except aiormq.exceptions.ChannelAccessRefused:
             if declared is not None and declared.consumer_count == 0:
                 single_active_queues.add(queue)  # refused with nobody there: a single-active queue
-            self.status = "waiting_for_queue"
+            self._status = RunnerStatus.WAITING_FOR_QUEUE
             raise
 
     async def _cancel_consumer(self) -> None:
@@ -235,15 +247,15 @@ class ConsumerRunner:
         # The broker cancels consumers of a deleted queue; the engine restarts us.
         self._accepting = False
         self._tag = None
-        self.status = "queue_missing"
+        self._status = RunnerStatus.QUEUE_MISSING
         self._on_trouble()
 
     def _on_channel_closed(self, *_: object) -> None:
         # E.g. the broker's consumer timeout: unacked messages go back to the queue. An
         # ordered consumer refused its queue waits for the engine's next round instead.
-        if self.status not in ("stopping", "waiting_for_queue"):
+        if self._status not in (RunnerStatus.STOPPING, RunnerStatus.WAITING_FOR_QUEUE):
             self._accepting = False
-            self.status = "channel_closed"
+            self._status = RunnerStatus.CHANNEL_CLOSED
             self._on_trouble()
 
     async def _on_message(self, message: DeliveredMessage) -> None:
@@ -251,7 +263,7 @@ class ConsumerRunner:
         assert settler is not None and tag is not None
         settler.track(tag)
         if not self._accepting:
-            if self.spec.ordered and self.status == "stopping":
+            if self.spec.ordered and self._status is RunnerStatus.STOPPING:
                 return  # still holding the queue: the channel's close hands it back, in place
             # Arrived after we stopped consuming: hand it back once, untouched.
             settler.requeue(tag)
@@ -276,7 +288,7 @@ class ConsumerRunner:
             if self.spec.ordered:
                 return await self._deliver_in_order(message)
             await self._deliver(message)
-        except RouteFailed as exc:
+        except RepublishFailed as exc:
             # The broker is in trouble; the message comes back when it recovers.
             log.warning("consumer %s: %s; the message goes back to the queue", self.spec.name, exc)
             return False
@@ -291,11 +303,15 @@ class ConsumerRunner:
 
     async def _park(self, message: DeliveredMessage, reason: str) -> bool:
         try:
-            incoming = aio_pika.IncomingMessage(message)
-            await self._router.dead_letter(
-                incoming, dlq=self.spec.dead_letter_queue, source_queue=self.spec.queue,
-                message_id=str(incoming.message_id or ""), attempts=0, status=None,
-                error=reason, consumer=self.spec.name,
+            await self._republisher.dead_letter(
+                message,
+                dlq=self.spec.dead_letter_queue,
+                source_queue=self.spec.queue,
+                message_id=str(message.header.properties.message_id or ""),
+                attempts=0,
+                status=None,
+                error=reason,
+                consumer=self.spec.name,
             )
         except Exception:  # noqa: BLE001 - last resort: let the broker keep it
             return False
@@ -312,15 +328,22 @@ class ConsumerRunner:
         if verdict is Verdict.RETRY and attempt.number < self._policy.max_attempts:
             delay = compute_backoff(attempt.number, self._policy, retry_after=result.retry_after)
             self._count("retried")
-            await self._router.retry(
-                aio_pika.IncomingMessage(message), queue=self.spec.queue, message_id=attempt.message_id,
+            await self._republisher.retry(
+                message,
+                queue=self.spec.queue,
+                message_id=attempt.message_id,
                 attempts=attempt.number,
                 tier=pick_tier(delay, at_least=retry_floor(result.retry_after, self._policy)),
             )
             return
         reason = "attempts exhausted" if verdict is Verdict.RETRY else "permanent failure"
-        await self._dead_letter(message, attempt.message_id, attempt.number, result.status,
-                                f"{reason}: {result.error}: {result.detail}")
+        await self._dead_letter(
+            message,
+            attempt.message_id,
+            attempt.number,
+            result.status,
+            f"{reason}: {result.error}: {result.detail}",
+        )
 
     async def _deliver_in_order(self, message: DeliveredMessage) -> bool:
         """Deliver *message*, retrying in place with every attempt counted in the attempt
@@ -335,8 +358,13 @@ class ConsumerRunner:
             number = progress.attempts + 1
             if number > self._policy.max_attempts:
                 # Counted out on earlier deliveries, e.g. by workers that died meanwhile.
-                await self._dead_letter(message, attempt.message_id, progress.attempts, progress.status,
-                                        f"attempts exhausted: {progress.error}")
+                await self._dead_letter(
+                    message,
+                    attempt.message_id,
+                    progress.attempts,
+                    progress.status,
+                    f"attempts exhausted: {progress.error}",
+                )
                 return True
             if not await self._hold(progress.wait()):
                 return False
@@ -349,18 +377,20 @@ class ConsumerRunner:
             error = f"{result.error}: {result.detail}"
             if verdict is not Verdict.RETRY or number >= self._policy.max_attempts:
                 reason = "attempts exhausted" if verdict is Verdict.RETRY else "permanent failure"
-                await self._dead_letter(message, attempt.message_id, number, result.status,
-                                        f"{reason}: {error}")
+                await self._dead_letter(
+                    message, attempt.message_id, number, result.status, f"{reason}: {error}"
+                )
                 return True
             delay = compute_backoff(number, self._policy, retry_after=result.retry_after)
-            progress = dataclasses.replace(progress, due=time.time() + delay, status=result.status,
-                                           error=error[:300])
+            progress = dataclasses.replace(
+                progress, due=time.time() + delay, status=result.status, error=error[:300]
+            )
             await ledger.write(progress)
             self._count("retried")
 
     async def _open_ledger(self) -> AttemptLedger:
         if self._ledger is None:
-            ledger = AttemptLedger(self._router.channel, self.spec.id)
+            ledger = AttemptLedger(self._republisher.channel, self.spec.id)
             await ledger.declare()
             self._ledger = ledger
         return self._ledger
@@ -386,19 +416,25 @@ class ConsumerRunner:
             self._note_failure(result)
         return result, verdict
 
-    async def _dead_letter(self, message: DeliveredMessage, message_id: str, attempts: int,
-                           status: int | None, error: str) -> None:
-        await self._router.dead_letter(
-            aio_pika.IncomingMessage(message), dlq=self.spec.dead_letter_queue,
-            source_queue=self.spec.queue, message_id=message_id, attempts=attempts,
-            status=status, error=error.strip(": "), consumer=self.spec.name,
+    async def _dead_letter(
+        self, message: DeliveredMessage, message_id: str, attempts: int, status: int | None, error: str
+    ) -> None:
+        await self._republisher.dead_letter(
+            message,
+            dlq=self.spec.dead_letter_queue,
+            source_queue=self.spec.queue,
+            message_id=message_id,
+            attempts=attempts,
+            status=status,
+            error=error.strip(": "),
+            consumer=self.spec.name,
         )
         self._count("dead_lettered")
 
     async def _attempt(self, attempt: Attempt) -> DeliveryResult:
         if self._limiter is not None:
             await self._limiter.acquire()
-        result = await self._endpoint.send(self._http, attempt)
+        result = await self._target.send(self._http, attempt)
         if result.status is not None and 200 <= result.status < 300:
             if self._latencies is None:
                 self._latencies = collections.deque(maxlen=2048)
@@ -425,13 +461,17 @@ class ConsumerRunner:
     def _after_circuit_change(self) -> None:
         state = self._circuit.state
         if state is CircuitState.OPEN and self._accepting:
-            log.warning("consumer %s: circuit open after %d failures; pausing %.0fs",
-                        self.spec.name, self._circuit.failures, self._circuit.cooldown)
-            self.status = "circuit_open"
+            log.warning(
+                "consumer %s: circuit open after %d failures; pausing %.0fs",
+                self.spec.name,
+                self._circuit.failures,
+                self._circuit.cooldown,
+            )
+            self._status = RunnerStatus.CIRCUIT_OPEN
             self._spawn(self._cancel_consumer())
             self._schedule_probe()
-        elif state is CircuitState.CLOSED and self._tag is not None and self.status == "probing":
-            self.status = "consuming"
+        elif state is CircuitState.CLOSED and self._tag is not None and self._status is RunnerStatus.PROBING:
+            self._status = RunnerStatus.CONSUMING
             self._spawn(self._reconsume(self._prefetch))
 
     def _schedule_probe(self) -> None:
@@ -440,9 +480,9 @@ class ConsumerRunner:
 
     async def _probe(self) -> None:
         """Half-open: take one message at a time until one is delivered."""
-        if self.status != "circuit_open" or self._channel is None or self._channel.is_closed:
+        if self._status is not RunnerStatus.CIRCUIT_OPEN or self._channel is None or self._channel.is_closed:
             return
-        await self._consume(1, status="probing")
+        await self._consume(1, status=RunnerStatus.PROBING)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run *coro* in the background, holding a reference until it is done."""

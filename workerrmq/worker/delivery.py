@@ -173,9 +173,3 @@ class Target:
 
 def _failed(error: str, detail: str, started: float) -> DeliveryResult:
     return DeliveryResult(None, error, detail, None, time.perf_counter() - started)
-
-
-#: The old name, until worker/consumer.py takes the new one.
-Endpoint = Target
-ATTEMPTS_HEADER = protocol.ATTEMPTS
-DEATH_HEADERS = protocol.DEATH_HEADERS

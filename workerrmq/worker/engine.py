@@ -322,14 +322,14 @@ class Engine:
             return
         try:
             link, channel = await self._pool.open_channel()
-            started = await runner.start(channel, link.router)
+            started = await runner.start(channel, link.republisher)
         except NoCapacity as exc:
             runner.refuse(exc.message)
             refused.append(exc.message)
             return
         except _BROKER_ERRORS as exc:
             await runner.stop(grace=0)
-            runner.status = f"error: {exc}"[:32]
+            runner.start_failed(f"{type(exc).__name__}: {exc}")
             log.warning("consumer %s: cannot start (%s); retrying", spec.name, exc)
             return
         if started:

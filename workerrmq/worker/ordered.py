@@ -36,13 +36,12 @@ import dataclasses
 import hashlib
 import time
 
-import aio_pika
+import aiormq
 import orjson
-from aio_pika.abc import AbstractChannel
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
-from workerrmq.worker.retry import RouteFailed
+from workerrmq.broker.republish import RepublishFailed
 
 __all__ = ["HOLD_LIMIT", "AttemptLedger", "Progress", "ledger_name", "message_key", "single_active_queues"]
 
@@ -110,15 +109,15 @@ class Progress:
 
 
 class AttemptLedger:
-    """One ordered consumer's attempt ledger on a channel with publisher confirms."""
+    """One ordered consumer's attempt ledger, on a channel with publisher confirms."""
 
-    def __init__(self, channel: AbstractChannel, consumer_id: str) -> None:
+    def __init__(self, channel: aiormq.abc.AbstractChannel, consumer_id: str) -> None:
         self._channel = channel
         self.name = ledger_name(consumer_id)
         self.last: Progress | None = None  # what this runner wrote or read last
 
     async def declare(self) -> None:
-        await self._channel.declare_queue(
+        await self._channel.queue_declare(
             self.name,
             durable=True,
             arguments={"x-max-length": 1, "x-overflow": "drop-head", "x-expires": LEDGER_EXPIRES_MS},
@@ -126,33 +125,32 @@ class AttemptLedger:
 
     async def read(self) -> Progress | None:
         """The newest record, left in place."""
-        queue = await self._channel.get_queue(self.name, ensure=False)
-        message = await queue.get(no_ack=False, fail=False, timeout=10)
-        if message is None:
+        message = await self._channel.basic_get(self.name, no_ack=False, timeout=10)
+        if not isinstance(message.delivery, Basic.GetOk):
             return None
-        await message.nack(requeue=True)
+        await self._channel.basic_nack(message.delivery.delivery_tag, requeue=True)
         self.last = Progress.from_bytes(message.body)
         return self.last
 
     async def write(self, progress: Progress) -> None:
-        """Record *progress* once the broker has it on disk; :class:`RouteFailed` if not."""
-        record = aio_pika.Message(
-            progress.to_bytes(),
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            content_type="application/json",
-        )
+        """Record *progress* once the broker has it on disk; :class:`RepublishFailed` if not."""
+        properties = Basic.Properties(delivery_mode=2, content_type="application/json")
         for declared in (False, True):
             try:
-                result = await self._channel.default_exchange.publish(
-                    record, self.name, mandatory=True, timeout=10
+                result = await self._channel.basic_publish(
+                    progress.to_bytes(),
+                    routing_key=self.name,
+                    properties=properties,
+                    mandatory=True,
+                    timeout=10,
                 )
-            except aio_pika.exceptions.DeliveryError:
+            except aiormq.exceptions.DeliveryError:
                 result = None  # unroutable: the ledger expired; declare it again
-            except (TimeoutError, aio_pika.exceptions.AMQPException) as exc:
-                raise RouteFailed(f"attempt ledger: {type(exc).__name__}: {exc}") from None
+            except (TimeoutError, aiormq.exceptions.AMQPError) as exc:
+                raise RepublishFailed(f"attempt ledger: {type(exc).__name__}: {exc}") from None
             if isinstance(result, Basic.Ack):
                 self.last = progress
                 return
             if not declared:
                 await self.declare()
-        raise RouteFailed(f"attempt ledger {self.name!r} did not take the record")
+        raise RepublishFailed(f"attempt ledger {self.name!r} did not take the record")

@@ -18,7 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from workerrmq.ops.base import Ops
+from workerrmq.client.base import Context
 
 __all__ = ["Chunks", "chunks"]
 
@@ -40,15 +40,19 @@ class Chunks:
 
 
 @contextlib.contextmanager
-def chunks(ops: Ops, description: str, total: int | None) -> Iterator[Chunks]:
+def chunks(ops: Context, description: str, total: int | None) -> Iterator[Chunks]:
     """Show a progress bar on stderr while the body runs chunk after chunk.
 
     The first Ctrl-C sets ``stop_requested``: the body finishes the chunk in flight
     and stops. A second one raises KeyboardInterrupt at once.
     """
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TaskProgressColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=ops.err,
     )
     state = Chunks(progress, progress.add_task(description, total=total))

@@ -10,9 +10,9 @@ from typing import IO, Any
 
 import click
 
-from workerrmq.ops.base import Ops, api_command, name_values
-from workerrmq.ops.client import EXIT, ApiError, segment
-from workerrmq.ops.progress import chunks
+from workerrmq.client.base import Context, api_command, name_values
+from workerrmq.client.http import EXIT, ApiError, segment
+from workerrmq.client.progress import chunks
 
 __all__ = ["publish"]
 
@@ -22,15 +22,39 @@ _KEPT_FAILURES = 100
 @api_command(None, "publish", short_help="Publish messages to a queue.")
 @click.argument("queue")
 @click.argument("message", required=False)
-@click.option("--file", "-f", "source", type=click.File("rb"), metavar="FILE",
-              help="publish each line of FILE as one message ('-' reads lines from stdin)")
-@click.option("--batch-size", type=click.IntRange(1, 1000), default=100, show_default=True,
-              help="messages per request with --file")
+@click.option(
+    "--file",
+    "-f",
+    "source",
+    type=click.File("rb"),
+    metavar="FILE",
+    help="publish each line of FILE as one message ('-' reads lines from stdin)",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 1000),
+    default=100,
+    show_default=True,
+    help="messages per request with --file",
+)
 @click.option("--content-type", help="content type of the messages (default: text/plain)")
-@click.option("--header", "-H", "headers", multiple=True, metavar="NAME=VALUE",
-              help="an AMQP header for every message; repeatable")
-def publish(ops: Ops, queue: str, message: str | None, source: IO[bytes] | None,
-            batch_size: int, content_type: str | None, headers: tuple[str, ...]) -> None:
+@click.option(
+    "--header",
+    "-H",
+    "headers",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="an AMQP header for every message; repeatable",
+)
+def publish(
+    ops: Context,
+    queue: str,
+    message: str | None,
+    source: IO[bytes] | None,
+    batch_size: int,
+    content_type: str | None,
+    headers: tuple[str, ...],
+) -> None:
     """Publish MESSAGE to QUEUE; '-' publishes all of stdin as one message.
 
     With --file, each non-empty line is one message, sent in batches with a
@@ -58,8 +82,9 @@ def publish(ops: Ops, queue: str, message: str | None, source: IO[bytes] | None,
         ops.say(f"published 1 message to {queue!r} (message id {answer['message_id']})")
 
 
-def _publish_lines(ops: Ops, queue: str, path: str, source: IO[bytes], batch_size: int,
-                   props: dict[str, Any]) -> None:
+def _publish_lines(
+    ops: Context, queue: str, path: str, source: IO[bytes], batch_size: int, props: dict[str, Any]
+) -> None:
     total = _count_messages(source)
     done = {"published": 0, "failed": 0, "skipped": 0}
     failures: list[dict[str, Any]] = []
@@ -87,11 +112,16 @@ def _publish_lines(ops: Ops, queue: str, path: str, source: IO[bytes], batch_siz
     _report(ops, queue, total, done, failures, interrupted)
 
 
-def _report(ops: Ops, queue: str, total: int | None, done: dict[str, int],
-            failures: list[dict[str, Any]], interrupted: bool) -> None:
+def _report(
+    ops: Context,
+    queue: str,
+    total: int | None,
+    done: dict[str, int],
+    failures: list[dict[str, Any]],
+    interrupted: bool,
+) -> None:
     if ops.as_json:
-        ops.print_json({"queue": queue, **done, "interrupted": interrupted,
-                        "failures": failures})
+        ops.print_json({"queue": queue, **done, "interrupted": interrupted, "failures": failures})
     of = f" of {total}" if total is not None else ""
     summary = f"published {done['published']}{of} messages to {queue!r}"
     if done["skipped"]:

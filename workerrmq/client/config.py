@@ -12,9 +12,11 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-__all__ = ["DEFAULT_URL", "ConfigProblem", "Target", "default_config_path", "resolve", "redact"]
+from workerrmq.core.credentials import redact_url
+
+__all__ = ["DEFAULT_URL", "ApiAccess", "ConfigProblem", "default_config_path", "resolve"]
 
 DEFAULT_URL = "http://127.0.0.1:5000"
 
@@ -24,7 +26,9 @@ class ConfigProblem(Exception):
 
 
 @dataclass(frozen=True)
-class Target:
+class ApiAccess:
+    """Where the API is, and the key to send it."""
+
     url: str
     key: str | None
 
@@ -50,7 +54,7 @@ def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
     return data
 
 
-def resolve(url: str | None, key: str | None, config: str | None) -> Target:
+def resolve(url: str | None, key: str | None, config: str | None) -> ApiAccess:
     """The URL and key to use. *url*, *key* and *config* are what the flags or the
     environment gave (click has already put the flag before the environment)."""
     path = Path(config).expanduser() if config else default_config_path()
@@ -58,15 +62,6 @@ def resolve(url: str | None, key: str | None, config: str | None) -> Target:
     chosen_url = (url or data.get("url") or DEFAULT_URL).strip().rstrip("/")
     parts = urlsplit(chosen_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigProblem(f"API URL {redact(chosen_url)!r} is not an http(s) URL")
+        raise ConfigProblem(f"API URL {redact_url(chosen_url)!r} is not an http(s) URL")
     chosen_key = (key or data.get("key") or "").strip() or None
-    return Target(chosen_url, chosen_key)
-
-
-def redact(url: str) -> str:
-    """*url* without a password in it."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc}"))
+    return ApiAccess(chosen_url, chosen_key)

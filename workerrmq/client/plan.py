@@ -17,11 +17,13 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from workerrmq.ops.declared import Declared, consumer_defaults, looks_secret
+from workerrmq.client.declared import Declared, consumer_defaults, looks_secret
+from workerrmq.core.credentials import PLACEHOLDER
 
 __all__ = ["HIDDEN", "Change", "Plan", "State", "plan"]
 
-HIDDEN = "***"
+#: How the API shows a credential.
+HIDDEN = PLACEHOLDER
 
 
 @dataclasses.dataclass

@@ -2,7 +2,7 @@
 
 The file (schema: ``workerrmq apply --schema``) declares exchanges, queues with their
 bindings, consumers and API keys. ``apply`` reads what the API holds, prints the changes
-(:mod:`workerrmq.ops.plan`) and makes them; ``export`` writes the current state as such a file.
+(:mod:`workerrmq.client.plan`) and makes them; ``export`` writes the current state as such a file.
 
 Managed objects: consumers and API keys are all WorkerRMQ's. Queues and exchanges are
 WorkerRMQ's to prune only when an apply declared them (recorded in WorkerRMQ's database,
@@ -20,9 +20,8 @@ from urllib.parse import urlsplit
 import click
 import yaml
 
-from workerrmq.ops.base import Ops, api_command, fail
-from workerrmq.ops.client import EXIT, ApiError, segment
-from workerrmq.ops.declared import (
+from workerrmq.client.base import Context, api_command, fail
+from workerrmq.client.declared import (
     Declared,
     FileProblem,
     consumer_defaults,
@@ -31,7 +30,8 @@ from workerrmq.ops.declared import (
     looks_secret,
     schema,
 )
-from workerrmq.ops.plan import HIDDEN, Change, Plan, State, plan
+from workerrmq.client.http import EXIT, ApiError, segment
+from workerrmq.client.plan import HIDDEN, Change, Plan, State, plan
 
 __all__ = ["apply", "export"]
 
@@ -67,7 +67,7 @@ def _print_schema(ctx: click.Context, _: click.Parameter, value: bool) -> None:
     callback=_print_schema,
     help="print the file's JSON Schema and exit",
 )
-def apply(ops: Ops, path: str | None, dry_run: bool, prune: bool, update_secrets: bool) -> None:
+def apply(ops: Context, path: str | None, dry_run: bool, prune: bool, update_secrets: bool) -> None:
     """Make the API hold what FILE declares: exchanges, queues with bindings, consumers, API keys.
 
     Secrets are ${ENV_NAME} references, resolved from the environment. A new API key's token
@@ -116,7 +116,7 @@ def apply(ops: Ops, path: str | None, dry_run: bool, prune: bool, update_secrets
         raise fail("; ".join(problems), EXIT["conflict"])
 
 
-def _report(ops: Ops, todo: Plan, dry_run: bool) -> None:
+def _report(ops: Context, todo: Plan, dry_run: bool) -> None:
     for line in todo.notes:
         ops.note(line)
     if ops.as_json and (dry_run or not todo.changes or todo.conflicts):
@@ -137,7 +137,7 @@ def _as_dict(change: Change) -> dict[str, Any]:
     return {"action": change.action, "kind": change.kind, "name": change.name, "detail": change.detail}
 
 
-def read_state(ops: Ops, want: Declared | None = None) -> State:
+def read_state(ops: Context, want: Declared | None = None) -> State:
     """What the API holds of the objects *want* declares, of every managed object, of every
     consumer and key."""
     managed = {(m["kind"], m["name"]) for m in ops.client.get("/api/v1/managed")}
@@ -162,7 +162,7 @@ def read_state(ops: Ops, want: Declared | None = None) -> State:
     )
 
 
-def every_consumer(ops: Ops) -> list[dict[str, Any]]:
+def every_consumer(ops: Context) -> list[dict[str, Any]]:
     """All consumers, read page by page when the API answers in pages."""
     answer = ops.client.get("/api/v1/consumers", page_size=500)
     if isinstance(answer, list):
@@ -185,7 +185,7 @@ def _stale(have: State) -> list[tuple[str, str]]:
     ]
 
 
-def _execute(ops: Ops, todo: Plan) -> tuple[list[str], dict[str, str]]:
+def _execute(ops: Context, todo: Plan) -> tuple[list[str], dict[str, str]]:
     """Make the changes in order; returns what could not be done, and new keys' tokens."""
     problems: list[str] = []
     tokens: dict[str, str] = {}
@@ -236,7 +236,7 @@ def _execute(ops: Ops, todo: Plan) -> tuple[list[str], dict[str, str]]:
     type=click.Path(dir_okay=False, writable=True),
     help="write to this file instead of stdout",
 )
-def export(ops: Ops, output: str | None) -> None:
+def export(ops: Context, output: str | None) -> None:
     """Write what the API holds as an apply file (YAML): the queues and exchanges an apply
     declared, every consumer, every active API key. Secrets are left out: each becomes a
     ${...} reference, and the variables to set are listed on stderr.

@@ -6,13 +6,15 @@ from typing import Any
 
 import click
 
-from workerrmq.ops.base import Ops, OpsGroup, api_command, name_values
-from workerrmq.ops.client import segment
+from workerrmq.client.base import ClientGroup, Context, api_command, name_values
+from workerrmq.client.http import segment
+from workerrmq.core.consumer import DEFAULTS, FIELDS
+from workerrmq.core.status import ConsumerState
 
 __all__ = ["consumers"]
 
 
-@click.group(cls=OpsGroup)
+@click.group(cls=ClientGroup)
 def consumers() -> None:
     """Consumers: each relays the messages of a queue to an HTTP endpoint.
 
@@ -26,6 +28,11 @@ def consumers() -> None:
     """
 
 
+def _help(field: str) -> str:
+    """The ``--help`` line of consumer field *field*: its meaning, range and default."""
+    return FIELDS[field].help(DEFAULTS.get(field))
+
+
 def _path(ref: str, action: str = "") -> str:
     return f"/api/v1/consumers/{segment(ref)}{action}"
 
@@ -35,7 +42,7 @@ def _stats(c: dict[str, Any]) -> dict[str, Any]:
 
 
 @api_command(consumers, "ls")
-def consumers_ls(ops: Ops) -> None:
+def consumers_ls(ops: Context) -> None:
     """List consumers with their state and live statistics.
 
     \b
@@ -56,16 +63,26 @@ def consumers_ls(ops: Ops) -> None:
         ops.print_json({"items": items, "total": len(items)})
         return
     ops.table(
-        ["consumer", "queue", "target", "state", "delivered", "failed", "dead", "in flight",
-         "circuit"],
-        ([c.get("name"), c.get("queue"), c.get("target_url"), c.get("state"),
-          _stats(c).get("delivered"), _stats(c).get("failed"), _stats(c).get("dead_lettered"),
-          _stats(c).get("in_flight"), _stats(c).get("circuit")] for c in items),
+        ["consumer", "queue", "target", "state", "delivered", "failed", "dead", "in flight", "circuit"],
+        (
+            [
+                c.get("name"),
+                c.get("queue"),
+                c.get("target_url"),
+                c.get("state"),
+                _stats(c).get("delivered"),
+                _stats(c).get("failed"),
+                _stats(c).get("dead_lettered"),
+                _stats(c).get("in_flight"),
+                _stats(c).get("circuit"),
+            ]
+            for c in items
+        ),
         empty="no consumers",
     )
 
 
-def _show(ops: Ops, c: dict[str, Any], verb: str | None = None) -> None:
+def _show(ops: Context, c: dict[str, Any], verb: str | None = None) -> None:
     if ops.as_json:
         ops.print_json(c)
         return
@@ -74,23 +91,38 @@ def _show(ops: Ops, c: dict[str, Any], verb: str | None = None) -> None:
         return
     stats = _stats(c)
     pairs: list[tuple[str, Any]] = [
-        (name, c.get(name)) for name in (
-            "id", "name", "queue", "target_url", "method", "state", "concurrency", "timeout",
-            "max_attempts", "initial_delay", "max_delay", "rate_limit", "ordered",
-            "dead_letter_queue", "signing", "version", "created_at", "updated_at")
+        (name, c.get(name))
+        for name in (
+            "id",
+            "name",
+            "queue",
+            "target_url",
+            "method",
+            "state",
+            "concurrency",
+            "timeout",
+            "max_attempts",
+            "initial_delay",
+            "max_delay",
+            "rate_limit",
+            "ordered",
+            "dead_letter_queue",
+            "signing",
+            "version",
+            "created_at",
+            "updated_at",
+        )
     ]
     pairs.append(("retry_on", ", ".join(c.get("retry_on") or [])))
-    pairs.append(("headers", ", ".join(f"{k}: {v}" for k, v in (c.get("headers") or {}).items())
-                  or None))
-    pairs += [(f"stats.{name}", value) for name, value in stats.items()
-              if not isinstance(value, list)]
+    pairs.append(("headers", ", ".join(f"{k}: {v}" for k, v in (c.get("headers") or {}).items()) or None))
+    pairs += [(f"stats.{name}", value) for name, value in stats.items() if not isinstance(value, list)]
     pairs.append(("stats.status", ", ".join(stats.get("status") or []) or None))
     ops.fields(pairs, title=f"consumer {c.get('name')}")
 
 
 @api_command(consumers, "show")
 @click.argument("consumer")
-def consumers_show(ops: Ops, consumer: str) -> None:
+def consumers_show(ops: Context, consumer: str) -> None:
     """Show one CONSUMER (id or name): its settings and live statistics.
 
     \b
@@ -102,27 +134,45 @@ def consumers_show(ops: Ops, consumer: str) -> None:
 
 @api_command(consumers, "create")
 @click.argument("queue")
-@click.option("--name", help="a name to refer to it by (default: generated)")
-@click.option("--target-url", metavar="URL", help="where to deliver (default: the API's "
-              "DEFAULT_TARGET_URL)")
-@click.option("--method", type=click.Choice(["POST", "PUT"]))
-@click.option("--header", "-H", "headers", multiple=True, metavar="NAME=VALUE",
-              help="an HTTP header for every delivery; repeatable")
-@click.option("--delivery-timeout", "request_timeout", type=float, metavar="S",
-              help="each delivery request's timeout (default 10)")
-@click.option("--concurrency", type=int, metavar="N", help="deliveries in flight per worker")
-@click.option("--max-attempts", type=int, metavar="N")
-@click.option("--initial-delay", type=float, metavar="S")
-@click.option("--max-delay", type=float, metavar="S")
-@click.option("--rate-limit", type=float, metavar="PER_S", help="deliveries per second")
-@click.option("--ordered", is_flag=True, default=None, help="one message at a time")
-@click.option("--dead-letter-queue", metavar="QUEUE", help="default: <queue>.dlq")
-@click.option("--signing-secret", envvar="WORKERRMQ_SIGNING_SECRET", metavar="SECRET",
-              help="Standard Webhooks secret [env WORKERRMQ_SIGNING_SECRET]")
+@click.option("--name", help=f"{FIELDS['name'].description} (default: QUEUE)")
+@click.option(
+    "--target-url",
+    metavar="URL",
+    help=f"{FIELDS['target_url'].description} (default: the API's DEFAULT_TARGET_URL)",
+)
+@click.option("--method", type=click.Choice(FIELDS["method"].choices or ()), help=_help("method"))
+@click.option(
+    "--header",
+    "-H",
+    "headers",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="an HTTP header for every delivery; repeatable",
+)
+@click.option("--delivery-timeout", "request_timeout", type=float, metavar="S", help=_help("timeout"))
+@click.option("--concurrency", type=int, metavar="N", help=_help("concurrency"))
+@click.option("--max-attempts", type=int, metavar="N", help=_help("max_attempts"))
+@click.option("--initial-delay", type=float, metavar="S", help=_help("initial_delay"))
+@click.option("--max-delay", type=float, metavar="S", help=_help("max_delay"))
+@click.option("--rate-limit", type=float, metavar="PER_S", help=_help("rate_limit"))
+@click.option("--ordered", is_flag=True, default=None, help=FIELDS["ordered"].description)
+@click.option("--dead-letter-queue", metavar="QUEUE", help=FIELDS["dead_letter_queue"].description)
+@click.option(
+    "--signing-secret",
+    envvar="WORKERRMQ_SIGNING_SECRET",
+    metavar="SECRET",
+    help="Standard Webhooks secret [env WORKERRMQ_SIGNING_SECRET]",
+)
 @click.option("--create-queue", is_flag=True, default=None, help="declare QUEUE if missing")
 @click.option("--paused", is_flag=True, help="create it paused")
-def consumers_create(ops: Ops, queue: str, headers: tuple[str, ...], request_timeout: float | None,
-                     paused: bool, **options: Any) -> None:
+def consumers_create(
+    ops: Context,
+    queue: str,
+    headers: tuple[str, ...],
+    request_timeout: float | None,
+    paused: bool,
+    **options: Any,
+) -> None:
     """Create a consumer that delivers every message of QUEUE to an HTTP endpoint.
 
     \b
@@ -134,7 +184,7 @@ def consumers_create(ops: Ops, queue: str, headers: tuple[str, ...], request_tim
     if request_timeout is not None:
         body["timeout"] = request_timeout
     if paused:
-        body["state"] = "paused"
+        body["state"] = ConsumerState.PAUSED.value
     if headers:
         body["headers"] = name_values(headers, "--header")
     _show(ops, ops.client.post("/api/v1/consumers", body), "created")
@@ -142,7 +192,7 @@ def consumers_create(ops: Ops, queue: str, headers: tuple[str, ...], request_tim
 
 @api_command(consumers, "pause")
 @click.argument("consumer")
-def consumers_pause(ops: Ops, consumer: str) -> None:
+def consumers_pause(ops: Context, consumer: str) -> None:
     """Stop delivering CONSUMER's messages; deliveries in flight finish.
 
     \b
@@ -154,7 +204,7 @@ def consumers_pause(ops: Ops, consumer: str) -> None:
 
 @api_command(consumers, "resume")
 @click.argument("consumer")
-def consumers_resume(ops: Ops, consumer: str) -> None:
+def consumers_resume(ops: Context, consumer: str) -> None:
     """Deliver CONSUMER's messages again.
 
     \b
@@ -166,7 +216,7 @@ def consumers_resume(ops: Ops, consumer: str) -> None:
 
 @api_command(consumers, "rm")
 @click.argument("consumer")
-def consumers_rm(ops: Ops, consumer: str) -> None:
+def consumers_rm(ops: Context, consumer: str) -> None:
     """Delete CONSUMER; its queue and dead-letter queue stay.
 
     \b

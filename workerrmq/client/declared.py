@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 import jsonschema
 import yaml
 
+from workerrmq.core import credentials
+
 __all__ = [
     "Declared",
     "FileProblem",
@@ -33,10 +35,6 @@ __all__ = [
 
 _REFERENCE = re.compile(r"\$(\$)|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _WHOLE_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
-# Header names that carry credentials; their values must come from the environment.
-_SECRET_NAME = re.compile(
-    r"auth|token|secret|passw|pwd|key|signature|credential|session|cookie|hmac|jwt", re.IGNORECASE
-)
 _SECRET_VALUE = re.compile(r"^(bearer|basic|token|digest)\s+\S", re.IGNORECASE)
 
 
@@ -47,7 +45,7 @@ class FileProblem(Exception):
 @cache
 def schema() -> dict[str, Any]:
     """The file's JSON Schema (``workerrmq apply --schema`` prints it)."""
-    text = resources.files("workerrmq.ops").joinpath("apply-schema.json").read_text("utf-8")
+    text = resources.files("workerrmq.client").joinpath("apply-schema.json").read_text("utf-8")
     return json.loads(text)  # type: ignore[no-any-return]
 
 
@@ -58,8 +56,9 @@ def consumer_defaults() -> dict[str, Any]:
 
 
 def looks_secret(header: str, value: str = "") -> bool:
-    """True for a header whose value is a credential, by its name or its value."""
-    return bool(_SECRET_NAME.search(header) or _SECRET_VALUE.match(value))
+    """True for a header whose value is a credential, by its name (the rule the API shows
+    credentials by) or its value; such values must come from the environment."""
+    return credentials.looks_secret(header) or bool(_SECRET_VALUE.match(value))
 
 
 def env_name(*parts: str) -> str:

@@ -14,13 +14,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from workerrmq.ops.client import EXIT, ApiClient, ApiError
-from workerrmq.ops.config import ConfigProblem, resolve
+from workerrmq.client.config import ConfigProblem, resolve
+from workerrmq.client.http import EXIT, ApiClient, ApiError
 
-__all__ = ["Ops", "OpsCommand", "OpsGroup", "api_command", "fail", "name_values"]
+__all__ = ["Context", "ClientCommand", "ClientGroup", "api_command", "fail", "name_values"]
 
 
-class OpsError(click.ClickException):
+class CommandFailed(click.ClickException):
     """Printed as ``Error: <message>`` on stderr; exits with *exit_code*."""
 
     def __init__(self, message: str, exit_code: int) -> None:
@@ -28,11 +28,11 @@ class OpsError(click.ClickException):
         self.exit_code = exit_code
 
 
-def fail(message: str, exit_code: int = EXIT["other"]) -> OpsError:
-    return OpsError(message, exit_code)
+def fail(message: str, exit_code: int = EXIT["other"]) -> CommandFailed:
+    return CommandFailed(message, exit_code)
 
 
-class OpsCommand(click.Command):
+class ClientCommand(click.Command):
     """Usage errors exit 1: exit code 2 means the API refused the input."""
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
@@ -43,8 +43,8 @@ class OpsCommand(click.Command):
             raise
 
 
-class OpsGroup(click.Group):
-    command_class = OpsCommand
+class ClientGroup(click.Group):
+    command_class = ClientCommand
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         try:
@@ -61,7 +61,7 @@ class OpsGroup(click.Group):
             raise
 
 
-OpsGroup.group_class = OpsGroup
+ClientGroup.group_class = ClientGroup
 
 
 def name_values(items: Iterable[str], option: str) -> dict[str, str]:
@@ -76,7 +76,7 @@ def name_values(items: Iterable[str], option: str) -> dict[str, str]:
 
 
 @dataclass
-class Ops:
+class Context:
     """Handed to each command: the client, the output mode and consoles."""
 
     client: ApiClient
@@ -95,8 +95,14 @@ class Ops:
         """A line that is never the command's result (stderr)."""
         self.err.print(Text(text))
 
-    def table(self, columns: Iterable[str], rows: Iterable[Iterable[Any]],
-              *, title: str | None = None, empty: str = "nothing to show") -> None:
+    def table(
+        self,
+        columns: Iterable[str],
+        rows: Iterable[Iterable[Any]],
+        *,
+        title: str | None = None,
+        empty: str = "nothing to show",
+    ) -> None:
         lines = [list(row) for row in rows]
         if not lines:
             self.note(empty)
@@ -105,8 +111,7 @@ class Ops:
         for i, column in enumerate(columns):
             numbers = all(_is_number(line[i]) for line in lines if line[i] is not None)
             # The first column names the row: never wrapped, so it can be grepped.
-            table.add_column(column, no_wrap=i == 0, overflow="fold",
-                             justify="right" if numbers else "left")
+            table.add_column(column, no_wrap=i == 0, overflow="fold", justify="right" if numbers else "left")
         for line in lines:
             table.add_row(*(_cell(v) for v in line))
         self.out.print(table)
@@ -154,14 +159,19 @@ def api_command(group: click.Group | None, name: str, **settings: Any) -> Callab
 
     def decorate(f: Callable[..., Any]) -> click.Command:
         @functools.wraps(f)
-        def run(url: str | None, key: str | None, config: str | None, timeout: float,
-                as_json: bool, **kwargs: Any) -> None:
+        def run(
+            url: str | None, key: str | None, config: str | None, timeout: float, as_json: bool, **kwargs: Any
+        ) -> None:
             try:
-                target = resolve(url, key, config)
+                access = resolve(url, key, config)
             except ConfigProblem as exc:
                 raise fail(str(exc)) from None
-            ops = Ops(ApiClient(target.url, target.key, timeout=timeout), as_json,
-                      _console(sys.stdout), _console(sys.stderr))
+            ops = Context(
+                ApiClient(access.url, access.key, timeout=timeout),
+                as_json,
+                _console(sys.stdout),
+                _console(sys.stderr),
+            )
             try:
                 f(ops, **kwargs)
             except ApiError as exc:
@@ -175,7 +185,7 @@ def api_command(group: click.Group | None, name: str, **settings: Any) -> Callab
         for option in reversed(_SHARED):
             run = option(run)
         run.__click_params__.extend(own)  # type: ignore[attr-defined]  # the command's first
-        command = click.command(name, cls=OpsCommand, **settings)(run)
+        command = click.command(name, cls=ClientCommand, **settings)(run)
         if group is not None:
             group.add_command(command)
         return command
@@ -184,16 +194,31 @@ def api_command(group: click.Group | None, name: str, **settings: Any) -> Callab
 
 
 _SHARED = [
-    click.option("--url", envvar="WORKERRMQ_URL", metavar="URL",
-                 help="API base URL [env WORKERRMQ_URL; config 'url'; default "
-                      "http://127.0.0.1:5000]"),
-    click.option("--key", envvar="WORKERRMQ_KEY", metavar="KEY",
-                 help="API key [env WORKERRMQ_KEY; config 'key']; prefer those two, a flag "
-                      "shows in the process list"),
-    click.option("--config", envvar="WORKERRMQ_CONFIG", metavar="FILE",
-                 help="TOML file with url and key [env WORKERRMQ_CONFIG; default "
-                      "~/.config/workerrmq/config.toml]"),
-    click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
-                 envvar="WORKERRMQ_TIMEOUT", help="seconds to wait for each API answer"),
+    click.option(
+        "--url",
+        envvar="WORKERRMQ_URL",
+        metavar="URL",
+        help="API base URL [env WORKERRMQ_URL; config 'url'; default http://127.0.0.1:5000]",
+    ),
+    click.option(
+        "--key",
+        envvar="WORKERRMQ_KEY",
+        metavar="KEY",
+        help="API key [env WORKERRMQ_KEY; config 'key']; prefer those two, a flag shows in the process list",
+    ),
+    click.option(
+        "--config",
+        envvar="WORKERRMQ_CONFIG",
+        metavar="FILE",
+        help="TOML file with url and key [env WORKERRMQ_CONFIG; default ~/.config/workerrmq/config.toml]",
+    ),
+    click.option(
+        "--timeout",
+        type=click.FloatRange(min=0.1),
+        default=30.0,
+        show_default=True,
+        envvar="WORKERRMQ_TIMEOUT",
+        help="seconds to wait for each API answer",
+    ),
     click.option("--json", "as_json", is_flag=True, help="print the API's JSON instead of a table"),
 ]

@@ -8,28 +8,33 @@ from urllib.parse import quote
 import requests
 
 from workerrmq import __version__
-from workerrmq.ops.config import redact
+from workerrmq.core.credentials import redact_url
 
 __all__ = ["EXIT", "ApiClient", "ApiError", "segment"]
 
 #: Exit codes: what failed.
 EXIT = {
     "ok": 0,
-    "other": 1,        # usage errors and anything not below
-    "input": 2,        # the API refused the input (400, 413)
-    "auth": 3,         # no, unknown or revoked key (401) or too small a scope (403)
-    "not_found": 4,    # 404
-    "conflict": 5,     # 409
+    "other": 1,  # usage errors and anything not below
+    "input": 2,  # the API refused the input (400, 413)
+    "auth": 3,  # no, unknown or revoked key (401) or too small a scope (403)
+    "not_found": 4,  # 404
+    "conflict": 5,  # 409
     "unavailable": 6,  # 503 (broker or database down), gateway errors, no connection, timeout
     "interrupted": 130,
 }
 
 _STATUS_EXIT = {
-    400: EXIT["input"], 413: EXIT["input"], 422: EXIT["input"],
-    401: EXIT["auth"], 403: EXIT["auth"],
+    400: EXIT["input"],
+    413: EXIT["input"],
+    422: EXIT["input"],
+    401: EXIT["auth"],
+    403: EXIT["auth"],
     404: EXIT["not_found"],
     409: EXIT["conflict"],
-    502: EXIT["unavailable"], 503: EXIT["unavailable"], 504: EXIT["unavailable"],
+    502: EXIT["unavailable"],
+    503: EXIT["unavailable"],
+    504: EXIT["unavailable"],
 }
 
 
@@ -77,25 +82,33 @@ class ApiClient:
     def delete(self, path: str, **params: Any) -> Any:
         return self.request("DELETE", path, params=params)
 
-    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                json: Any = None) -> Any:
+    def request(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None
+    ) -> Any:
         """The answer's JSON (None when it has no body)."""
         if not self._key:
-            raise ApiError("no API key: give --key, set WORKERRMQ_KEY, or put key = \"...\" "
-                           "in the config file", EXIT["auth"])
-        where = redact(self.url)
+            raise ApiError(
+                'no API key: give --key, set WORKERRMQ_KEY, or put key = "..." in the config file',
+                EXIT["auth"],
+            )
+        where = redact_url(self.url)
         params = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
         try:
             response = self.session.request(
-                method, self.url + path, params=params or None, json=json,
+                method,
+                self.url + path,
+                params=params or None,
+                json=json,
                 timeout=(min(self.timeout, 10.0), self.timeout),
             )
         except requests.Timeout:
-            raise ApiError(f"the API at {where} did not answer within {self.timeout:g}s",
-                           EXIT["unavailable"]) from None
+            raise ApiError(
+                f"the API at {where} did not answer within {self.timeout:g}s", EXIT["unavailable"]
+            ) from None
         except requests.ConnectionError as exc:
-            raise ApiError(f"cannot connect to the API at {where} ({_reason(exc)})",
-                           EXIT["unavailable"]) from None
+            raise ApiError(
+                f"cannot connect to the API at {where} ({_reason(exc)})", EXIT["unavailable"]
+            ) from None
         except requests.RequestException as exc:
             text = self._clean(f"request to {where} failed: {exc}")
             raise ApiError(text, EXIT["other"]) from None
@@ -106,8 +119,11 @@ class ApiClient:
         try:
             return response.json()
         except ValueError:
-            raise ApiError(f"{where} answered {response.status_code} with something that is not "
-                           "JSON; is that the WorkerRMQ API?", EXIT["other"]) from None
+            raise ApiError(
+                f"{where} answered {response.status_code} with something that is not "
+                "JSON; is that the WorkerRMQ API?",
+                EXIT["other"],
+            ) from None
 
     def _error(self, response: requests.Response) -> ApiError:
         status = response.status_code
@@ -131,9 +147,15 @@ def _query_value(value: Any) -> Any:
 
 def _reason(exc: requests.ConnectionError) -> str:
     text = str(exc)
-    for hint in ("Connection refused", "Name or service not known", "No route to host",
-                 "Temporary failure in name resolution", "Network is unreachable",
-                 "certificate verify failed", "Connection reset"):
+    for hint in (
+        "Connection refused",
+        "Name or service not known",
+        "No route to host",
+        "Temporary failure in name resolution",
+        "Network is unreachable",
+        "certificate verify failed",
+        "Connection reset",
+    ):
         if hint in text:
             return hint.lower()
     return "no connection"

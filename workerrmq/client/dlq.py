@@ -6,16 +6,16 @@ import base64
 
 import click
 
-from workerrmq.ops.base import Ops, OpsGroup, api_command
-from workerrmq.ops.client import EXIT, ApiError, segment
-from workerrmq.ops.progress import chunks
+from workerrmq.client.base import ClientGroup, Context, api_command
+from workerrmq.client.http import EXIT, ApiError, segment
+from workerrmq.client.progress import chunks
 
 __all__ = ["dlq"]
 
 _PAYLOAD_WIDTH = 60
 
 
-@click.group(cls=OpsGroup)
+@click.group(cls=ClientGroup)
 def dlq() -> None:
     """Look at a consumer's dead letters and replay them.
 
@@ -34,7 +34,7 @@ def _path(consumer: str, action: str = "") -> str:
 @click.argument("consumer")
 @click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
 @click.option("--offset", type=click.IntRange(0, 10_000), default=0, show_default=True)
-def dlq_ls(ops: Ops, consumer: str, limit: int, offset: int) -> None:
+def dlq_ls(ops: Context, consumer: str, limit: int, offset: int) -> None:
     """Peek at CONSUMER's dead letters, oldest first; they stay where they are.
 
     \b
@@ -47,8 +47,17 @@ def dlq_ls(ops: Ops, consumer: str, limit: int, offset: int) -> None:
         return
     ops.table(
         ["message id", "attempts", "last status", "last error", "dead-lettered at", "payload"],
-        ([m.get("message_id"), m.get("attempts"), m.get("last_status"), m.get("last_error"),
-          m.get("dead_lettered_at"), _payload(m)] for m in page["items"]),
+        (
+            [
+                m.get("message_id"),
+                m.get("attempts"),
+                m.get("last_status"),
+                m.get("last_error"),
+                m.get("dead_lettered_at"),
+                _payload(m),
+            ]
+            for m in page["items"]
+        ),
         empty=f"no dead letters for {consumer!r}",
     )
     shown = len(page["items"])
@@ -68,17 +77,26 @@ def _payload(message: dict) -> str | None:
             return f"<{len(raw)} bytes>"
     payload = payload.replace("\n", "⏎")
     if len(payload) > _PAYLOAD_WIDTH:
-        payload = payload[:_PAYLOAD_WIDTH - 1] + "…"
+        payload = payload[: _PAYLOAD_WIDTH - 1] + "…"
     return payload
 
 
 @api_command(dlq, "replay")
 @click.argument("consumer")
-@click.option("--count", type=click.IntRange(min=1), metavar="N",
-              help="at most N (default: until the dead-letter queue is empty)")
-@click.option("--batch-size", type=click.IntRange(1, 10_000), default=100, show_default=True,
-              help="messages moved per request")
-def dlq_replay(ops: Ops, consumer: str, count: int | None, batch_size: int) -> None:
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="at most N (default: until the dead-letter queue is empty)",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=100,
+    show_default=True,
+    help="messages moved per request",
+)
+def dlq_replay(ops: Context, consumer: str, count: int | None, batch_size: int) -> None:
     """Move CONSUMER's dead letters back to its queue, with a progress bar.
 
     All of them, or the oldest N with --count. Ctrl-C stops after the batch in

@@ -6,13 +6,13 @@ from typing import Any
 
 import click
 
-from workerrmq.ops.base import Ops, OpsGroup, api_command
-from workerrmq.ops.client import segment
+from workerrmq.client.base import ClientGroup, Context, api_command
+from workerrmq.client.http import segment
 
 __all__ = ["queues"]
 
 
-@click.group(cls=OpsGroup)
+@click.group(cls=ClientGroup)
 def queues() -> None:
     """List, create, delete and purge queues.
 
@@ -26,7 +26,7 @@ def queues() -> None:
 
 @api_command(queues, "ls")
 @click.option("--name", help="only queues whose name contains this")
-def queues_ls(ops: Ops, name: str | None) -> None:
+def queues_ls(ops: Context, name: str | None) -> None:
     """List queues with their depth, consumers and rates.
 
     \b
@@ -46,28 +46,42 @@ def queues_ls(ops: Ops, name: str | None) -> None:
         return
     ops.table(
         ["queue", "type", "messages", "ready", "unacked", "consumers", "in/s", "out/s"],
-        ([q["name"], q.get("type"), q.get("messages"), q.get("messages_ready"),
-          q.get("messages_unacknowledged"), q.get("consumers"), q.get("publish_rate"),
-          q.get("deliver_rate")] for q in items),
+        (
+            [
+                q["name"],
+                q.get("type"),
+                q.get("messages"),
+                q.get("messages_ready"),
+                q.get("messages_unacknowledged"),
+                q.get("consumers"),
+                q.get("publish_rate"),
+                q.get("deliver_rate"),
+            ]
+            for q in items
+        ),
         empty="no queues",
     )
 
 
 @api_command(queues, "create")
 @click.argument("name")
-@click.option("--type", "queue_type", type=click.Choice(["classic", "quorum"]),
-              default="classic", show_default=True)
-@click.option("--durable/--transient", default=True, show_default=True,
-              help="whether the queue survives a broker restart")
+@click.option(
+    "--type", "queue_type", type=click.Choice(["classic", "quorum"]), default="classic", show_default=True
+)
+@click.option(
+    "--durable/--transient",
+    default=True,
+    show_default=True,
+    help="whether the queue survives a broker restart",
+)
 @click.option("--message-ttl", type=click.IntRange(min=0), metavar="MS")
 @click.option("--max-length", type=click.IntRange(min=0), metavar="N")
 @click.option("--max-length-bytes", type=click.IntRange(min=0), metavar="BYTES")
-@click.option("--overflow", type=click.Choice(["drop-head", "reject-publish",
-                                                "reject-publish-dlx"]))
+@click.option("--overflow", type=click.Choice(["drop-head", "reject-publish", "reject-publish-dlx"]))
 @click.option("--dead-letter-exchange", metavar="EXCHANGE")
 @click.option("--dead-letter-routing-key", metavar="KEY")
 @click.option("--max-priority", type=click.IntRange(1, 255), metavar="N")
-def queues_create(ops: Ops, name: str, queue_type: str, durable: bool, **arguments: Any) -> None:
+def queues_create(ops: Context, name: str, queue_type: str, durable: bool, **arguments: Any) -> None:
     """Declare queue NAME. An identical existing queue is fine; one with other
     settings is a conflict (exit code 5).
 
@@ -75,21 +89,27 @@ def queues_create(ops: Ops, name: str, queue_type: str, durable: bool, **argumen
     Example:
       workerrmq queues create orders --max-length 100000 --overflow reject-publish
     """
-    body = {"name": name, "type": queue_type, "durable": durable,
-            "arguments": {k: v for k, v in arguments.items() if v is not None}}
+    body = {
+        "name": name,
+        "type": queue_type,
+        "durable": durable,
+        "arguments": {k: v for k, v in arguments.items() if v is not None},
+    }
     queue = ops.client.post("/api/v1/queues", body)
     if ops.as_json:
         ops.print_json(queue)
     else:
-        ops.say(f"queue {name!r} is ready ({queue.get('type')}, "
-                f"{'durable' if queue.get('durable') else 'transient'})")
+        ops.say(
+            f"queue {name!r} is ready ({queue.get('type')}, "
+            f"{'durable' if queue.get('durable') else 'transient'})"
+        )
 
 
 @api_command(queues, "rm")
 @click.argument("name")
 @click.option("--if-empty", is_flag=True, help="only if it holds no messages (else exit code 5)")
 @click.option("--if-unused", is_flag=True, help="only if nothing consumes it (else exit code 5)")
-def queues_rm(ops: Ops, name: str, if_empty: bool, if_unused: bool) -> None:
+def queues_rm(ops: Context, name: str, if_empty: bool, if_unused: bool) -> None:
     """Delete queue NAME and the messages in it.
 
     \b
@@ -105,7 +125,7 @@ def queues_rm(ops: Ops, name: str, if_empty: bool, if_unused: bool) -> None:
 
 @api_command(queues, "purge")
 @click.argument("name")
-def queues_purge(ops: Ops, name: str) -> None:
+def queues_purge(ops: Context, name: str) -> None:
     """Drop every ready message of queue NAME (unacknowledged ones stay).
 
     \b

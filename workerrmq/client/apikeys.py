@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import click
 
+from workerrmq.client.base import ClientGroup, Context, api_command
 from workerrmq.core.scopes import SCOPES
-from workerrmq.ops.base import Ops, OpsGroup, api_command
 
 __all__ = ["api_keys"]
 
 
-@click.group("api-keys", cls=OpsGroup)
+@click.group("api-keys", cls=ClientGroup)
 def api_keys() -> None:
     """List, create and revoke API keys through the API (admin key needed).
 
@@ -26,7 +26,7 @@ def api_keys() -> None:
 
 
 @api_command(api_keys, "ls")
-def api_keys_ls(ops: Ops) -> None:
+def api_keys_ls(ops: Context) -> None:
     """List keys, revoked ones included (never their tokens).
 
     \b
@@ -68,7 +68,7 @@ def _when(stamp: str | None) -> str | None:
     show_default=True,
     help="read: GET only; publish: read and publish; admin: everything",
 )
-def api_keys_create(ops: Ops, name: str, scope: str) -> None:
+def api_keys_create(ops: Context, name: str, scope: str) -> None:
     """Create key NAME and print its token on stdout (shown only this once).
 
     \b
@@ -88,7 +88,7 @@ def api_keys_create(ops: Ops, name: str, scope: str) -> None:
 
 @api_command(api_keys, "revoke")
 @click.argument("key_id", metavar="ID", type=int)
-def api_keys_revoke(ops: Ops, key_id: int) -> None:
+def api_keys_revoke(ops: Context, key_id: int) -> None:
     """Revoke the key with id ID; it stops working within 2 s.
 
     \b

@@ -1,0 +1,258 @@
+"""Where a failed delivery goes, and how dead letters come back: every republish, in one place.
+
+A message that must be tried again waits in a delay queue; one that cannot be
+delivered goes to its consumer's dead-letter queue; a replay moves dead letters
+back to their queue. Each is a new publish of the delivered message (its body and
+properties, with the headers of :mod:`workerrmq.core.protocol`) on an aiormq channel
+with publisher confirms, and ``mandatory``: the caller acks the original only once
+the broker confirmed the copy, and a copy no queue takes is a failure
+(:class:`RepublishFailed`), never a silent drop.
+
+Delay queues are tiered by wait (see :data:`~workerrmq.core.policy.DELAY_TIERS`).
+Each tier is a fanout exchange and a durable queue of that name, whose fixed TTL
+dead-letters messages through the default exchange with their original routing
+key, which is the source queue's name. All messages in a tier wait the same time,
+so expiry at the head never blocks another message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiormq
+from aio_pika.abc import AbstractConnection
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
+
+from workerrmq.core import protocol
+from workerrmq.core.policy import DELAY_TIERS
+
+__all__ = ["Republisher", "RepublishFailed", "copied_properties", "move", "tier_name"]
+
+log = logging.getLogger(__name__)
+_TIMEOUT = 10.0  # seconds a republish may wait for its confirm
+_MOVE_BATCH = 100
+
+
+class RepublishFailed(Exception):
+    """The broker did not confirm the republish; the message must not be acked."""
+
+
+def tier_name(seconds: float) -> str:
+    """The exchange and queue of the delay tier of *seconds*."""
+    return f"workerrmq.delay.{round(seconds * 1000)}ms"
+
+
+def copied_properties(
+    message: DeliveredMessage, headers: Mapping[str, Any], message_id: str | None
+) -> Basic.Properties:
+    """*message*'s properties for a persistent copy with *headers* and *message_id*.
+
+    The expiration is dropped (a retry must not expire while it waits), and so is the
+    user id, which the broker checks against the login that publishes the copy.
+    """
+    original = message.header.properties
+    return Basic.Properties(
+        headers=dict(headers),
+        content_type=original.content_type,
+        content_encoding=original.content_encoding,
+        delivery_mode=2,
+        priority=original.priority,
+        correlation_id=original.correlation_id,
+        reply_to=original.reply_to,
+        message_id=message_id,
+        timestamp=original.timestamp,
+        message_type=original.message_type,
+        app_id=original.app_id,
+    )
+
+
+async def _confirmed(
+    channel: aiormq.abc.AbstractChannel,
+    body: bytes,
+    properties: Basic.Properties,
+    *,
+    exchange: str,
+    routing_key: str,
+    timeout: float = _TIMEOUT,
+) -> None:
+    """Publish and wait for the confirm; :class:`RepublishFailed` unless the broker acked
+    it and a queue took it."""
+    try:
+        result = await channel.basic_publish(
+            body,
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=properties,
+            mandatory=True,
+            timeout=timeout,
+        )
+    except aiormq.exceptions.PublishError:
+        raise RepublishFailed(f"republish to {routing_key!r} was not routed") from None
+    except Exception as exc:  # noqa: BLE001 - whatever it was, the message is not safe yet
+        raise RepublishFailed(f"republish failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(result, Basic.Ack):
+        raise RepublishFailed(f"republish to {routing_key!r} was not confirmed")
+
+
+class Republisher:
+    """Sends a connection's failed messages to a delay queue or a dead-letter queue, on
+    a channel of its own with publisher confirms."""
+
+    def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
+        self.channel = channel
+        # Queues whose home node was down when declared (a cluster): they exist, so they are
+        # not declared again on this connection, which would fail the same way.
+        self.unavailable: set[str] = set()
+
+    @classmethod
+    async def open(cls, connection: AbstractConnection) -> Republisher:
+        """Declare the delay tiers. In a cluster, a tier whose home node is down is skipped:
+        it exists, and until its node is back a retry to it is unroutable, so the failed
+        message is not acked and comes back (see :class:`RepublishFailed`)."""
+        channel = await _amqp(connection).channel(publisher_confirms=True)
+        for seconds in DELAY_TIERS:
+            name = tier_name(seconds)
+            await channel.exchange_declare(name, exchange_type="fanout", durable=True)
+            try:
+                await channel.queue_declare(
+                    name,
+                    durable=True,
+                    arguments={"x-message-ttl": round(seconds * 1000), "x-dead-letter-exchange": ""},
+                )
+            except aiormq.exceptions.ChannelNotFoundEntity as exc:  # "home node ... is down"
+                log.warning("delay queue %s unavailable: %s", name, exc.args[0] if exc.args else exc)
+                channel = await _amqp(connection).channel(publisher_confirms=True)  # the error closed it
+                continue
+            await channel.queue_bind(name, name)
+        return cls(channel)
+
+    def note_unavailable(self, queue: str, exc: aiormq.exceptions.ChannelNotFoundEntity) -> bool:
+        """Remember *queue* if *exc* says its home node is down; True if it did."""
+        reason = str(exc.args[0] if exc.args else exc)
+        if "home node" not in reason:
+            return False
+        log.warning("queue %s unavailable, not declared again on this connection: %s", queue, reason)
+        self.unavailable.add(queue)
+        return True
+
+    async def retry(
+        self, message: DeliveredMessage, *, queue: str, message_id: str, attempts: int, tier: float
+    ) -> None:
+        """Send *message* back to *queue* after *tier* seconds, counting *attempts* made."""
+        headers = protocol.retry_headers(message.header.properties.headers, attempts)
+        await _confirmed(
+            self.channel,
+            message.body,
+            copied_properties(message, headers, message_id),
+            exchange=tier_name(tier),
+            routing_key=queue,
+        )
+
+    async def dead_letter(
+        self,
+        message: DeliveredMessage,
+        *,
+        dlq: str,
+        source_queue: str,
+        message_id: str,
+        attempts: int,
+        status: int | None,
+        error: str,
+        consumer: str,
+    ) -> None:
+        """Put *message* in the dead-letter queue *dlq*, with why it failed in its headers."""
+        headers = protocol.dead_letter_headers(
+            message.header.properties.headers,
+            attempts=attempts,
+            source_queue=source_queue,
+            consumer=consumer,
+            status=status,
+            error=error,
+        )
+        await _confirmed(
+            self.channel,
+            message.body,
+            copied_properties(message, headers, message_id),
+            exchange="",
+            routing_key=dlq,
+        )
+
+
+async def move(
+    channel: aiormq.abc.AbstractChannel,
+    source: str,
+    dest: str,
+    limit: int | None,
+    *,
+    headers: Callable[[Mapping[str, Any] | None], dict[str, Any]],
+    timeout: float = _TIMEOUT,
+) -> int:
+    """Move up to *limit* messages (all when None) from queue *source* to queue *dest*
+    on *channel* (publisher confirms on), each with ``headers(its headers)`` (for a
+    replay: :func:`workerrmq.core.protocol.replay_headers`).
+
+    A message leaves *source* only after *dest* confirmed its copy; one *dest* did not
+    take goes back to *source* and ends the move with :class:`RepublishFailed`. A
+    missing *source* raises ``aiormq.exceptions.ChannelNotFoundEntity``. Returns how
+    many moved.
+    """
+    await channel.queue_declare(source, passive=True, timeout=timeout)
+    moved = 0
+    while limit is None or moved < limit:
+        wanted = _MOVE_BATCH if limit is None else min(_MOVE_BATCH, limit - moved)
+        batch = await _take(channel, source, wanted, timeout)
+        if not batch:
+            break
+        results = await asyncio.gather(
+            *(
+                _confirmed(
+                    channel,
+                    m.body,
+                    copied_properties(
+                        m,
+                        headers(m.header.properties.headers),
+                        m.header.properties.message_id or None,
+                    ),
+                    exchange="",
+                    routing_key=dest,
+                    timeout=timeout,
+                )
+                for m in batch
+            ),
+            return_exceptions=True,
+        )
+        for message, result in zip(batch, results, strict=True):
+            tag = message.delivery.delivery_tag
+            if result is None:
+                await channel.basic_ack(tag)
+                moved += 1
+            else:
+                await channel.basic_nack(tag, requeue=True)
+        if any(result is not None for result in results):
+            raise RepublishFailed(f"queue {dest!r} did not take the messages")
+    return moved
+
+
+async def _take(
+    channel: aiormq.abc.AbstractChannel, queue: str, count: int, timeout: float
+) -> list[DeliveredMessage]:
+    """Up to *count* messages from *queue*, unacked."""
+    taken = []
+    for _ in range(count):
+        message = await channel.basic_get(queue, no_ack=False, timeout=timeout)
+        if not isinstance(message.delivery, Basic.GetOk):
+            break
+        taken.append(message)
+    return taken
+
+
+def _amqp(connection: AbstractConnection) -> aiormq.abc.AbstractConnection:
+    """aiormq's connection under aio-pika's."""
+    transport = connection.transport
+    if transport is None:
+        raise aiormq.exceptions.ConnectionClosed(320, "the connection is closed")
+    return transport.connection
