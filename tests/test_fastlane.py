@@ -9,10 +9,10 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from marshmallow import ValidationError
+from marshmallow import ValidationError, fields, validate
 
 from workerrmq.api import schemas
-from workerrmq.api.fastlane import plain_publish_request
+from workerrmq.api.fastlane import Lane, plain_publish_request
 
 KEYS = [
     "body",
@@ -155,3 +155,27 @@ def test_both_paths_agree_on_control_characters(field, value):
     full = _full_path(raw, routed=False)
     assert (full is not None) == (value in ("a\tb", "é"))
     assert plain_publish_request(raw, routed=False) == full
+
+
+def test_the_lane_takes_its_limits_from_the_schema():
+    """A bound changed in the schema changes the lane: nothing in it restates one."""
+
+    class Tighter(schemas.Message):
+        priority = schemas.StrictInteger(validate=validate.Range(min=0, max=9))
+
+    class TighterRequest(Tighter):
+        messages = fields.List(fields.Nested(Tighter), validate=validate.Length(min=1, max=2))
+
+    lane = Lane(TighterRequest(), Tighter())
+    assert lane.load({"body": "x", "priority": 9}) == {"body": "x", "priority": 9, "persistent": True}
+    assert lane.load({"body": "x", "priority": 10}) is None
+    assert lane.load({"messages": [{"body": "x"}] * 2}) is not None
+    assert lane.load({"messages": [{"body": "x"}] * 3}) is None
+
+
+def test_a_field_the_lane_cannot_check_stops_it_being_built():
+    class WithDate(schemas.Message):
+        sent_at = fields.DateTime()
+
+    with pytest.raises(TypeError, match="DateTime"):
+        Lane(schemas.PublishRequest(), WithDate())

@@ -26,22 +26,9 @@ def _answer(results: list[dict[str, Any]], batch: bool) -> Response:
     return Response(orjson.dumps(body), 200, mimetype="application/json")
 
 
-def _publish_to_queue(body: dict[str, Any], name: str) -> Response:
-    batch = "messages" in body
-    results = services().messages.publish_to_queue(name, body["messages"] if batch else [body])
-    return _answer(results, batch)
-
-
-def _publish_to_exchange(body: dict[str, Any], name: str) -> Response:
-    batch = "messages" in body
-    messages = body["messages"] if batch else [body]
-    results = services().messages.publish_to_exchange(name, messages, body.get("routing_key", ""))
-    return _answer(results, batch)
-
-
 @blp.route("/queues/<name>/messages", methods=["POST"])
 @requires("publish")
-@fast_lane(functools.partial(plain_publish_request, routed=False), _publish_to_queue)
+@fast_lane(functools.partial(plain_publish_request, routed=False))
 @blp.arguments(schemas.PublishRequest)
 @blp.response(201, schemas.PublishResult, description="published (one message)")
 @blp.alt_response(200, schema=schemas.BatchResult, description="a batch, per-message outcome")
@@ -52,12 +39,14 @@ def publish_to_queue(body: dict[str, Any], name: str) -> Any:
     The answer comes after the broker's publisher confirm. A message no queue
     takes is 404; a batch reports each message's outcome.
     """
-    return _publish_to_queue(body, name)
+    batch = "messages" in body
+    results = services().messages.publish_to_queue(name, body["messages"] if batch else [body])
+    return _answer(results, batch)
 
 
 @blp.route("/exchanges/<name>/messages", methods=["POST"])
 @requires("publish")
-@fast_lane(functools.partial(plain_publish_request, routed=True), _publish_to_exchange)
+@fast_lane(functools.partial(plain_publish_request, routed=True))
 @blp.arguments(schemas.ExchangePublishRequest)
 @blp.response(201, schemas.PublishResult, description="published (one message)")
 @blp.alt_response(200, schema=schemas.BatchResult, description="a batch, per-message outcome")
@@ -67,5 +56,7 @@ def publish_to_exchange(body: dict[str, Any], name: str) -> Any:
 
     Each message may carry its own `routing_key`. Confirms and outcomes as for queues.
     """
-    return _publish_to_exchange(body, name)
-
+    batch = "messages" in body
+    messages = body["messages"] if batch else [body]
+    results = services().messages.publish_to_exchange(name, messages, body.get("routing_key", ""))
+    return _answer(results, batch)
