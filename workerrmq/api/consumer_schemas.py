@@ -99,8 +99,9 @@ class ConsumerFields(JsonBody):
         values=fields.String(),
         validate=_headers,
         metadata={
+            **_documented("headers"),
             "description": "credential-like headers (Authorization, *-Key, *Token*, ...) "
-            f"are shown as {PLACEHOLDER!r}; sending {PLACEHOLDER!r} back keeps them"
+            f"are shown as {PLACEHOLDER!r}; sending {PLACEHOLDER!r} back keeps them",
         },
     )
     timeout = _field(StrictFloat, "timeout")

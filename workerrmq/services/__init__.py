@@ -1,1 +1,1 @@
-"""Operations shared by the REST API (``/api/v1``) and the seed's routes."""
+"""What the API does, shared by ``/api/v1`` and the seed's routes, over the store and the broker."""

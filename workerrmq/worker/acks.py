@@ -56,7 +56,7 @@ class Settler:
         self._last_seen = max(self._last_seen, tag)
 
     def ack(self, tag: int) -> None:
-        """The delivery is done with (delivered, or parked elsewhere with a confirm)."""
+        """The delivery is done with (delivered, or republished elsewhere with a confirm)."""
         self._decide(tag, True)
 
     def requeue(self, tag: int) -> None:

@@ -283,7 +283,7 @@ class ConsumerRunner:
     # -- one message -------------------------------------------------------------------------
 
     async def _handle(self, message: DeliveredMessage) -> bool:
-        """Deliver, retry or park *message*; False if it must go back to its queue."""
+        """Deliver, retry or dead-letter *message*; False if it must go back to its queue."""
         try:
             if self.spec.ordered:
                 return await self._deliver_in_order(message)
@@ -295,13 +295,14 @@ class ConsumerRunner:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            # A bug of ours that this message triggers would trigger again: park it
+            # A bug of ours that this message triggers would trigger again: dead-letter it
             # rather than requeue it into a hot loop.
             log.exception("consumer %s: unexpected error; dead-lettering the message", self.spec.name)
-            return await self._park(message, f"internal error: {type(exc).__name__}: {exc}")
+            return await self._dead_letter_now(message, f"internal error: {type(exc).__name__}: {exc}")
         return True
 
-    async def _park(self, message: DeliveredMessage, reason: str) -> bool:
+    async def _dead_letter_now(self, message: DeliveredMessage, reason: str) -> bool:
+        """Dead-letter *message* without an attempt; False if even that failed."""
         try:
             await self._republisher.dead_letter(
                 message,
@@ -319,7 +320,7 @@ class ConsumerRunner:
         return True
 
     async def _deliver(self, message: DeliveredMessage) -> None:
-        """Deliver *message* once; on failure schedule its retry in a delay queue or park it;
+        """Deliver *message* once; on failure schedule its retry in a delay queue or dead-letter it;
         the caller then acks it."""
         attempt = Attempt.of(message)
         result, verdict = await self._try(attempt)
@@ -347,7 +348,7 @@ class ConsumerRunner:
 
     async def _deliver_in_order(self, message: DeliveredMessage) -> bool:
         """Deliver *message*, retrying in place with every attempt counted in the attempt
-        ledger first; True when it is done with (delivered or parked), False to hand it
+        ledger first; True when it is done with (delivered or dead-lettered), False to hand it
         back to the head of the queue (a wait beyond :data:`HOLD_LIMIT`, or a stop)."""
         ledger = await self._open_ledger()
         attempt = Attempt.of(message)
