@@ -348,7 +348,7 @@ class Message(JsonBody):
         metadata={"description": "a string is sent as UTF-8 text, any other JSON value as JSON"},
     )
     body_base64 = fields.String(metadata={"description": "raw bytes, base64-encoded"})
-    # AMQP short strings, sent to the endpoint as headers (Content-Type, X-WorkerRMQ-*).
+    # AMQP short strings, sent to the endpoint as request headers (see workerrmq.core.protocol).
     content_type = fields.String(validate=[validate.Length(max=255), max_bytes(255), header_safe])
     headers = fields.Dict(
         keys=fields.String(validate=[validate.Length(max=128), max_bytes(128)]), validate=amqp_table
@@ -370,7 +370,7 @@ class Message(JsonBody):
 
 
 class RoutedMessage(Message):
-    # Sent to the endpoint as X-WorkerRMQ-Routing-Key.
+    # Sent to the endpoint as a request header (core.protocol.HTTP_ROUTING_KEY).
     routing_key = fields.String(validate=[validate.Length(max=NAME_MAX), max_bytes(NAME_MAX), header_safe])
 
 

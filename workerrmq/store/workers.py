@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from workerrmq.core.status import ConsumerState, RunnerStatus
 from workerrmq.store.consumers import STATS_FRESH_FOR
 from workerrmq.store.db import Database
 from workerrmq.store.models import ConsumerDef, ConsumerStats, WorkerRecord, as_utc, utcnow
@@ -33,10 +34,17 @@ class WorkerRegistry:
     def register(self, worker: WorkerIdentity) -> None:
         now = utcnow()
         with self.db.session() as session:
-            session.merge(WorkerRecord(
-                id=worker.id, host=worker.host, pid=worker.pid, version=worker.version,
-                started_at=now, last_heartbeat=now, stopped_at=None,
-            ))
+            session.merge(
+                WorkerRecord(
+                    id=worker.id,
+                    host=worker.host,
+                    pid=worker.pid,
+                    version=worker.version,
+                    started_at=now,
+                    last_heartbeat=now,
+                    stopped_at=None,
+                )
+            )
 
     def heartbeat(self, worker_id: str, identity: WorkerIdentity | None = None) -> None:
         """Record that *worker_id* is alive (registering it if the start-up attempt failed)."""
@@ -72,7 +80,8 @@ class WorkerRegistry:
             return 0
         with self.db.session() as session:
             running = select(func.count()).select_from(ConsumerDef)
-            return int(session.scalar(running.where(ConsumerDef.state == "running")) or 0)
+            wanted = running.where(ConsumerDef.state == ConsumerState.RUNNING.value)
+            return int(session.scalar(wanted) or 0)
 
     def list(self, *, include_stopped: bool = False) -> list[dict[str, Any]]:
         """Every worker with its state (alive, lost, stopped) and the consumers it runs."""
@@ -82,22 +91,27 @@ class WorkerRegistry:
             stats = list(session.scalars(select(ConsumerStats)))
         running: dict[str, list[dict[str, Any]]] = {}
         for row in stats:
-            if row.status != "stopped":
+            if row.status != RunnerStatus.STOPPED:
                 running.setdefault(row.worker_id, []).append(
-                    {"consumer_id": row.consumer_id, "status": row.status,
-                     "in_flight": row.in_flight})
+                    {"consumer_id": row.consumer_id, "status": row.status, "in_flight": row.in_flight}
+                )
         shown = []
         for w in workers:
             state = _state(w, now)
             if state == "stopped" and not include_stopped:
                 continue
-            shown.append({
-                "id": w.id, "host": w.host, "pid": w.pid, "version": w.version,
-                "started_at": as_utc(w.started_at).isoformat(),
-                "last_heartbeat": as_utc(w.last_heartbeat).isoformat(),
-                "state": state,
-                "consumers": running.get(w.id, []) if state == "alive" else [],
-            })
+            shown.append(
+                {
+                    "id": w.id,
+                    "host": w.host,
+                    "pid": w.pid,
+                    "version": w.version,
+                    "started_at": as_utc(w.started_at).isoformat(),
+                    "last_heartbeat": as_utc(w.last_heartbeat).isoformat(),
+                    "state": state,
+                    "consumers": running.get(w.id, []) if state == "alive" else [],
+                }
+            )
         return shown
 
 
