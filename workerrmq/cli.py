@@ -50,12 +50,26 @@ def check_broker(settings: Settings, timeout: float = 3.0) -> None:
 
 @click.group()
 def main() -> None:
-    """WorkerRMQ: manage RabbitMQ queues and relay their messages to HTTP endpoints."""
+    """WorkerRMQ: manage RabbitMQ queues and relay their messages to HTTP endpoints.
+
+    \b
+    Examples:
+      workerrmq run                  # the API and one worker, as ./run.sh does
+      workerrmq queues ls            # the queues, asked of a running API
+      workerrmq consumers create --help
+    """
 
 
 @main.command()
 def api() -> None:
-    """Serve the REST API with Gunicorn on BIND (default 0.0.0.0:5000); starts no worker."""
+    """Serve the REST API with Gunicorn on BIND (default 0.0.0.0:5000); starts no worker.
+
+    Run workers beside it (workerrmq worker): without one, nothing is delivered.
+
+    \b
+    Example:
+      BIND=0.0.0.0:8000 API_WORKERS=4 workerrmq api
+    """
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     check_broker(settings)
@@ -91,7 +105,9 @@ def prepare_database(settings: Settings) -> None:
 def worker(processes: int | None) -> None:
     """Run the consumer engine: deliver every running consumer's messages until SIGTERM.
 
-    Example: workerrmq worker --processes 4
+    \b
+    Example:
+      workerrmq worker --processes 4
     """
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -115,7 +131,12 @@ def worker(processes: int | None) -> None:
 
 @main.command()
 def run() -> None:
-    """Run the API and one worker together; Ctrl-C or SIGTERM stops both cleanly."""
+    """Run the API and one worker together; Ctrl-C or SIGTERM stops both cleanly.
+
+    \b
+    Example:
+      LOG_FORMAT=json workerrmq run
+    """
     from workerrmq.supervisor import API, ENGINE, supervise
 
     settings = load_settings()
@@ -127,7 +148,15 @@ def run() -> None:
 
 @main.group()
 def keys() -> None:
-    """Manage API keys directly in the database."""
+    """Manage API keys directly in the database (DATABASE_URL), without the API.
+
+    For the first key; once the API runs, workerrmq api-keys does the same through it.
+
+    \b
+    Examples:
+      workerrmq keys create ops-admin --scope admin
+      workerrmq keys list
+    """
 
 
 def _key_store() -> tuple[KeyStore, Database]:
@@ -142,11 +171,19 @@ def _key_store() -> tuple[KeyStore, Database]:
 
 @keys.command("create")
 @click.argument("name")
-@click.option("--scope", type=click.Choice(SCOPES), default="read", show_default=True)
+@click.option(
+    "--scope",
+    type=click.Choice(SCOPES),
+    default="read",
+    show_default=True,
+    help="read: GET only; publish: read and publish; admin: everything",
+)
 def keys_create(name: str, scope: str) -> None:
     """Create a key NAME and print its token (shown only this once).
 
-    Example: workerrmq keys create ci-publisher --scope publish
+    \b
+    Example:
+      workerrmq keys create ci-publisher --scope publish
     """
     store, _ = _key_store()
     try:
@@ -159,7 +196,14 @@ def keys_create(name: str, scope: str) -> None:
 
 @keys.command("list")
 def keys_list() -> None:
-    """List keys (never their tokens)."""
+    """List keys, never their tokens.
+
+    Each line: id, name, scope, the token's first characters, active or revoked.
+
+    \b
+    Example:
+      workerrmq keys list
+    """
     store, _ = _key_store()
     for k in store.list():
         state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
@@ -169,7 +213,14 @@ def keys_list() -> None:
 @keys.command("revoke")
 @click.argument("key_id", type=int)
 def keys_revoke(key_id: int) -> None:
-    """Revoke the key with id KEY_ID."""
+    """Revoke the key with id KEY_ID.
+
+    KEY_ID is the first column of workerrmq keys list.
+
+    \b
+    Example:
+      workerrmq keys revoke 3
+    """
     store, _ = _key_store()
     try:
         info = store.revoke(key_id)

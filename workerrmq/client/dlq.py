@@ -32,8 +32,16 @@ def _path(consumer: str, action: str = "") -> str:
 
 @api_command(dlq, "ls")
 @click.argument("consumer")
-@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
-@click.option("--offset", type=click.IntRange(0, 10_000), default=0, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(1, 500), default=20, show_default=True, help="dead letters to show at most"
+)
+@click.option(
+    "--offset",
+    type=click.IntRange(0, 10_000),
+    default=0,
+    show_default=True,
+    help="oldest dead letters to skip before the first shown",
+)
 def dlq_ls(ops: Context, consumer: str, limit: int, offset: int) -> None:
     """Peek at CONSUMER's dead letters, oldest first; they stay where they are.
 

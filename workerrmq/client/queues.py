@@ -66,7 +66,12 @@ def queues_ls(ops: Context, name: str | None) -> None:
 @api_command(queues, "create")
 @click.argument("name")
 @click.option(
-    "--type", "queue_type", type=click.Choice(["classic", "quorum"]), default="classic", show_default=True
+    "--type",
+    "queue_type",
+    type=click.Choice(["classic", "quorum"]),
+    default="classic",
+    show_default=True,
+    help="quorum: replicated over a cluster's nodes",
 )
 @click.option(
     "--durable/--transient",
@@ -74,13 +79,29 @@ def queues_ls(ops: Context, name: str | None) -> None:
     show_default=True,
     help="whether the queue survives a broker restart",
 )
-@click.option("--message-ttl", type=click.IntRange(min=0), metavar="MS")
-@click.option("--max-length", type=click.IntRange(min=0), metavar="N")
-@click.option("--max-length-bytes", type=click.IntRange(min=0), metavar="BYTES")
-@click.option("--overflow", type=click.Choice(["drop-head", "reject-publish", "reject-publish-dlx"]))
-@click.option("--dead-letter-exchange", metavar="EXCHANGE")
-@click.option("--dead-letter-routing-key", metavar="KEY")
-@click.option("--max-priority", type=click.IntRange(1, 255), metavar="N")
+@click.option(
+    "--message-ttl", type=click.IntRange(min=0), metavar="MS", help="milliseconds a message may wait in it"
+)
+@click.option("--max-length", type=click.IntRange(min=0), metavar="N", help="messages it holds at most")
+@click.option(
+    "--max-length-bytes", type=click.IntRange(min=0), metavar="BYTES", help="message bytes it holds at most"
+)
+@click.option(
+    "--overflow",
+    type=click.Choice(["drop-head", "reject-publish", "reject-publish-dlx"]),
+    help="what a publish to a full queue does (RabbitMQ's default: drop-head, the oldest goes)",
+)
+@click.option(
+    "--dead-letter-exchange",
+    metavar="EXCHANGE",
+    help="where RabbitMQ sends what the queue drops or expires (not WorkerRMQ's dead-letter queue)",
+)
+@click.option(
+    "--dead-letter-routing-key", metavar="KEY", help="routing key of those messages (default: their own)"
+)
+@click.option(
+    "--max-priority", type=click.IntRange(1, 255), metavar="N", help="highest message priority it orders by"
+)
 def queues_create(ops: Context, name: str, queue_type: str, durable: bool, **arguments: Any) -> None:
     """Declare queue NAME. An identical existing queue is fine; one with other
     settings is a conflict (exit code 5).
