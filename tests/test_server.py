@@ -26,6 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 KEY = "wrmq_server-test-key-0123456789abcdef"
 SLOW_CLIENTS = 500
 API_COMMAND = [sys.executable, "-m", "workerrmq.cli", "api"]
+#: Seconds a stop may take with no request in flight: well below Gunicorn's graceful_timeout
+#: (30 s), after which it kills the processes that have not stopped.
+STOP_BOUND = 10
 #: The seed's command, with the project's Gunicorn.
 SEED_COMMAND = [str(Path(sys.executable).parent / "gunicorn"), "--bind", "127.0.0.1:{port}", "wsgi:app"]
 
@@ -268,6 +271,85 @@ def test_gunicorn_own_errors_are_json(api_port, request_bytes, status):
     answer, body = _exchange(api_port, request_bytes)
     assert answer == status
     assert set(body["error"]) == {"code", "message"}
+
+
+#: A Gunicorn configuration with the API's options, where the first API process to load the
+#: app holds there, its event loop not yet running, until Gunicorn's SIGTERM has reached it.
+HOLD_ONE_LOADED_PROCESS = """\
+import os
+import signal
+import time
+
+from workerrmq import server
+from workerrmq.settings import Settings
+
+globals().update(server.gunicorn_options(Settings.from_env()))
+
+
+def post_worker_init(worker):
+    signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGTERM}})
+    try:
+        os.close(os.open({marker!r}, os.O_CREAT | os.O_EXCL))  # the first process only
+    except FileExistsError:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGTERM}})
+        return
+    deadline = time.monotonic() + 60
+    while signal.SIGTERM not in signal.sigpending() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGTERM}})
+"""
+
+
+def _stop_time(process: subprocess.Popen[bytes]) -> float:
+    """Send SIGTERM to *process*; the seconds it took to exit 0 (fails past STOP_BOUND)."""
+    process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    try:
+        code = process.wait(STOP_BOUND)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running {STOP_BOUND} s after SIGTERM (graceful_timeout is 30 s)")
+    assert code == 0
+    return time.monotonic() - started
+
+
+def test_sigterm_while_an_api_process_loads_stops_within_seconds(serve, tmp_path):
+    """SIGTERM reaches one API process before its event loop runs (it is loading the app)
+    while a client holds an idle kept-alive connection to the other: both stop at once."""
+    marker = tmp_path / "holding"
+    config = tmp_path / "gunicorn_hold.py"
+    config.write_text(HOLD_ONE_LOADED_PROCESS.format(marker=str(marker)))
+    command = [sys.executable, "-m", "gunicorn", "-c", str(config), "wsgi:app"]
+    gunicorn, port = serve(command, API_WORKERS="2")
+    wait_for(marker.exists, timeout=60, what="one API process to hold after loading the app")
+    with requests.Session() as client:
+        assert client.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+        seconds = _stop_time(gunicorn)
+    print(f"\nstopped {seconds:.2f} s after SIGTERM (one process loading, one idle keep-alive)")
+
+
+def test_sigterm_lets_a_request_in_flight_finish(serve, tmp_path):
+    """A request whose body is still arriving at SIGTERM gets the app's answer, then the
+    server stops."""
+    gunicorn, port = serve(API_COMMAND)
+    body = b'{"queueName": "graceful-stop"}'
+    head = (
+        b"POST /createQueue HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head + body[:5])
+        gunicorn.send_signal(signal.SIGTERM)
+        wait_for(
+            lambda: "Worker shutting down" in (tmp_path / "server.log").read_text(),
+            timeout=30,
+            what="the API process to begin stopping",
+        )
+        sock.sendall(body[5:])
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 401  # the app's own answer: no key was sent
+        assert json.loads(response.read())["error"]["code"] == "unauthorized"
+    assert gunicorn.wait(STOP_BOUND) == 0
 
 
 def _descendants(pid: int) -> set[int]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -40,6 +41,8 @@ HEADER_TIMEOUT = 10.0
 BODY_TIMEOUT = 30.0
 #: A body up to this size is buffered in memory, a larger one in a temporary file.
 BODY_IN_MEMORY = 1024 * 1024
+#: The signals that stop an API process: SIGTERM gracefully, SIGINT and SIGQUIT at once.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 _ERROR_CODES = {
     400: "invalid_request",
@@ -229,6 +232,35 @@ class ApiWorker(gasgi.ASGIWorker):  # type: ignore[misc]
         # process (forked, one per worker) uses the protocol above instead.
         gasgi.ASGIProtocol = _Protocol
         super().init_process()
+
+    def init_signals(self) -> None:
+        """Gunicorn's handlers, run by the event loop; a stop signal that comes before the
+        loop runs (while the app loads) is kept, and handled once it runs.
+
+        uvloop, the loop Gunicorn picks where it is installed, reads signals only while its
+        loop runs and drops one that came before: a SIGTERM sent while a process was still
+        loading the app left it serving until Gunicorn killed it after ``graceful_timeout``.
+        """
+        super().init_signals()
+        self._loop_handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+        self._early_signals: list[int] = []
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._keep_early_signal)
+
+    def _keep_early_signal(self, signum: int, _frame: Any) -> None:
+        self._early_signals.append(signum)
+
+    def run(self) -> None:
+        self.loop.call_soon(self._handle_early_signals)
+        super().run()
+
+    def _handle_early_signals(self) -> None:
+        """Now that the loop runs: its handlers back, and each signal kept meanwhile raised
+        again for them."""
+        for sig, handler in self._loop_handlers.items():
+            signal.signal(sig, handler)
+        for sig in self._early_signals:
+            signal.raise_signal(sig)
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
