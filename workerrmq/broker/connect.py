@@ -38,9 +38,16 @@ def is_alive(connection: AbstractConnection) -> bool:
 
 def failure_reason(exc: BaseException) -> str:
     """Why a connection failed, safe to log: the error's type, or for a TLS failure what
-    the TLS layer said (``TLS: certificate verify failed: Hostname mismatch ...``)."""
+    the TLS layer said (``TLS: certificate verify failed: Hostname mismatch ...``).
+
+    Each error of the chain is looked at once: aiormq's chains can loop (a broker that
+    hangs up during the handshake gives a ``StopAsyncIteration`` caused by a
+    ``CancelledError`` that holds it), and walking one round and round would block the
+    event loop of the worker or publisher for good."""
+    seen: set[int] = set()
     cause: BaseException | None = exc
-    while cause is not None:
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
         if isinstance(cause, ssl.SSLCertVerificationError):
             return f"TLS: certificate verify failed: {cause.verify_message}"
         if isinstance(cause, ssl.SSLError):
