@@ -4,6 +4,7 @@ shape of the API's error answers."""
 from __future__ import annotations
 
 import contextlib
+import json
 import selectors
 import socket
 import threading
@@ -11,6 +12,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
+
+import pika
 
 T = TypeVar("T")
 
@@ -200,3 +203,33 @@ def broker_user(
         yield
     finally:
         requests.delete(f"{base}/api/users/{name}", auth=auth, timeout=10)
+
+
+def put_dead_letters(amqp: Any, dlq: str, source: str, count: int) -> None:
+    """Queue *count* dead letters m-1..m-N of *source* in *dlq*, as a worker writes them."""
+    amqp.queue_declare(dlq, durable=True)
+    for n in range(1, count + 1):
+        amqp.basic_publish(
+            "",
+            dlq,
+            json.dumps({"n": n}).encode(),
+            pika.BasicProperties(
+                message_id=f"m-{n}",
+                content_type="application/json",
+                delivery_mode=2,
+                headers={
+                    "x-workerrmq-attempts": 8,
+                    "x-workerrmq-source-queue": source,
+                    "x-workerrmq-consumer": "c",
+                    "x-workerrmq-last-status": 503,
+                    "x-workerrmq-last-error": f"HTTP 503: down {n}",
+                    "x-workerrmq-dead-lettered-at": "2025-01-01T00:00:00+00:00",
+                    "tenant": "acme",
+                },
+            ),
+        )
+    wait_for(
+        lambda: amqp.queue_declare(dlq, passive=True).method.message_count == count,
+        timeout=5,
+        what="dead letters queued",
+    )

@@ -10,12 +10,11 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 
-import pika
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.support import wait_for
+from tests.support import put_dead_letters, wait_for
 from workerrmq.broker.control import CONTROL_EXCHANGE
 from workerrmq.settings import Settings
 
@@ -325,35 +324,6 @@ def test_without_default_target_url_it_is_required(client, admin, queue):
 
 
 # -- dead letters -------------------------------------------------------------------------
-
-
-def put_dead_letters(amqp, dlq: str, source: str, count: int) -> None:
-    amqp.queue_declare(dlq, durable=True)
-    for n in range(1, count + 1):
-        amqp.basic_publish(
-            "",
-            dlq,
-            json.dumps({"n": n}).encode(),
-            pika.BasicProperties(
-                message_id=f"m-{n}",
-                content_type="application/json",
-                delivery_mode=2,
-                headers={
-                    "x-workerrmq-attempts": 8,
-                    "x-workerrmq-source-queue": source,
-                    "x-workerrmq-consumer": "c",
-                    "x-workerrmq-last-status": 503,
-                    "x-workerrmq-last-error": f"HTTP 503: down {n}",
-                    "x-workerrmq-dead-lettered-at": "2025-01-01T00:00:00+00:00",
-                    "tenant": "acme",
-                },
-            ),
-        )
-    wait_for(
-        lambda: amqp.queue_declare(dlq, passive=True).method.message_count == count,
-        timeout=5,
-        what="dead letters queued",
-    )
 
 
 def test_dead_letters_of_a_missing_or_empty_dlq(client, admin, queue, amqp):

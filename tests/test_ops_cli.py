@@ -13,13 +13,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pika
 import pytest
 from click.testing import CliRunner, Result
 from flask import Flask
 from werkzeug.serving import make_server
 
-from tests.support import free_port, wait_for
+from tests.support import free_port, put_dead_letters, wait_for
 from workerrmq.cli import main
 
 TARGET = "http://127.0.0.1:9/hook"
@@ -294,29 +293,6 @@ def test_consumer_credentials_never_show(cli, queue_name):
     shown = json.loads(outputs[3])
     assert shown["target_url"] == "http://relay:***@127.0.0.1:9/hook?token=***"
     assert shown["headers"] == {"X-Api-Key": "***"} and shown["signing"] is True
-
-
-def put_dead_letters(amqp, dlq: str, source: str, count: int) -> None:
-    amqp.queue_declare(dlq, durable=True)
-    for n in range(1, count + 1):
-        amqp.basic_publish(
-            "",
-            dlq,
-            json.dumps({"n": n}).encode(),
-            pika.BasicProperties(
-                message_id=f"m-{n}",
-                content_type="application/json",
-                delivery_mode=2,
-                headers={
-                    "x-workerrmq-attempts": 8,
-                    "x-workerrmq-source-queue": source,
-                    "x-workerrmq-last-status": 503,
-                    "x-workerrmq-last-error": f"HTTP 503: down {n}",
-                    "x-workerrmq-dead-lettered-at": "2025-01-01T00:00:00+00:00",
-                },
-            ),
-        )
-    wait_for(lambda: depth(amqp, dlq) == count, timeout=5, what="dead letters queued")
 
 
 def test_dlq_ls_and_replay(cli, queue_name, amqp):

@@ -84,6 +84,17 @@ class Context:
     out: Console
     err: Console
 
+    def list_all(self, path: str, **params: Any) -> list[dict[str, Any]]:
+        """Every item of a paged listing (``items``/``total``), read 500 at a time."""
+        items: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            answer = self.client.get(path, **params, page=page, page_size=500)
+            items += answer["items"]
+            if not answer["items"] or len(items) >= answer["total"]:
+                return items
+            page += 1
+
     def print_json(self, data: Any) -> None:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 

@@ -51,14 +51,7 @@ def consumers_ls(ops: Context) -> None:
 
     Credentials in target URLs and headers show as ***, as the API shows them.
     """
-    items: list[dict[str, Any]] = []
-    page = 1
-    while True:
-        answer = ops.client.get("/api/v1/consumers", page=page, page_size=500)
-        items += answer["items"]
-        if not answer["items"] or len(items) >= answer["total"]:
-            break
-        page += 1
+    items = ops.list_all("/api/v1/consumers")
     if ops.as_json:
         ops.print_json({"items": items, "total": len(items)})
         return

@@ -33,14 +33,7 @@ def queues_ls(ops: Context, name: str | None) -> None:
     Example:
       workerrmq queues ls --name orders --json | jq '.items[].messages'
     """
-    items: list[dict[str, Any]] = []
-    page = 1
-    while True:
-        answer = ops.client.get("/api/v1/queues", name=name, page=page, page_size=500)
-        items += answer["items"]
-        if not answer["items"] or len(items) >= answer["total"]:
-            break
-        page += 1
+    items = ops.list_all("/api/v1/queues", name=name)
     if ops.as_json:
         ops.print_json({"items": items, "total": len(items)})
         return
