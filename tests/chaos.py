@@ -65,8 +65,9 @@ class ConfirmedPublisher(threading.Thread):
     """Publishes ids ``<prefix>-0 .. <prefix>-N-1`` to a queue with confirms, at about
     *rate* per second, reconnecting and re-sending whatever was not confirmed."""
 
-    def __init__(self, url: str, queue: str, tally: Tally, n: int, *, rate: float,
-                 prefix: str = "id") -> None:
+    def __init__(
+        self, url: str, queue: str, tally: Tally, n: int, *, rate: float, prefix: str = "id"
+    ) -> None:
         super().__init__(daemon=True)
         self.url, self.queue, self.tally, self.n, self.rate = url, queue, tally, n, rate
         self.prefix = prefix
@@ -90,7 +91,9 @@ class ConfirmedPublisher(threading.Thread):
                     message_id = pending[0]
                     self.tally.published.add(message_id)
                     channel.basic_publish(
-                        "", self.queue, message_id.encode(),
+                        "",
+                        self.queue,
+                        message_id.encode(),
                         pika.BasicProperties(delivery_mode=2, message_id=message_id),
                         mandatory=True,
                     )

@@ -86,15 +86,20 @@ def test_keys_with_invalid_configuration(cli_env):
 def run_cli(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "workerrmq.cli", *args],
-        cwd=tmp_path, env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
 def test_api_with_unreachable_broker_prints_one_line(tmp_path):
     port = free_port()  # bound and released: nothing listens there
     url = f"amqp://guest:hunter2@127.0.0.1:{port}/%2F"
-    result = run_cli(tmp_path, {"RABBITMQ_URL": url,
-                                "DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3"}, "api")
+    result = run_cli(
+        tmp_path, {"RABBITMQ_URL": url, "DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3"}, "api"
+    )
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -119,8 +124,7 @@ class Server:
         self.stdout = log_dir / "server.out"
         self.stderr = log_dir / "server.err"
         with self.stdout.open("w") as out, self.stderr.open("w") as err:
-            self.process = subprocess.Popen(args, cwd=cwd, env={**os.environ, **env},
-                                            stdout=out, stderr=err)
+            self.process = subprocess.Popen(args, cwd=cwd, env={**os.environ, **env}, stdout=out, stderr=err)
 
     def output(self) -> str:
         return self.stdout.read_text() + self.stderr.read_text()
@@ -166,16 +170,18 @@ def exercise(base: str, token: str, queue: str, amqp) -> None:
     """The seed's examples over real HTTP with the configured key."""
     headers = {"Authorization": f"Bearer {token}"}
     assert requests.get(f"{base}/getQueues", timeout=10).status_code == 401
-    created = requests.post(f"{base}/createQueue", json={"queueName": queue}, headers=headers,
-                            timeout=10)
+    created = requests.post(f"{base}/createQueue", json={"queueName": queue}, headers=headers, timeout=10)
     assert created.json() == {"message": "Queue has been created successfully."}
     queues = requests.get(f"{base}/getQueues", headers=headers, timeout=10)
     assert queues.status_code == 200
     assert queue in [q["queueName"] for q in queues.json()]
     for n in range(4):  # several requests: they may land on either worker
-        published = requests.post(f"{base}/messagePublish",
-                                  json={"queueName": queue, "message": f"over http {n}"},
-                                  headers=headers, timeout=10)
+        published = requests.post(
+            f"{base}/messagePublish",
+            json={"queueName": queue, "message": f"over http {n}"},
+            headers=headers,
+            timeout=10,
+        )
         assert published.status_code == 200
         assert published.json() == {"message": "Message has been published successfully."}
     bodies = [amqp.basic_get(queue, auto_ack=True)[2] for _ in range(4)]
@@ -203,10 +209,12 @@ def test_workerrmq_api_end_to_end(server, tmp_path, queue_name, amqp):
     lines = [line for line in api.stderr.read_text().splitlines() if line.strip()]
     records = [json.loads(line) for line in lines]  # LOG_FORMAT=json: every line is JSON
     access = [r for r in records if r.get("logger") == "workerrmq.access"]
-    assert {"path": "/messagePublish", "status": 200, "key_name": "bootstrap"}.items() <= \
-        next(r for r in access if r["path"] == "/messagePublish").items()
-    booted = [r for r in records if r["logger"] == "gunicorn.error"
-              and r["message"].startswith("Booting worker")]
+    assert {"path": "/messagePublish", "status": 200, "key_name": "bootstrap"}.items() <= next(
+        r for r in access if r["path"] == "/messagePublish"
+    ).items()
+    booted = [
+        r for r in records if r["logger"] == "gunicorn.error" and r["message"].startswith("Booting worker")
+    ]
     assert len(booted) == 2  # API_WORKERS=2; and Gunicorn's own lines are JSON too
 
 
@@ -217,8 +225,19 @@ def test_gunicorn_wsgi_app(server, tmp_path, queue_name, amqp):
         "DATABASE_URL": f"sqlite:///{tmp_path}/wsgi.sqlite3",
         "WORKERRMQ_API_KEY": token,
     }
-    gunicorn = server([str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                       "--no-control-socket", "wsgi:app"], env, PROJECT)
+    gunicorn = server(
+        [
+            str(BIN / "gunicorn"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--no-control-socket",
+            "wsgi:app",
+        ],
+        env,
+        PROJECT,
+    )
     base = f"http://127.0.0.1:{port}"
     gunicorn.wait_healthy(base)
     exercise(base, token, queue_name("wsgi"), amqp)

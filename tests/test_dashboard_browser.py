@@ -87,8 +87,12 @@ def browser_page(live_server: str) -> Iterator[Any]:
         page = context.new_page()
         problems: list[str] = []
         page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-        page.on("console", lambda msg: problems.append(f"console: {msg.text}")
-                if "Content Security Policy" in msg.text else None)
+        page.on(
+            "console",
+            lambda msg: (
+                problems.append(f"console: {msg.text}") if "Content Security Policy" in msg.text else None
+            ),
+        )
         try:
             yield page
         finally:
@@ -138,8 +142,14 @@ def test_page_and_its_files_are_public(client) -> None:
 
 def test_script_keeps_the_key_out_of_durable_storage_and_html() -> None:
     script = (STATIC / "dashboard.js").read_text()
-    for forbidden in ("localStorage", "document.cookie", "innerHTML", "outerHTML",
-                      "insertAdjacentHTML", "eval("):
+    for forbidden in (
+        "localStorage",
+        "document.cookie",
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "eval(",
+    ):
         assert forbidden not in script, forbidden
     assert "sessionStorage" in script
 
@@ -149,7 +159,14 @@ def test_script_keeps_the_key_out_of_durable_storage_and_html() -> None:
 
 @pytest.mark.timeout(240)
 def test_dashboard_end_to_end(
-    browser_page, app, settings, start_engine, endpoint, admin, queue_name, tmp_path,
+    browser_page,
+    app,
+    settings,
+    start_engine,
+    endpoint,
+    admin,
+    queue_name,
+    tmp_path,
 ) -> None:
     from playwright.sync_api import expect
 
@@ -277,7 +294,11 @@ def test_dashboard_end_to_end(
 
 
 def test_dashboard_shows_api_errors_and_escapes_text(
-    browser_page, client, admin, make_key, queue_name,
+    browser_page,
+    client,
+    admin,
+    make_key,
+    queue_name,
 ) -> None:
     from playwright.sync_api import expect
 
@@ -286,8 +307,12 @@ def test_dashboard_shows_api_errors_and_escapes_text(
 
     # An API without /api/v1/workers (an older server): the page shows, per consumer, how
     # many workers report running it instead. Only this one route is answered by the browser.
-    page.route("**/api/v1/workers", lambda route: route.fulfill(
-        status=404, json={"error": {"code": "not_found", "message": "not found"}}))
+    page.route(
+        "**/api/v1/workers",
+        lambda route: route.fulfill(
+            status=404, json={"error": {"code": "not_found", "message": "not found"}}
+        ),
+    )
 
     # A wrong key: refused, nothing stored.
     page.goto("/")
@@ -301,16 +326,21 @@ def test_dashboard_shows_api_errors_and_escapes_text(
     queue = queue_name("dash")
     assert client.post("/api/v1/queues", json={"name": queue}, headers=admin).status_code == 201
     evil = '<img src=x onerror="window.pwned=1">'
-    created = client.post("/api/v1/consumers", headers=admin, json={
-        "name": evil, "queue": queue, "target_url": "http://127.0.0.1:9/hook"})
+    created = client.post(
+        "/api/v1/consumers",
+        headers=admin,
+        json={"name": evil, "queue": queue, "target_url": "http://127.0.0.1:9/hook"},
+    )
     assert created.status_code == 201, created.json
 
     _sign_in(page, _token(admin))
     expect(_consumer_row(page, evil)).to_have_count(1)
     assert page.evaluate("() => window.pwned") is None
     by_consumer = page.get_by_role("table", name="Workers running each consumer")
-    expect(by_consumer.get_by_role("row").filter(
-        has=page.get_by_role("rowheader", name=evil, exact=True)).locator('[data-col="workers"]')
+    expect(
+        by_consumer.get_by_role("row")
+        .filter(has=page.get_by_role("rowheader", name=evil, exact=True))
+        .locator('[data-col="workers"]')
     ).to_have_text("0")
     expect(page.get_by_text("This API has no worker list")).to_be_visible()
     expect(page.get_by_role("table", name="Workers", exact=True)).to_be_hidden()
@@ -341,7 +371,11 @@ def test_dashboard_shows_api_errors_and_escapes_text(
 
 
 def test_dashboard_warns_while_no_worker_runs_its_consumers(
-    browser_page, app, client, admin, queue_name,
+    browser_page,
+    app,
+    client,
+    admin,
+    queue_name,
 ) -> None:
     """Consumers set to run and no worker alive: nothing is delivered, and the page says so
     in a banner (from /readyz) until a worker heartbeats."""
@@ -351,8 +385,11 @@ def test_dashboard_warns_while_no_worker_runs_its_consumers(
 
     page = browser_page
     queue = queue_name("dash")
-    created = client.post("/api/v1/consumers", headers=admin, json={
-        "queue": queue, "target_url": "http://127.0.0.1:9/hook", "create_queue": True})
+    created = client.post(
+        "/api/v1/consumers",
+        headers=admin,
+        json={"queue": queue, "target_url": "http://127.0.0.1:9/hook", "create_queue": True},
+    )
     assert created.status_code == 201, created.json
 
     _sign_in(page, _token(admin))
@@ -363,7 +400,9 @@ def test_dashboard_warns_while_no_worker_runs_its_consumers(
 
     # A worker registers (as a worker process does): the banner goes at the next refresh.
     app.extensions["workerrmq"].workers.register(
-        WorkerIdentity("dash-worker", "test-host", os.getpid(), "test"))
+        WorkerIdentity("dash-worker", "test-host", os.getpid(), "test")
+    )
     expect(banner).to_be_hidden(timeout=10_000)
-    expect(page.get_by_role("table", name="Workers", exact=True)
-           .locator('[data-col="state"]')).to_have_text("alive")
+    expect(page.get_by_role("table", name="Workers", exact=True).locator('[data-col="state"]')).to_have_text(
+        "alive"
+    )

@@ -66,8 +66,12 @@ class ApiProcess:
         self.log = workdir / "api.log"
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [str(BIN / "workerrmq"), "api"], cwd=workdir, env={**os.environ, **env},
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                [str(BIN / "workerrmq"), "api"],
+                cwd=workdir,
+                env={**os.environ, **env},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
 
@@ -77,8 +81,7 @@ class ApiProcess:
     def wait_ready(self, base: str) -> None:
         def ready() -> bool:
             if self.process.poll() is not None:
-                pytest.fail(f"workerrmq api exited with {self.process.returncode}:\n"
-                            f"{self.output()[-3000:]}")
+                pytest.fail(f"workerrmq api exited with {self.process.returncode}:\n{self.output()[-3000:]}")
             try:
                 return requests.get(f"{base}/readyz", timeout=5).status_code == 200
             except requests.ConnectionError:  # not listening yet
@@ -121,8 +124,9 @@ def api(tmp_path: Path, broker: str) -> Iterator[tuple[str, dict[str, str], ApiP
         process.stop()
 
 
-def publisher(base: str, auth: dict[str, str], queue: str, client: int, deadline: float,
-              run: str, total: Outcomes) -> None:
+def publisher(
+    base: str, auth: dict[str, str], queue: str, client: int, deadline: float, run: str, total: Outcomes
+) -> None:
     """One client: publish single messages with unique ids until *deadline*."""
     seen = Outcomes()
     url = f"{base}/api/v1/queues/{queue}/messages"
@@ -137,8 +141,8 @@ def publisher(base: str, auth: dict[str, str], queue: str, client: int, deadline
                 seen.requests += 1
                 try:
                     response = session.post(
-                        url, json={"body": {"client": client, "seq": seq},
-                                   "message_id": message_id},
+                        url,
+                        json={"body": {"client": client, "seq": seq}, "message_id": message_id},
                         timeout=REQUEST_TIMEOUT,
                     )
                 except requests.RequestException as exc:
@@ -164,8 +168,7 @@ def drain(queue: str) -> list[str]:
         channel.basic_qos(prefetch_count=2000)
         ids: list[str] = []
         if expected:
-            for method, properties, _ in channel.consume(queue, auto_ack=True,
-                                                         inactivity_timeout=5):
+            for method, properties, _ in channel.consume(queue, auto_ack=True, inactivity_timeout=5):
                 if method is None:  # nothing for 5 s: there is no more
                     break
                 ids.append(properties.message_id)
@@ -182,13 +185,16 @@ def drain(queue: str) -> list[str]:
 
 @pytest.mark.timeout(LOAD_SECONDS + 300)
 def test_32_publishers_lose_nothing_and_see_no_5xx(
-    api: tuple[str, dict[str, str], ApiProcess], queue_name: Callable[[str], str],
-    capsys: pytest.CaptureFixture[str], record_property: Callable[[str, object], None],
+    api: tuple[str, dict[str, str], ApiProcess],
+    queue_name: Callable[[str], str],
+    capsys: pytest.CaptureFixture[str],
+    record_property: Callable[[str, object], None],
 ) -> None:
     base, auth, process = api
     queue = queue_name("load")
-    created = requests.post(f"{base}/api/v1/queues", json={"name": queue}, headers=auth,
-                            timeout=REQUEST_TIMEOUT)
+    created = requests.post(
+        f"{base}/api/v1/queues", json={"name": queue}, headers=auth, timeout=REQUEST_TIMEOUT
+    )
     assert created.status_code == 201, created.text
 
     run = uuid.uuid4().hex[:8]
@@ -196,8 +202,9 @@ def test_32_publishers_lose_nothing_and_see_no_5xx(
     started = time.monotonic()
     deadline = started + LOAD_SECONDS
     threads = [
-        threading.Thread(target=publisher, name=f"load-{i}",
-                         args=(base, auth, queue, i, deadline, run, outcomes))
+        threading.Thread(
+            target=publisher, name=f"load-{i}", args=(base, auth, queue, i, deadline, run, outcomes)
+        )
         for i in range(CLIENTS)
     ]
     for thread in threads:
@@ -232,8 +239,10 @@ def test_32_publishers_lose_nothing_and_see_no_5xx(
         print(f"\n{summary}")
         if outcomes.client_errors:
             kinds = collections.Counter(outcomes.client_errors.values())
-            print(f"load: client-side errors by kind: {dict(kinds)}; "
-                  f"of those ids, {len(extra)} reached the queue: {sorted(extra)[:20]}")
+            print(
+                f"load: client-side errors by kind: {dict(kinds)}; "
+                f"of those ids, {len(extra)} reached the queue: {sorted(extra)[:20]}"
+            )
     record_property("load_requests_per_second", round(rate, 1))
     record_property("load_summary", summary)
 

@@ -29,8 +29,9 @@ def test_api_metrics_count_requests_and_publishes(client, admin, queue_name):
     queue = queue_name("metrics")
     client.post("/api/v1/queues", json={"name": queue}, headers=admin)
     before = client.get("/metrics", headers=admin).get_data(as_text=True)
-    client.post(f"/api/v1/queues/{queue}/messages", json={"messages": [{"body": i} for i in range(3)]},
-                headers=admin)
+    client.post(
+        f"/api/v1/queues/{queue}/messages", json={"messages": [{"body": i} for i in range(3)]}, headers=admin
+    )
     client.get(f"/api/v1/queues/{queue}", headers=admin)
 
     response = client.get("/metrics", headers=admin)
@@ -41,21 +42,35 @@ def test_api_metrics_count_requests_and_publishes(client, admin, queue_name):
     assert value(after, published[0], **published[1]) - value(before, published[0], **published[1]) == 3
     route = {"method": "GET", "route": "/api/v1/queues/<name>", "status": "200"}
     assert value(after, "workerrmq_http_requests_total", **route) >= 1
-    assert value(after, "workerrmq_http_request_duration_seconds_count",
-                 method="GET", route="/api/v1/queues/<name>") >= 1
+    assert (
+        value(
+            after,
+            "workerrmq_http_request_duration_seconds_count",
+            method="GET",
+            route="/api/v1/queues/<name>",
+        )
+        >= 1
+    )
     assert client.get("/metrics").status_code == 401  # metrics need a key like any data
 
 
 def test_metrics_sum_over_gunicorn_processes(tmp_path):
     port = free_port()
     key = "wrmq_metrics-test-key-0123456789abcdef"
-    env = {**os.environ, "BIND": f"127.0.0.1:{port}", "API_WORKERS": "3", "API_THREADS": "2",
-           "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3", "WORKERRMQ_API_KEY": key}
+    env = {
+        **os.environ,
+        "BIND": f"127.0.0.1:{port}",
+        "API_WORKERS": "3",
+        "API_THREADS": "2",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
+        "WORKERRMQ_API_KEY": key,
+    }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log = tmp_path / "api.log"
     with log.open("wb") as out:
-        api = subprocess.Popen([sys.executable, "-m", "workerrmq.cli", "api"], env=env,
-                               stdout=out, stderr=subprocess.STDOUT)
+        api = subprocess.Popen(
+            [sys.executable, "-m", "workerrmq.cli", "api"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {key}"}
     try:
@@ -65,8 +80,10 @@ def test_metrics_sum_over_gunicorn_processes(tmp_path):
             assert requests.get(f"{base}/api/v1/keys", headers=headers, timeout=10).status_code == 200
         for _ in range(3):  # whichever process answers the scrape, it reports all of them
             text = requests.get(f"{base}/metrics", headers=headers, timeout=10).text
-            assert value(text, "workerrmq_http_requests_total", method="GET",
-                         route="/api/v1/keys", status="200") == 30
+            assert (
+                value(text, "workerrmq_http_requests_total", method="GET", route="/api/v1/keys", status="200")
+                == 30
+            )
     finally:
         stop_processes(api)
 
@@ -80,16 +97,18 @@ def test_worker_serves_health_and_metrics(settings, start_engine, endpoint, clie
 
     queue = queue_name("wmetrics")
     client.post("/api/v1/queues", json={"name": queue}, headers=admin)
-    consumer = client.post("/api/v1/consumers", json={"queue": queue, "target_url": endpoint.url,
-                                                      "name": f"metrics-{queue}"}, headers=admin).json
+    consumer = client.post(
+        "/api/v1/consumers",
+        json={"queue": queue, "target_url": endpoint.url, "name": f"metrics-{queue}"},
+        headers=admin,
+    ).json
     worker.runner(consumer["id"])
     client.post(f"/api/v1/queues/{queue}/messages", json={"body": "x"}, headers=admin)
     wait_for(lambda: endpoint.delivered_ids(), what="the delivery")
 
     def delivered() -> float:
         text = requests.get(f"{base}/metrics", timeout=5).text
-        return value(text, "workerrmq_deliveries_total", consumer=consumer["name"],
-                     outcome="delivered")
+        return value(text, "workerrmq_deliveries_total", consumer=consumer["name"], outcome="delivered")
 
     assert wait_for(lambda: delivered() == 1, timeout=10, what="the delivery counted")
     text = requests.get(f"{base}/metrics", timeout=5).text

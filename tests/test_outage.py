@@ -26,8 +26,10 @@ def through(url: str, proxy: TcpProxy) -> str:
 def proxies(broker: str) -> Iterator[tuple[TcpProxy, TcpProxy]]:
     amqp_target = urlsplit(broker)
     mgmt_target = urlsplit(MANAGEMENT_URL)
-    with TcpProxy(amqp_target.hostname, amqp_target.port or 5672) as amqp_proxy, \
-            TcpProxy(mgmt_target.hostname, mgmt_target.port or 15672) as mgmt_proxy:
+    with (
+        TcpProxy(amqp_target.hostname, amqp_target.port or 5672) as amqp_proxy,
+        TcpProxy(mgmt_target.hostname, mgmt_target.port or 15672) as mgmt_proxy,
+    ):
         yield amqp_proxy, mgmt_proxy
 
 
@@ -54,24 +56,25 @@ def assert_unavailable(response) -> None:
     assert "Traceback" not in response.get_data(as_text=True)
 
 
-def test_outage_answers_503_then_recovers_without_restart(proxied_app, proxies, queue_name,
-                                                          amqp):
+def test_outage_answers_503_then_recovers_without_restart(proxied_app, proxies, queue_name, amqp):
     amqp_proxy, mgmt_proxy = proxies
     client = proxied_app.test_client()
     name = queue_name("outage")
     assert client.post("/api/v1/queues", json={"name": name}, headers=ADMIN).status_code == 201
-    assert client.post(f"/api/v1/queues/{name}/messages", json={"body": "before"},
-                       headers=ADMIN).status_code == 201
+    assert (
+        client.post(f"/api/v1/queues/{name}/messages", json={"body": "before"}, headers=ADMIN).status_code
+        == 201
+    )
     assert amqp_proxy.connections >= 1 and mgmt_proxy.connections >= 1  # really proxied
 
     amqp_proxy.cut()
     mgmt_proxy.cut()
-    assert_unavailable(client.post(f"/api/v1/queues/{name}/messages", json={"body": "during"},
-                                   headers=ADMIN))
+    assert_unavailable(client.post(f"/api/v1/queues/{name}/messages", json={"body": "during"}, headers=ADMIN))
     assert_unavailable(client.get("/api/v1/queues", headers=ADMIN))
     assert_unavailable(client.get(f"/api/v1/queues/{name}", headers=ADMIN))
-    assert_unavailable(client.post("/messagePublish", json={"queueName": name, "message": "x"},
-                                   headers=ADMIN))
+    assert_unavailable(
+        client.post("/messagePublish", json={"queueName": name, "message": "x"}, headers=ADMIN)
+    )
     assert_unavailable(client.get("/getQueues", headers=ADMIN))
     assert client.get("/healthz").status_code == 200  # the process itself is fine
     ready = client.get("/readyz")
@@ -87,13 +90,15 @@ def test_outage_answers_503_then_recovers_without_restart(proxied_app, proxies, 
     mgmt_proxy.heal()
 
     def publishes() -> bool:
-        response = client.post(f"/api/v1/queues/{name}/messages", json={"body": "after"},
-                               headers=ADMIN)
+        response = client.post(f"/api/v1/queues/{name}/messages", json={"body": "after"}, headers=ADMIN)
         return response.status_code == 201
 
     wait_for(publishes, timeout=15, what="publishing to work again")
-    listed = wait_for(lambda: client.get(f"/api/v1/queues?name={name}", headers=ADMIN).json,
-                      timeout=15, what="listing to work again")
+    listed = wait_for(
+        lambda: client.get(f"/api/v1/queues?name={name}", headers=ADMIN).json,
+        timeout=15,
+        what="listing to work again",
+    )
     assert [q["name"] for q in listed["items"]] == [name]
     assert client.get("/readyz").status_code == 200
     # Only the confirmed messages reached the queue: the one from the outage was refused.
@@ -117,8 +122,11 @@ def test_readyz_names_the_failed_dependency(proxied_app, proxies):
     mgmt_proxy.heal()
 
     amqp_proxy.cut()
-    ready = wait_for(lambda: (r := client.get("/readyz")).status_code == 503 and r,
-                     timeout=10, what="readyz to notice the AMQP outage")
+    ready = wait_for(
+        lambda: (r := client.get("/readyz")).status_code == 503 and r,
+        timeout=10,
+        what="readyz to notice the AMQP outage",
+    )
     assert ready.json["checks"]["broker"] != "ok"
     assert ready.json["checks"]["management"] == "ok"
     amqp_proxy.heal()

@@ -32,10 +32,19 @@ def relay(make_settings, client, admin, queue_name, endpoint, tmp_path, mgmt):
     proxy = TcpProxy("127.0.0.1", 5672).__enter__()
     queue = queue_name("chaos")
     assert client.post("/api/v1/queues", json={"name": queue}, headers=admin).status_code == 201
-    consumer = client.post("/api/v1/consumers", json={
-        "queue": queue, "target_url": endpoint.url, "initial_delay": 0.05, "max_delay": 0.5,
-        "max_attempts": 50, "concurrency": 32, "circuit_threshold": 100_000,
-    }, headers=admin).json
+    consumer = client.post(
+        "/api/v1/consumers",
+        json={
+            "queue": queue,
+            "target_url": endpoint.url,
+            "initial_delay": 0.05,
+            "max_delay": 0.5,
+            "max_attempts": 50,
+            "concurrency": 32,
+            "circuit_threshold": 100_000,
+        },
+        headers=admin,
+    ).json
     workers: list[subprocess.Popen[bytes]] = []
 
     class Relay:
@@ -56,10 +65,18 @@ def relay(make_settings, client, admin, queue_name, endpoint, tmp_path, mgmt):
             return (mgmt.get_queue(queue).get("consumers") or 0) >= 1
 
         def drain(self, tally: Tally, timeout: float = max(180.0, CHAOS_N / 200)) -> dict[str, object]:
-            wait_for(lambda: tally.missing(endpoint) == 0, timeout=timeout, interval=0.2,
-                     what=f"every confirmed id at the endpoint ({tally.missing(endpoint)} missing)")
-            wait_for(lambda: _settled(mgmt, queue), timeout=60, interval=0.5,
-                     what="the queue to have nothing ready or unacked")
+            wait_for(
+                lambda: tally.missing(endpoint) == 0,
+                timeout=timeout,
+                interval=0.2,
+                what=f"every confirmed id at the endpoint ({tally.missing(endpoint)} missing)",
+            )
+            wait_for(
+                lambda: _settled(mgmt, queue),
+                timeout=60,
+                interval=0.5,
+                what="the queue to have nothing ready or unacked",
+            )
             return tally.check(endpoint)
 
     yield Relay()
@@ -133,9 +150,18 @@ def test_broker_restart_mid_stream(relay, endpoint, client, admin):
     _assert_nothing_lost(figures)
     assert max(tally.recovery_seconds) <= 10, tally.recovery_seconds
     # The API publishes again without a restart of its own.
-    published = wait_for(lambda: client.post(
-        f"/api/v1/queues/{relay.queue}/messages", json={"body": "after", "message_id": "after-1"},
-        headers=admin).status_code == 201, timeout=20, what="the publish API after the restart")
+    published = wait_for(
+        lambda: (
+            client.post(
+                f"/api/v1/queues/{relay.queue}/messages",
+                json={"body": "after", "message_id": "after-1"},
+                headers=admin,
+            ).status_code
+            == 201
+        ),
+        timeout=20,
+        what="the publish API after the restart",
+    )
     assert published
     wait_for(lambda: "after-1" in endpoint.ids(), timeout=20)
 
@@ -160,8 +186,11 @@ def test_endpoint_slow_resetting_and_failing(relay, endpoint):
     tally = Tally("endpoint faults")
     relay.start_worker()
     wait_for(relay.consuming, timeout=30, what="the worker to consume")
-    modes = {"slow": (0.2, lambda r: (200, {})), "reset": (0.0, lambda r: (0, {})),
-             "5xx": (0.0, lambda r: (503, {}))}
+    modes = {
+        "slow": (0.2, lambda r: (200, {})),
+        "reset": (0.0, lambda r: (0, {})),
+        "5xx": (0.0, lambda r: (503, {})),
+    }
     publisher = _publish(relay, tally)
     for i, moment in enumerate(_during(publisher, FAULTS * 2)):
         _at(moment)
@@ -192,8 +221,7 @@ def test_database_unavailable(make_settings, postgres_url, queue_name, endpoint,
         headers = {"Authorization": f"Bearer {token}"}
         queue = queue_name("dbdown")
         client.post("/api/v1/queues", json={"name": queue}, headers=headers)
-        client.post("/api/v1/consumers", json={"queue": queue, "target_url": endpoint.url},
-                    headers=headers)
+        client.post("/api/v1/consumers", json={"queue": queue, "target_url": endpoint.url}, headers=headers)
         worker = worker_process(settings, tmp_path / "worker.log")
         wait_for(lambda: (mgmt.get_queue(queue).get("consumers") or 0) >= 1, timeout=30)
 
@@ -207,11 +235,18 @@ def test_database_unavailable(make_settings, postgres_url, queue_name, endpoint,
         publisher = ConfirmedPublisher(make_settings().rabbitmq_url, queue, tally, CHAOS_N, rate=RATE)
         publisher.start()
         _finish(publisher)
-        wait_for(lambda: tally.missing(endpoint) == 0, timeout=120, interval=0.2,
-                 what="deliveries while the database is down")
+        wait_for(
+            lambda: tally.missing(endpoint) == 0,
+            timeout=120,
+            interval=0.2,
+            what="deliveries while the database is down",
+        )
         db_proxy.heal()
-        assert wait_for(lambda: client.get("/api/v1/consumers", headers=headers).status_code == 200,
-                        timeout=30, what="the API after the database is back")
+        assert wait_for(
+            lambda: client.get("/api/v1/consumers", headers=headers).status_code == 200,
+            timeout=30,
+            what="the API after the database is back",
+        )
         wait_for(lambda: _settled(mgmt, queue), timeout=60, interval=0.5)
         _assert_nothing_lost(tally.check(endpoint))
     finally:

@@ -60,11 +60,21 @@ def test_three_workers_share_start_stop_and_survive_a_kill(cluster, queue_name, 
     queue = queue_name("scale")
     cluster.client.post("/api/v1/queues", json={"name": queue}, headers=cluster.headers)
     started = time.monotonic()
-    consumer = cluster.client.post("/api/v1/consumers", json={
-        "queue": queue, "target_url": endpoint.url, "concurrency": 30,
-    }, headers=cluster.headers).json
-    wait_for(lambda: amqp.queue_declare(queue, passive=True).method.consumer_count == 3,
-             timeout=10, interval=0.02, what="the consumer on all three workers")
+    consumer = cluster.client.post(
+        "/api/v1/consumers",
+        json={
+            "queue": queue,
+            "target_url": endpoint.url,
+            "concurrency": 30,
+        },
+        headers=cluster.headers,
+    ).json
+    wait_for(
+        lambda: amqp.queue_declare(queue, passive=True).method.consumer_count == 3,
+        timeout=10,
+        interval=0.02,
+        what="the consumer on all three workers",
+    )
     took = time.monotonic() - started
     print(f"\nconsumer running on 3 workers {took:.3f}s after POST /api/v1/consumers")
     assert took < 2.0, took  # the control message, not the 5 s reconcile, brought it
@@ -85,18 +95,29 @@ def test_three_workers_share_start_stop_and_survive_a_kill(cluster, queue_name, 
 
     def shares() -> dict[str, int]:
         with cluster.db.session() as session:
-            return {row.worker_id: row.delivered for row in session.scalars(
-                select(ConsumerStats).where(ConsumerStats.consumer_id == consumer["id"]))}
+            return {
+                row.worker_id: row.delivered
+                for row in session.scalars(
+                    select(ConsumerStats).where(ConsumerStats.consumer_id == consumer["id"])
+                )
+            }
 
     # The two survivors both took part (the killed one may have died before reporting).
-    spread = wait_for(lambda: (s := shares()) and sum(n > 0 for n in s.values()) >= 2 and s,
-                      timeout=15, what="statistics from the surviving workers")
+    spread = wait_for(
+        lambda: (s := shares()) and sum(n > 0 for n in s.values()) >= 2 and s,
+        timeout=15,
+        what="statistics from the surviving workers",
+    )
     print("deliveries per worker:", sorted(spread.values()))
 
     # Pausing stops it on every worker that is left.
     cluster.client.post(f"/api/v1/consumers/{consumer['id']}/pause", headers=cluster.headers)
-    wait_for(lambda: amqp.queue_declare(queue, passive=True).method.consumer_count == 0,
-             timeout=10, interval=0.02, what="the pause on all workers")
+    wait_for(
+        lambda: amqp.queue_declare(queue, passive=True).method.consumer_count == 0,
+        timeout=10,
+        interval=0.02,
+        what="the pause on all workers",
+    )
 
 
 def test_registry_marks_silent_workers_lost(postgres_url):
@@ -108,8 +129,11 @@ def test_registry_marks_silent_workers_lost(postgres_url):
     registry.register(WorkerIdentity("w-done", "host-c", 3, "0"))
     registry.stopped("w-done")
     with db.session() as session:
-        session.execute(update(WorkerRecord).where(WorkerRecord.id == "w-silent").values(
-            last_heartbeat=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)))
+        session.execute(
+            update(WorkerRecord)
+            .where(WorkerRecord.id == "w-silent")
+            .values(last_heartbeat=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
+        )
     assert registry.alive() == ["w-alive"]
     states = {w["id"]: w["state"] for w in registry.list(include_stopped=True)}
     assert states == {"w-alive": "alive", "w-silent": "lost", "w-done": "stopped"}

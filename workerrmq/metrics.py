@@ -38,15 +38,19 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 # -- API -------------------------------------------------------------------------------------
 
 HTTP_REQUESTS = Counter(
-    "workerrmq_http_requests_total", "API requests by route and status.",
+    "workerrmq_http_requests_total",
+    "API requests by route and status.",
     ["method", "route", "status"],
 )
 HTTP_DURATION = Histogram(
-    "workerrmq_http_request_duration_seconds", "API request latency by route.",
-    ["method", "route"], buckets=_LATENCY_BUCKETS,
+    "workerrmq_http_request_duration_seconds",
+    "API request latency by route.",
+    ["method", "route"],
+    buckets=_LATENCY_BUCKETS,
 )
 PUBLISHED = Counter(
-    "workerrmq_messages_published_total", "Messages published through the API, by outcome.",
+    "workerrmq_messages_published_total",
+    "Messages published through the API, by outcome.",
     ["outcome"],
 )
 
@@ -58,19 +62,27 @@ DELIVERIES = Counter(
     ["consumer", "outcome"],
 )
 DELIVERY_DURATION = Histogram(
-    "workerrmq_delivery_duration_seconds", "Time from request to the endpoint's answer.",
-    ["consumer"], buckets=_LATENCY_BUCKETS,
+    "workerrmq_delivery_duration_seconds",
+    "Time from request to the endpoint's answer.",
+    ["consumer"],
+    buckets=_LATENCY_BUCKETS,
 )
 IN_FLIGHT = Gauge(
-    "workerrmq_deliveries_in_flight", "Deliveries under way.", ["consumer"],
+    "workerrmq_deliveries_in_flight",
+    "Deliveries under way.",
+    ["consumer"],
     multiprocess_mode="livesum",
 )
 CIRCUIT_OPEN = Gauge(
-    "workerrmq_circuit_open", "1 while the consumer's circuit breaker is open or probing.",
-    ["consumer"], multiprocess_mode="livemax",
+    "workerrmq_circuit_open",
+    "1 while the consumer's circuit breaker is open or probing.",
+    ["consumer"],
+    multiprocess_mode="livemax",
 )
 CONSUMERS_RUNNING = Gauge(
-    "workerrmq_consumers_running", "Consumers this worker runs.", multiprocess_mode="livesum",
+    "workerrmq_consumers_running",
+    "Consumers this worker runs.",
+    multiprocess_mode="livesum",
 )
 
 

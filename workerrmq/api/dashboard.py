@@ -13,8 +13,9 @@ from flask import Blueprint, Response, render_template
 from workerrmq import __version__
 from workerrmq.api.auth import public
 
-blp = Blueprint("dashboard", __name__, static_folder="static", static_url_path="/static",
-                template_folder="templates")
+blp = Blueprint(
+    "dashboard", __name__, static_folder="static", static_url_path="/static", template_folder="templates"
+)
 
 # Everything the page loads comes from this origin; no inline script or style.
 _CSP = (

@@ -33,7 +33,11 @@ _HTTP_CODES = {
 
 
 def error_response(
-    status: int, code: str, message: str, *, field: str | None = None,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
     body: dict[str, Any] = {"code": code, "message": message}
@@ -76,7 +80,10 @@ def handle_domain_error(error: WorkerRMQError) -> Response:
     if error.status >= 500:
         log.warning("%s: %s", error.code, error.message)
     return error_response(
-        error.status, error.code, error.message, field=getattr(error, "field", None),
+        error.status,
+        error.code,
+        error.message,
+        field=getattr(error, "field", None),
         headers=headers,
     )
 
@@ -99,8 +106,7 @@ def handle_http_exception(error: HTTPException) -> Response:
     if status == 405 and getattr(error, "valid_methods", None):
         headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
     code = _HTTP_CODES.get(status, "internal_error" if status >= 500 else "error")
-    return error_response(400 if status == 422 else status, code, message, field=field,
-                          headers=headers)
+    return error_response(400 if status == 422 else status, code, message, field=field, headers=headers)
 
 
 def handle_recursion(error: RecursionError) -> Response:

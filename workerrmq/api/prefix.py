@@ -28,7 +28,7 @@ class UrlPrefix:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
         path = environ.get("PATH_INFO", "")
         if path == self.prefix or path.startswith(self.prefix + "/"):
-            path = path[len(self.prefix):] or "/"
+            path = path[len(self.prefix) :] or "/"
         environ["SCRIPT_NAME"] = self.prefix
         environ["PATH_INFO"] = path
         return self.app(environ, start_response)

@@ -86,9 +86,7 @@ class ManagementClient:
     def queue_bindings(self, name: str) -> list[dict[str, Any]]:
         # The broker lists the implicit default binding even for a queue that does not exist.
         self.get_queue(name)
-        return self._call(
-            "GET", self._queue_path(name) + "/bindings", missing=f"queue {name!r} not found"
-        )
+        return self._call("GET", self._queue_path(name) + "/bindings", missing=f"queue {name!r} not found")
 
     def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
         path = f"/api/bindings/{_q(self.vhost)}/e/{_q(exchange)}/q/{_q(queue)}"
@@ -116,8 +114,7 @@ class ManagementClient:
 
         An existing exchange with other settings raises :class:`Conflict`.
         """
-        body = {"type": type, "durable": durable, "auto_delete": False, "internal": False,
-                "arguments": {}}
+        body = {"type": type, "durable": durable, "auto_delete": False, "internal": False, "arguments": {}}
         response = self._request("PUT", self._exchange_path(name), json=body)
         if response.status_code == 400 and "inequivalent" in response.text:
             raise Conflict(f"exchange {name!r} exists with other settings: {_reason(response)}")
@@ -157,8 +154,12 @@ class ManagementClient:
         result = self._call(
             "POST",
             f"/api/exchanges/{_q(self.vhost)}/amq.default/publish",
-            json={"properties": {}, "routing_key": routing_key, "payload": body,
-                  "payload_encoding": "string"},
+            json={
+                "properties": {},
+                "routing_key": routing_key,
+                "payload": body,
+                "payload_encoding": "string",
+            },
         )
         return bool(result.get("routed"))
 
@@ -167,8 +168,7 @@ class ManagementClient:
         return self._call(
             "POST",
             self._queue_path(queue) + "/get",
-            json={"count": count, "ackmode": "ack_requeue_true", "encoding": "auto",
-                  "truncate": 65536},
+            json={"count": count, "ackmode": "ack_requeue_true", "encoding": "auto", "truncate": 65536},
             missing=f"queue {queue!r} not found",
         )
 

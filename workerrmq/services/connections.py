@@ -24,9 +24,7 @@ def connection_view(raw: dict[str, Any]) -> dict[str, Any]:
         "vhost": raw.get("vhost"),
         "channels": int(raw.get("channels") or 0),
         "state": raw.get("state", "running"),
-        "connected_at": (
-            dt.datetime.fromtimestamp(since / 1000, dt.UTC).isoformat() if since else None
-        ),
+        "connected_at": (dt.datetime.fromtimestamp(since / 1000, dt.UTC).isoformat() if since else None),
     }
 
 

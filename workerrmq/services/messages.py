@@ -43,7 +43,7 @@ def new_message_ids(n: int) -> list[str]:
     """*n* random message ids (32 hex digits, as ``uuid4().hex``), from one read of the
     system's random source."""
     raw = os.urandom(16 * n).hex()
-    return [raw[i:i + 32] for i in range(0, 32 * n, 32)]
+    return [raw[i : i + 32] for i in range(0, 32 * n, 32)]
 
 
 def to_outgoing(message: dict[str, Any], routing_key: str, new_id: str) -> OutgoingMessage:
@@ -95,8 +95,7 @@ class MessageService:
 
     def _new_ids(self, n: int) -> list[str]:
         if n > self.max_batch:
-            raise InvalidInput(f"a batch holds at most {self.max_batch} messages, got {n}",
-                               field="messages")
+            raise InvalidInput(f"a batch holds at most {self.max_batch} messages, got {n}", field="messages")
         return new_message_ids(n)
 
     def _publish(self, exchange: str, outgoing: list[OutgoingMessage]) -> list[dict[str, Any]]:

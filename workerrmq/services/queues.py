@@ -42,9 +42,7 @@ def queue_view(raw: dict[str, Any]) -> dict[str, Any]:
         "consumers": int(raw.get("consumers") or 0),
         "publish_rate": _rate(stats, "publish"),
         "deliver_rate": _rate(stats, "deliver_get"),
-        "arguments": {
-            _ARGUMENT_NAMES[k]: v for k, v in arguments.items() if k in _ARGUMENT_NAMES
-        },
+        "arguments": {_ARGUMENT_NAMES[k]: v for k, v in arguments.items() if k in _ARGUMENT_NAMES},
     }
 
 

@@ -62,9 +62,7 @@ class Database:
         try:
             with self._migration_lock(), self.engine.begin() as connection:
                 if self.url.get_backend_name() == "postgresql":
-                    connection.execute(
-                        text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK}
-                    )
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         except (OperationalError, PoolTimeout) as exc:

@@ -21,9 +21,7 @@ def upgrade() -> None:
         sa.Column("scope", sa.String(16), nullable=False),
         sa.Column("digest", sa.String(64), nullable=False, unique=True),
         sa.Column("prefix", sa.String(16), nullable=False),
-        sa.Column(
-            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-        ),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
     )
 

@@ -43,8 +43,10 @@ def upgrade() -> None:
         "consumer_stats",
         sa.Column("worker_id", sa.String(64), primary_key=True),
         sa.Column(
-            "consumer_id", sa.String(32),
-            sa.ForeignKey("consumers.id", ondelete="CASCADE"), primary_key=True,
+            "consumer_id",
+            sa.String(32),
+            sa.ForeignKey("consumers.id", ondelete="CASCADE"),
+            primary_key=True,
         ),
         sa.Column("delivered", sa.BigInteger, nullable=False),
         sa.Column("failed", sa.BigInteger, nullable=False),
