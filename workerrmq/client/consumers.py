@@ -1,7 +1,8 @@
-"""``workerrmq consumers ls|create|show|pause|resume|rm``."""
+"""``workerrmq consumers ls|create|update|show|pause|resume|rm``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -125,37 +126,50 @@ def consumers_show(ops: Context, consumer: str) -> None:
     _show(ops, ops.client.get(_path(consumer)))
 
 
+def consumer_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The consumer field options, shared by ``create`` and ``update``: an option added
+    here is offered by both."""
+    for option in reversed(_FIELD_OPTIONS):
+        f = option(f)
+    return f
+
+
+_FIELD_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+    click.option("--name", help=f"{FIELDS['name'].description} (default: QUEUE)"),
+    click.option(
+        "--target-url",
+        metavar="URL",
+        help=f"{FIELDS['target_url'].description} (default: the API's DEFAULT_TARGET_URL)",
+    ),
+    click.option("--method", type=click.Choice(FIELDS["method"].choices or ()), help=_help("method")),
+    click.option(
+        "--header",
+        "-H",
+        "headers",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="an HTTP header for every delivery; repeatable",
+    ),
+    click.option("--delivery-timeout", "request_timeout", type=float, metavar="S", help=_help("timeout")),
+    click.option("--concurrency", type=int, metavar="N", help=_help("concurrency")),
+    click.option("--max-attempts", type=int, metavar="N", help=_help("max_attempts")),
+    click.option("--initial-delay", type=float, metavar="S", help=_help("initial_delay")),
+    click.option("--max-delay", type=float, metavar="S", help=_help("max_delay")),
+    click.option("--rate-limit", type=float, metavar="PER_S", help=_help("rate_limit")),
+    click.option("--ordered/--unordered", default=None, help=FIELDS["ordered"].description),
+    click.option("--dead-letter-queue", metavar="QUEUE", help=FIELDS["dead_letter_queue"].description),
+    click.option(
+        "--signing-secret",
+        envvar="WORKERRMQ_SIGNING_SECRET",
+        metavar="SECRET",
+        help="Standard Webhooks secret [env WORKERRMQ_SIGNING_SECRET]",
+    ),
+]
+
+
 @api_command(consumers, "create")
 @click.argument("queue")
-@click.option("--name", help=f"{FIELDS['name'].description} (default: QUEUE)")
-@click.option(
-    "--target-url",
-    metavar="URL",
-    help=f"{FIELDS['target_url'].description} (default: the API's DEFAULT_TARGET_URL)",
-)
-@click.option("--method", type=click.Choice(FIELDS["method"].choices or ()), help=_help("method"))
-@click.option(
-    "--header",
-    "-H",
-    "headers",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="an HTTP header for every delivery; repeatable",
-)
-@click.option("--delivery-timeout", "request_timeout", type=float, metavar="S", help=_help("timeout"))
-@click.option("--concurrency", type=int, metavar="N", help=_help("concurrency"))
-@click.option("--max-attempts", type=int, metavar="N", help=_help("max_attempts"))
-@click.option("--initial-delay", type=float, metavar="S", help=_help("initial_delay"))
-@click.option("--max-delay", type=float, metavar="S", help=_help("max_delay"))
-@click.option("--rate-limit", type=float, metavar="PER_S", help=_help("rate_limit"))
-@click.option("--ordered", is_flag=True, default=None, help=FIELDS["ordered"].description)
-@click.option("--dead-letter-queue", metavar="QUEUE", help=FIELDS["dead_letter_queue"].description)
-@click.option(
-    "--signing-secret",
-    envvar="WORKERRMQ_SIGNING_SECRET",
-    metavar="SECRET",
-    help="Standard Webhooks secret [env WORKERRMQ_SIGNING_SECRET]",
-)
+@consumer_options
 @click.option("--create-queue", is_flag=True, default=None, help="declare QUEUE if missing")
 @click.option("--paused", is_flag=True, help="create it paused")
 def consumers_create(
@@ -173,14 +187,46 @@ def consumers_create(
       workerrmq consumers create orders --name orders-relay \\
         --target-url https://shop.example/hooks/orders --concurrency 16 --rate-limit 100
     """
-    body = {"queue": queue, **{k: v for k, v in options.items() if v is not None}}
-    if request_timeout is not None:
-        body["timeout"] = request_timeout
+    body = {"queue": queue, **_fields(options, headers, request_timeout)}
     if paused:
         body["state"] = ConsumerState.PAUSED.value
+    _show(ops, ops.client.post("/api/v1/consumers", body), "created")
+
+
+def _fields(
+    options: dict[str, Any], headers: tuple[str, ...], request_timeout: float | None
+) -> dict[str, Any]:
+    """The request body's consumer fields from the options given (those left out are not sent)."""
+    body = {k: v for k, v in options.items() if v is not None}
+    if request_timeout is not None:
+        body["timeout"] = request_timeout
     if headers:
         body["headers"] = name_values(headers, "--header")
-    _show(ops, ops.client.post("/api/v1/consumers", body), "created")
+    return body
+
+
+@api_command(consumers, "update")
+@click.argument("consumer")
+@consumer_options
+def consumers_update(
+    ops: Context,
+    consumer: str,
+    headers: tuple[str, ...],
+    request_timeout: float | None,
+    **options: Any,
+) -> None:
+    """Change the fields of CONSUMER (id or name) that the options name; the others keep
+    their value (the defaults shown are those of a new consumer). The workers pick the
+    change up within seconds. --header replaces all of its headers.
+
+    \b
+    Example:
+      workerrmq consumers update orders-relay --concurrency 32 --max-attempts 10
+    """
+    body = _fields(options, headers, request_timeout)
+    if not body:
+        raise click.UsageError("nothing to change: give at least one option (see --help)")
+    _show(ops, ops.client.patch(_path(consumer), body), "updated")
 
 
 @api_command(consumers, "pause")
