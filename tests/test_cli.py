@@ -34,51 +34,83 @@ def invoke(env: dict[str, str], *args: str):
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
-def test_keys_create_list_revoke(cli_env):
-    created = invoke(cli_env, "keys", "create", "ci-publisher", "--scope", "publish")
+def test_keys_db_create_list_revoke(cli_env):
+    created = invoke(cli_env, "keys", "db", "create", "ci-publisher", "--scope", "publish", "--create")
     assert created.exit_code == 0, created.output
     token = created.stdout.strip()
     assert token.startswith(TOKEN_PREFIX) and "\n" not in token  # stdout is just the token
     assert "ci-publisher" in created.stderr and "publish" in created.stderr
+    assert f"database: {cli_env['DATABASE_URL']} (new file " in created.stderr  # which one, and new
 
     store = KeyStore(Database(cli_env["DATABASE_URL"]))
     key = store.authenticate(token)
     assert key is not None and (key.name, key.scope) == ("ci-publisher", "publish")
 
-    default = invoke(cli_env, "keys", "create", "reader")
-    assert default.exit_code == 0
+    default = invoke(cli_env, "keys", "db", "create", "reader")  # the file exists now: no --create
+    assert default.exit_code == 0, default.output
+    assert f"database: {cli_env['DATABASE_URL']}\n" in default.stderr
     assert store.authenticate(default.stdout.strip()).scope == "read"
 
-    listed = invoke(cli_env, "keys", "list")
-    assert listed.exit_code == 0
-    lines = listed.stdout.splitlines()
-    assert len(lines) == 2
-    assert "ci-publisher" in lines[0] and "publish" in lines[0] and "active" in lines[0]
-    assert token[:12] in lines[0]
-    assert token not in listed.output and token[12:] not in listed.output
+    for spelling in ("ls", "list"):
+        listed = invoke(cli_env, "keys", "db", spelling)
+        assert listed.exit_code == 0
+        lines = listed.stdout.splitlines()
+        assert len(lines) == 2
+        assert "ci-publisher" in lines[0] and "publish" in lines[0] and "active" in lines[0]
+        assert token[:12] in lines[0]
+        assert token not in listed.output and token[12:] not in listed.output
+    as_json = json.loads(invoke(cli_env, "keys", "db", "ls", "--json").stdout)
+    assert as_json["total"] == 2 and [k["name"] for k in as_json["items"]] == ["ci-publisher", "reader"]
+    assert token[12:] not in json.dumps(as_json)
 
-    revoked = invoke(cli_env, "keys", "revoke", str(key.id))
+    revoked = invoke(cli_env, "keys", "db", "revoke", str(key.id))
     assert revoked.exit_code == 0
     assert "ci-publisher" in revoked.stdout
     # A fresh store, as another process would have (this one trusts the key for 2 s).
     assert KeyStore(store.db).authenticate(token) is None
-    assert "revoked" in invoke(cli_env, "keys", "list").stdout.splitlines()[0]
+    assert "revoked" in invoke(cli_env, "keys", "db", "ls").stdout.splitlines()[0]
     store.db.dispose()
 
 
+def test_keys_db_refuses_to_start_a_new_sqlite_file_unless_asked(cli_env, tmp_path):
+    """Run from another directory, a relative sqlite URL names a file the API does not read:
+    refused, and nothing created, unless --create."""
+    elsewhere = {"DATABASE_URL": "sqlite:///var/workerrmq.sqlite3"}  # the default, relative to the cwd
+    for args in (["create", "ops-admin", "--scope", "admin"], ["ls"], ["revoke", "1"]):
+        refused = invoke(elsewhere, "keys", "db", *args)
+        assert refused.exit_code == 1, refused.output
+        expected = tmp_path / "var" / "workerrmq.sqlite3"
+        assert f"no database at {expected}" in refused.stderr and "--create" in refused.stderr
+        assert not expected.exists() and not expected.parent.exists()
+        assert refused.stdout == ""
+    made = invoke(elsewhere, "keys", "db", "create", "ops-admin", "--scope", "admin", "--create")
+    assert made.exit_code == 0, made.output
+    assert (tmp_path / "var" / "workerrmq.sqlite3").exists()
+    assert "database: sqlite:///var/workerrmq.sqlite3 (new file" in made.stderr
+
+
+def test_keys_db_names_a_postgres_database_without_its_password(cli_env, postgres_url):
+    user, at, rest = postgres_url.partition("@")
+    url = f"{user}:pw-Hx7c{at}{rest}"  # trust authentication: the password is not checked
+    listed = invoke({"DATABASE_URL": url}, "keys", "db", "ls")  # no file: no --create needed
+    assert listed.exit_code == 0, listed.output
+    assert f"database: {user}:***{at}{rest}" in listed.stderr
+    assert "pw-Hx7c" not in listed.output
+
+
 def test_keys_errors(cli_env):
-    assert invoke(cli_env, "keys", "create", "twice").exit_code == 0
-    duplicate = invoke(cli_env, "keys", "create", "twice")
+    assert invoke(cli_env, "keys", "db", "create", "twice", "--create").exit_code == 0
+    duplicate = invoke(cli_env, "keys", "db", "create", "twice")
     assert duplicate.exit_code == 1
     assert "already exists" in duplicate.stderr and "Traceback" not in duplicate.output
-    unknown = invoke(cli_env, "keys", "revoke", "4242")
+    unknown = invoke(cli_env, "keys", "db", "revoke", "4242")
     assert unknown.exit_code == 1 and "4242" in unknown.stderr
-    bad_scope = invoke(cli_env, "keys", "create", "x", "--scope", "root")
-    assert bad_scope.exit_code == 2 and "scope" in bad_scope.stderr
+    bad_scope = invoke(cli_env, "keys", "db", "create", "x", "--scope", "root")
+    assert bad_scope.exit_code == 1 and "scope" in bad_scope.stderr
 
 
 def test_keys_with_invalid_configuration(cli_env):
-    result = invoke({**cli_env, "DATABASE_URL": "no-scheme.db"}, "keys", "list")
+    result = invoke({**cli_env, "DATABASE_URL": "no-scheme.db"}, "keys", "db", "ls")
     assert result.exit_code == 1
     assert "DATABASE_URL" in result.stderr and "Traceback" not in result.output
 

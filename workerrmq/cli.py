@@ -1,10 +1,13 @@
-"""The ``workerrmq`` command: ``api``, ``keys``, and (with the engine) ``worker`` and ``run``."""
+"""The ``workerrmq`` command: ``api``, ``keys db``, and (with the engine) ``worker`` and ``run``;
+the commands that talk to the API come from :mod:`workerrmq.client`."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -48,7 +51,7 @@ def check_broker(settings: Settings, timeout: float = 3.0) -> None:
     )
 
 
-@click.group()
+@click.group(context_settings={"show_default": True})
 def main() -> None:
     """WorkerRMQ: manage RabbitMQ queues and relay their messages to HTTP endpoints.
 
@@ -146,30 +149,64 @@ def run() -> None:
     sys.exit(supervise([API, ENGINE]))
 
 
-@main.group()
-def keys() -> None:
-    """Manage API keys directly in the database (DATABASE_URL), without the API.
+@click.group("db", cls=client.ClientGroup)
+def keys_db() -> None:
+    """Manage API keys straight in the database (DATABASE_URL), without the API.
 
-    For the first key; once the API runs, workerrmq api-keys does the same through it.
+    For the first key, before the API runs; once it runs, workerrmq keys ls|create|revoke
+    do the same through it. Each command prints the database it uses, and refuses to
+    start a new SQLite file unless given --create: a key made in a database the API does
+    not read is one the API rejects.
 
     \b
     Examples:
-      workerrmq keys create ops-admin --scope admin
-      workerrmq keys list
+      workerrmq keys db create ops-admin --scope admin --create
+      workerrmq keys db ls
     """
 
 
-def _key_store() -> tuple[KeyStore, Database]:
+def _key_store(create: bool = False) -> tuple[KeyStore, Database]:
     from workerrmq.store import Database
     from workerrmq.store.keys import KeyStore
 
     settings = load_settings()
-    db = Database(settings.database_url)
+    url = settings.database_url
+    new_file = _missing_sqlite_file(url)
+    if new_file is not None and not create:
+        raise click.ClickException(
+            f"no database at {new_file} (DATABASE_URL={redact_url(url)}); the API you mean may use "
+            "another DATABASE_URL (set it, or run this where its .env is), or give --create to start "
+            "a new one"
+        )
+    click.echo(f"database: {redact_url(url)}" + (f" (new file {new_file})" if new_file else ""), err=True)
+    db = Database(url)
     db.migrate()
     return KeyStore(db), db
 
 
-@keys.command("create")
+def _missing_sqlite_file(url: str) -> Path | None:
+    """The absolute path of the SQLite file *url* names, when that file does not exist yet."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise click.ClickException(f"configuration: DATABASE_URL {redact_url(url)!r} is not a URL") from None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    path = Path(parsed.database).absolute()
+    return None if path.exists() else path
+
+
+_CREATE = click.option(
+    "--create",
+    is_flag=True,
+    help="start a new SQLite database when DATABASE_URL names a file that does not exist",
+)
+
+
+@keys_db.command("create")
 @click.argument("name")
 @click.option(
     "--scope",
@@ -178,14 +215,15 @@ def _key_store() -> tuple[KeyStore, Database]:
     show_default=True,
     help="read: GET only; publish: read and publish; admin: everything",
 )
-def keys_create(name: str, scope: str) -> None:
+@_CREATE
+def keys_db_create(name: str, scope: str, create: bool) -> None:
     """Create a key NAME and print its token (shown only this once).
 
     \b
     Example:
-      workerrmq keys create ci-publisher --scope publish
+      workerrmq keys db create ci-publisher --scope publish
     """
-    store, _ = _key_store()
+    store, _ = _key_store(create)
     try:
         info, token = store.create(name, scope)
     except WorkerRMQError as exc:
@@ -194,32 +232,47 @@ def keys_create(name: str, scope: str) -> None:
     click.echo(token)
 
 
-@keys.command("list")
-def keys_list() -> None:
+@keys_db.command("ls")
+@click.option("--json", "as_json", is_flag=True, help='print {"items": [...], "total": n} instead of lines')
+def keys_db_ls(as_json: bool) -> None:
     """List keys, never their tokens.
 
     Each line: id, name, scope, the token's first characters, active or revoked.
 
     \b
     Example:
-      workerrmq keys list
+      workerrmq keys db ls
     """
     store, _ = _key_store()
-    for k in store.list():
+    items = store.list()
+    if as_json:
+        views = [
+            {
+                "id": k.id,
+                "name": k.name,
+                "scope": k.scope,
+                "prefix": k.prefix,
+                "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+            }
+            for k in items
+        ]
+        click.echo(json.dumps({"items": views, "total": len(views)}, indent=2))
+        return
+    for k in items:
         state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
         click.echo(f"{k.id:>4}  {k.name:<30} {k.scope:<8} {k.prefix}…  {state}")
 
 
-@keys.command("revoke")
-@click.argument("key_id", type=int)
-def keys_revoke(key_id: int) -> None:
-    """Revoke the key with id KEY_ID.
+@keys_db.command("revoke")
+@click.argument("key_id", metavar="ID", type=int)
+def keys_db_revoke(key_id: int) -> None:
+    """Revoke the key with id ID.
 
-    KEY_ID is the first column of workerrmq keys list.
+    ID is the first column of workerrmq keys db ls.
 
     \b
     Example:
-      workerrmq keys revoke 3
+      workerrmq keys db revoke 3
     """
     store, _ = _key_store()
     try:
@@ -230,6 +283,7 @@ def keys_revoke(key_id: int) -> None:
 
 
 client.register(main)
+client.keys.add_command(keys_db)
 
 
 if __name__ == "__main__":  # pragma: no cover

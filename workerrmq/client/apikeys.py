@@ -1,6 +1,7 @@
-"""``workerrmq api-keys ls|create|revoke``: API keys through the API (needs an admin key).
+"""``workerrmq keys ls|create|revoke``: API keys through the API (needs an admin key).
 
-``workerrmq keys`` is the other way in: straight to the database, for the first key.
+``workerrmq keys db ...`` (added by :mod:`workerrmq.cli`) is the other way in: straight to
+the database, for the first key.
 """
 
 from __future__ import annotations
@@ -10,32 +11,36 @@ import click
 from workerrmq.client.base import ClientGroup, Context, api_command
 from workerrmq.core.scopes import SCOPES
 
-__all__ = ["api_keys"]
+__all__ = ["keys"]
 
 
-@click.group("api-keys", cls=ClientGroup)
-def api_keys() -> None:
+@click.group("keys", cls=ClientGroup)
+def keys() -> None:
     """List, create and revoke API keys through the API (admin key needed).
+
+    Before the API runs, or to make its first key, keys db does the same straight
+    in the database (DATABASE_URL).
 
     \b
     Examples:
-      workerrmq api-keys ls
-      workerrmq api-keys create ci-publisher --scope publish
-      workerrmq api-keys revoke 7
+      workerrmq keys ls
+      workerrmq keys create ci-publisher --scope publish
+      workerrmq keys revoke 7
+      workerrmq keys db create ops-admin --scope admin
     """
 
 
-@api_command(api_keys, "ls")
-def api_keys_ls(ops: Context) -> None:
+@api_command(keys, "ls")
+def keys_ls(ops: Context) -> None:
     """List keys, revoked ones included (never their tokens).
 
     \b
     Example:
-      workerrmq api-keys ls --json | jq '.[] | select(.revoked_at == null) | .name'
+      workerrmq keys ls --json | jq '.items[] | select(.revoked_at == null) | .name'
     """
     items = ops.client.get("/api/v1/keys")
     if ops.as_json:
-        ops.print_json(items)
+        ops.print_json({"items": items, "total": len(items)})
         return
     ops.table(
         ["id", "name", "scope", "prefix", "created", "state"],
@@ -59,7 +64,7 @@ def _when(stamp: str | None) -> str | None:
     return stamp[:16].replace("T", " ") if stamp else None
 
 
-@api_command(api_keys, "create")
+@api_command(keys, "create")
 @click.argument("name")
 @click.option(
     "--scope",
@@ -68,12 +73,12 @@ def _when(stamp: str | None) -> str | None:
     show_default=True,
     help="read: GET only; publish: read and publish; admin: everything",
 )
-def api_keys_create(ops: Context, name: str, scope: str) -> None:
+def keys_create(ops: Context, name: str, scope: str) -> None:
     """Create key NAME and print its token on stdout (shown only this once).
 
     \b
     Example:
-      export WORKERRMQ_KEY=$(workerrmq api-keys create ci-publisher --scope publish)
+      export WORKERRMQ_KEY=$(workerrmq keys create ci-publisher --scope publish)
     """
     key = ops.client.post("/api/v1/keys", {"name": name, "scope": scope})
     if ops.as_json:
@@ -86,14 +91,14 @@ def api_keys_create(ops: Context, name: str, scope: str) -> None:
     click.echo(key["key"])
 
 
-@api_command(api_keys, "revoke")
+@api_command(keys, "revoke")
 @click.argument("key_id", metavar="ID", type=int)
-def api_keys_revoke(ops: Context, key_id: int) -> None:
+def keys_revoke(ops: Context, key_id: int) -> None:
     """Revoke the key with id ID; it stops working within 2 s.
 
     \b
     Example:
-      workerrmq api-keys revoke 7
+      workerrmq keys revoke 7
     """
     key = ops.client.delete(f"/api/v1/keys/{key_id}")
     if ops.as_json:

@@ -44,7 +44,11 @@ def _print_schema(ctx: click.Context, _: click.Parameter, value: bool) -> None:
 
 @api_command(None, "apply")
 @click.option(
-    "-f", "--file", "path", type=click.Path(dir_okay=False, allow_dash=True), help="the file; - reads stdin"
+    "-f",
+    "--file",
+    "path",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="the file; - reads stdin (default: none, required unless --schema)",
 )
 @click.option("--dry-run", is_flag=True, help="print the changes, make none")
 @click.option(
@@ -234,7 +238,7 @@ def _execute(ops: Context, todo: Plan) -> tuple[list[str], dict[str, str]]:
     "-o",
     "--output",
     type=click.Path(dir_okay=False, writable=True),
-    help="write to this file instead of stdout",
+    help="write to this file (default: stdout)",
 )
 def export(ops: Context, output: str | None) -> None:
     """Write what the API holds as an apply file (YAML): the queues and exchanges an apply

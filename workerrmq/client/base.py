@@ -17,7 +17,7 @@ from rich.text import Text
 from workerrmq.client.config import ConfigProblem, resolve
 from workerrmq.client.http import EXIT, ApiClient, ApiError
 
-__all__ = ["Context", "ClientCommand", "ClientGroup", "api_command", "fail", "name_values"]
+__all__ = ["ALIASES", "Context", "ClientCommand", "ClientGroup", "api_command", "fail", "name_values"]
 
 
 class CommandFailed(click.ClickException):
@@ -25,11 +25,17 @@ class CommandFailed(click.ClickException):
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click types it ClassVar; it reads the instance's
 
 
 def fail(message: str, exit_code: int = EXIT["other"]) -> CommandFailed:
     return CommandFailed(message, exit_code)
+
+
+def _exits_other(exc: click.UsageError) -> click.UsageError:
+    """*exc*, exiting 1 rather than click's 2: exit code 2 means the API refused the input."""
+    exc.exit_code = EXIT["other"]  # type: ignore[misc]  # click types it ClassVar; it reads the instance's
+    return exc
 
 
 class ClientCommand(click.Command):
@@ -39,26 +45,45 @@ class ClientCommand(click.Command):
         try:
             return super().make_context(*args, **kwargs)
         except click.UsageError as exc:
-            exc.exit_code = EXIT["other"]
-            raise
+            raise _exits_other(exc) from None
+
+
+#: Other names a subcommand answers to, in every group.
+ALIASES = {"list": "ls"}
 
 
 class ClientGroup(click.Group):
+    """Usage errors exit 1, and ``list`` is ``ls`` (both spellings work everywhere)."""
+
     command_class = ClientCommand
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, ALIASES.get(cmd_name, cmd_name))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The commands section, ``ls`` shown as ``ls, list``."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is None or command.hidden:
+                continue
+            label = ", ".join([name, *(alias for alias, to in ALIASES.items() if to == name)])
+            rows.append((label, command.get_short_help_str(limit=formatter.width - 6 - len(label))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         try:
             return super().make_context(*args, **kwargs)
         except click.UsageError as exc:
-            exc.exit_code = EXIT["other"]
-            raise
+            raise _exits_other(exc) from None
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
         try:
             return super().resolve_command(ctx, args)
         except click.UsageError as exc:
-            exc.exit_code = EXIT["other"]
-            raise
+            raise _exits_other(exc) from None
 
 
 ClientGroup.group_class = ClientGroup
@@ -84,12 +109,18 @@ class Context:
     out: Console
     err: Console
 
-    def list_all(self, path: str, **params: Any) -> list[dict[str, Any]]:
-        """Every item of a paged listing (``items``/``total``), read 500 at a time."""
+    def list_all(self, path: str, *, page_size: int | None = 500, **params: Any) -> list[dict[str, Any]]:
+        """Every item of a paged listing (``items``/``total``), read *page_size* at a time
+        (None: the API's own page size)."""
         items: list[dict[str, Any]] = []
         page = 1
         while True:
-            answer = self.client.get(path, **params, page=page, page_size=500)
+            answer = self.client.get(path, **params, page=page, page_size=page_size)
+            if not isinstance(answer, dict) or not isinstance(answer.get("items"), list):
+                raise fail(
+                    f"{self.client.url}{path} answered JSON without a list of items: expected the "
+                    "WorkerRMQ API's base URL, such as http://127.0.0.1:5000; is --url right?"
+                )
             items += answer["items"]
             if not answer["items"] or len(items) >= answer["total"]:
                 return items
@@ -188,8 +219,7 @@ def api_command(group: click.Group | None, name: str, **settings: Any) -> Callab
             except ApiError as exc:
                 raise fail(exc.message, exc.exit_code) from None
             except click.UsageError as exc:  # found by the command itself
-                exc.exit_code = EXIT["other"]
-                raise
+                raise _exits_other(exc) from None
 
         own = getattr(f, "__click_params__", [])
         run.__click_params__ = []  # type: ignore[attr-defined]
@@ -215,7 +245,8 @@ _SHARED = [
         "--key",
         envvar="WORKERRMQ_KEY",
         metavar="KEY",
-        help="API key [env WORKERRMQ_KEY; config 'key']; prefer those two, a flag shows in the process list",
+        help="API key [env WORKERRMQ_KEY; config 'key'; default: none]; prefer those two, a flag shows in "
+        "the process list",
     ),
     click.option(
         "--config",

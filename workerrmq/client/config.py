@@ -63,5 +63,10 @@ def resolve(url: str | None, key: str | None, config: str | None) -> ApiAccess:
     parts = urlsplit(chosen_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigProblem(f"API URL {redact_url(chosen_url)!r} is not an http(s) URL")
+    if parts.path.rstrip("/").endswith(("/api", "/api/v1")):
+        raise ConfigProblem(
+            f"API URL {redact_url(chosen_url)!r} ends in {parts.path!r}: give the API's base URL "
+            f"without /api/v1, such as {DEFAULT_URL} (the commands add the /api/v1/... paths)"
+        )
     chosen_key = (key or data.get("key") or "").strip() or None
     return ApiAccess(chosen_url, chosen_key)

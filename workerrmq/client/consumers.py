@@ -31,7 +31,8 @@ def consumers() -> None:
 
 def _help(field: str) -> str:
     """The ``--help`` line of consumer field *field*: its meaning, range and default."""
-    return FIELDS[field].help(DEFAULTS.get(field))
+    default = DEFAULTS.get(field)
+    return FIELDS[field].help(default) if default is not None else f"{FIELDS[field].help()} (default: none)"
 
 
 def _path(ref: str, action: str = "") -> str:
@@ -148,7 +149,7 @@ _FIELD_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         "headers",
         multiple=True,
         metavar="NAME=VALUE",
-        help="an HTTP header for every delivery; repeatable",
+        help="an HTTP header for every delivery; repeatable (default: none)",
     ),
     click.option("--delivery-timeout", "request_timeout", type=float, metavar="S", help=_help("timeout")),
     click.option("--concurrency", type=int, metavar="N", help=_help("concurrency")),
@@ -156,13 +157,15 @@ _FIELD_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option("--initial-delay", type=float, metavar="S", help=_help("initial_delay")),
     click.option("--max-delay", type=float, metavar="S", help=_help("max_delay")),
     click.option("--rate-limit", type=float, metavar="PER_S", help=_help("rate_limit")),
-    click.option("--ordered/--unordered", default=None, help=FIELDS["ordered"].description),
+    click.option(
+        "--ordered/--unordered", default=None, help=f"{FIELDS['ordered'].description} (default: unordered)"
+    ),
     click.option("--dead-letter-queue", metavar="QUEUE", help=FIELDS["dead_letter_queue"].description),
     click.option(
         "--signing-secret",
         envvar="WORKERRMQ_SIGNING_SECRET",
         metavar="SECRET",
-        help="Standard Webhooks secret [env WORKERRMQ_SIGNING_SECRET]",
+        help="Standard Webhooks secret [env WORKERRMQ_SIGNING_SECRET; default: none, unsigned]",
     ),
 ]
 

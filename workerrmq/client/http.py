@@ -121,7 +121,8 @@ class ApiClient:
         except ValueError:
             raise ApiError(
                 f"{where} answered {response.status_code} with something that is not "
-                "JSON; is that the WorkerRMQ API?",
+                "JSON: expected the WorkerRMQ API's base URL (such as http://127.0.0.1:5000); "
+                "is --url right?",
                 EXIT["other"],
             ) from None
 
@@ -132,6 +133,15 @@ class ApiClient:
             text = f"{detail['message']} ({status} {detail.get('code', 'error')})"
         except (ValueError, KeyError, TypeError):
             text = f"HTTP {status} {response.reason or ''}".strip()
+            if status < 500:
+                # Every WorkerRMQ error has that shape: this answer came from another server.
+                text += (
+                    f" from {redact_url(self.url)}, which is not the WorkerRMQ API (its errors are "
+                    '{"error": {"code", "message"}}): expected its base URL, such as '
+                    "http://127.0.0.1:5000; is --url (or WORKERRMQ_URL) right?"
+                )
+                exit_code = EXIT["other"] if status in (404, 405) else _STATUS_EXIT.get(status, EXIT["other"])
+                return ApiError(self._clean(text), exit_code, status)
         if status in (429, 503) and response.headers.get("Retry-After"):
             text += f"; retry after {response.headers['Retry-After']}s"
         return ApiError(self._clean(text), _STATUS_EXIT.get(status, EXIT["other"]), status)

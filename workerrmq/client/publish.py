@@ -28,7 +28,7 @@ _KEPT_FAILURES = 100
     "source",
     type=click.File("rb"),
     metavar="FILE",
-    help="publish each line of FILE as one message ('-' reads lines from stdin)",
+    help="publish each line of FILE as one message ('-' reads lines from stdin) (default: MESSAGE)",
 )
 @click.option(
     "--batch-size",
@@ -44,7 +44,7 @@ _KEPT_FAILURES = 100
     "headers",
     multiple=True,
     metavar="NAME=VALUE",
-    help="an AMQP header for every message; repeatable",
+    help="an AMQP header for every message; repeatable (default: none)",
 )
 def publish(
     ops: Context,
@@ -74,6 +74,7 @@ def publish(
     if source is not None:
         _publish_lines(ops, queue, path, source, batch_size, props)
         return
+    assert message is not None  # checked above: MESSAGE or --file
     raw = sys.stdin.buffer.read() if message == "-" else message.encode()
     answer = ops.client.post(path, {**_body(raw), **props})
     if ops.as_json:

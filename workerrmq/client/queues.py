@@ -25,7 +25,7 @@ def queues() -> None:
 
 
 @api_command(queues, "ls")
-@click.option("--name", help="only queues whose name contains this")
+@click.option("--name", help="only queues whose name contains this (default: all)")
 def queues_ls(ops: Context, name: str | None) -> None:
     """List queues with their depth, consumers and rates.
 
@@ -73,11 +73,22 @@ def queues_ls(ops: Context, name: str | None) -> None:
     help="whether the queue survives a broker restart",
 )
 @click.option(
-    "--message-ttl", type=click.IntRange(min=0), metavar="MS", help="milliseconds a message may wait in it"
+    "--message-ttl",
+    type=click.IntRange(min=0),
+    metavar="MS",
+    help="milliseconds a message may wait in it (default: no limit)",
 )
-@click.option("--max-length", type=click.IntRange(min=0), metavar="N", help="messages it holds at most")
 @click.option(
-    "--max-length-bytes", type=click.IntRange(min=0), metavar="BYTES", help="message bytes it holds at most"
+    "--max-length",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="messages it holds at most (default: no limit)",
+)
+@click.option(
+    "--max-length-bytes",
+    type=click.IntRange(min=0),
+    metavar="BYTES",
+    help="message bytes it holds at most (default: no limit)",
 )
 @click.option(
     "--overflow",
@@ -87,13 +98,17 @@ def queues_ls(ops: Context, name: str | None) -> None:
 @click.option(
     "--dead-letter-exchange",
     metavar="EXCHANGE",
-    help="where RabbitMQ sends what the queue drops or expires (not WorkerRMQ's dead-letter queue)",
+    help="where RabbitMQ sends what the queue drops or expires (not WorkerRMQ's dead-letter queue) "
+    "(default: none, dropped)",
 )
 @click.option(
     "--dead-letter-routing-key", metavar="KEY", help="routing key of those messages (default: their own)"
 )
 @click.option(
-    "--max-priority", type=click.IntRange(1, 255), metavar="N", help="highest message priority it orders by"
+    "--max-priority",
+    type=click.IntRange(1, 255),
+    metavar="N",
+    help="highest message priority it orders by (default: none, unordered)",
 )
 def queues_create(ops: Context, name: str, queue_type: str, durable: bool, **arguments: Any) -> None:
     """Declare queue NAME. An identical existing queue is fine; one with other
