@@ -1,0 +1,289 @@
+"""A consumer's ``filter``: a CEL expression that says which messages its endpoint gets.
+
+The expression sees four variables:
+
+- ``routing_key``: a string;
+- ``headers``: the message's AMQP headers, a map;
+- ``properties``: a map of :data:`PROPERTIES` (absent ones are ``null``; ``timestamp``
+  is a CEL timestamp);
+- ``body``: the body decoded as JSON when it parses as JSON and is at most
+  :data:`MAX_JSON_BODY` bytes, else the bytes.
+
+It is compiled when the consumer is saved (:func:`compile_filter`, whose
+:class:`FilterError` names the position of the mistake) and evaluated for each
+message by the worker (:meth:`CompiledFilter.matches`).
+
+The library is `common-expression-language` (the ``cel`` module, bindings to the
+Rust ``cel`` crate). Measured on one message (a 60-byte JSON body, an expression over
+the routing key, a header and a body field): about 25 µs per evaluation, against
+555 µs for ``cel-python`` (pure Python) and 8 µs for ``cel-expr-python`` (Google's C++
+runtime). The C++ runtime was faster still but cuts strings and bytes at the first NUL
+(``size(b"ab\\x00cd")`` is 2 there), so a filter on a binary body would give wrong
+answers; it is also a 0.1 release. Only the variables an expression names are built
+for it: a filter on the routing key alone costs about 2 µs a message.
+
+The Rust library parses and evaluates but does not type-check, so a type mistake
+shows when a message is evaluated (:class:`FilterEvalError`: the worker counts it
+apart and drops the message). Two mistakes are caught here at save time anyway, with
+their position: a name that is none of the four variables, and a comprehension
+(``all``, ``exists``, ``exists_one``, ``map``, ``filter``) inside another, whose cost
+per message would grow with the product of the lists' lengths (a 1 MiB JSON list
+nested in itself is 10^11 steps on the worker's event loop).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import cel
+import orjson
+
+__all__ = [
+    "MAX_EXPRESSION",
+    "MAX_JSON_BODY",
+    "PROPERTIES",
+    "VARIABLES",
+    "CompiledFilter",
+    "FilterError",
+    "FilterEvalError",
+    "compile_filter",
+    "decode_body",
+]
+
+#: The longest expression accepted, in characters: bounds the time and memory compiling takes.
+MAX_EXPRESSION = 4096
+#: Bodies up to this many bytes are decoded as JSON for ``body``; larger ones stay bytes.
+MAX_JSON_BODY = 1 << 20
+#: The variables an expression may name.
+VARIABLES = ("routing_key", "headers", "properties", "body")
+#: The message properties in ``properties`` (AMQP's ``type`` property is ``type`` here).
+PROPERTIES = (
+    "content_type",
+    "correlation_id",
+    "message_id",
+    "reply_to",
+    "type",
+    "app_id",
+    "timestamp",
+    "priority",
+    "delivery_mode",
+    "expiration",
+    "user_id",
+)
+_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+#: Identifiers CEL reads as type names (``type(body) == map``), not as variables.
+_TYPE_NAMES = frozenset(
+    {"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type"}
+)
+_ERROR_AT = re.compile(r"<input>:(\d+):(\d+): ([^\n]*)")
+_DETAIL_MAX = 300
+
+
+class FilterError(ValueError):
+    """An expression that cannot be compiled; the message names where (line and column,
+    1-based, as the expression is written) and why."""
+
+    def __init__(self, message: str, *, line: int | None = None, column: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+        self.column = column
+
+
+class FilterEvalError(Exception):
+    """The expression failed on one message (a type mismatch, a missing key, not a bool)."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CompiledFilter:
+    """A compiled expression; :meth:`matches` evaluates it on one message."""
+
+    expression: str
+    _program: Any = dataclasses.field(repr=False)
+    #: The variables the expression names: only those are built for each message.
+    uses: frozenset[str] = frozenset(VARIABLES)
+
+    def matches(
+        self,
+        routing_key: str,
+        headers: Mapping[str, Any] | None,
+        properties: Mapping[str, Any] | None,
+        body: bytes,
+    ) -> bool:
+        """True if the message passes; :class:`FilterEvalError` if the expression fails on it
+        or gives anything but a bool."""
+        context: dict[str, Any] = {}
+        uses = self.uses
+        if "routing_key" in uses:
+            context["routing_key"] = routing_key
+        if "headers" in uses:
+            context["headers"] = _cel_value(dict(headers or {}))
+        if "properties" in uses:
+            given = properties or {}
+            context["properties"] = {name: _cel_value(given.get(name)) for name in PROPERTIES}
+        if "body" in uses:
+            context["body"] = decode_body(body)
+        try:
+            result = self._program.execute(context)
+        except Exception as exc:
+            raise FilterEvalError(_short(f"{type(exc).__name__}: {exc}")) from None
+        except BaseException as exc:  # the Rust library's panics derive from BaseException
+            if not _is_panic(exc):
+                raise
+            raise FilterEvalError(_short(f"the evaluator failed: {exc}")) from None
+        if not isinstance(result, bool):
+            raise FilterEvalError(f"the expression gave {type(result).__name__}, not a bool")
+        return result
+
+
+def compile_filter(expression: str) -> CompiledFilter:
+    """Compile *expression*; :class:`FilterError` naming the position of a mistake."""
+    if not isinstance(expression, str):
+        raise FilterError("must be a string")
+    if not expression.strip():
+        raise FilterError("must not be empty")
+    if len(expression) > MAX_EXPRESSION:
+        raise FilterError(f"longer than {MAX_EXPRESSION} characters ({len(expression)})")
+    try:
+        program = cel.compile(expression)
+    except Exception as exc:
+        raise _syntax_error(expression, str(exc)) from None
+    except BaseException as exc:
+        if not _is_panic(exc):
+            raise
+        raise FilterError("the expression could not be parsed") from None
+    scan = _Scan.of(expression)
+    names = set(program.variables())
+    for name in sorted(names - set(VARIABLES) - scan.bound - _TYPE_NAMES):
+        line, column = _line_column(expression, scan.first.get(name, 0))
+        raise FilterError(
+            f"line {line}, column {column}: undeclared reference to {name!r} "
+            f"(the variables are {', '.join(VARIABLES)})",
+            line=line,
+            column=column,
+        )
+    if scan.nested is not None:
+        line, column = _line_column(expression, scan.nested)
+        raise FilterError(
+            f"line {line}, column {column}: a comprehension inside another is not allowed "
+            "(its cost per message grows with the product of the lists' lengths)",
+            line=line,
+            column=column,
+        )
+    return CompiledFilter(expression, program, frozenset(names & set(VARIABLES)))
+
+
+def decode_body(body: bytes) -> Any:
+    """*body* as ``body`` sees it: decoded JSON when it is JSON of at most
+    :data:`MAX_JSON_BODY` bytes, else the bytes themselves."""
+    if len(body) <= MAX_JSON_BODY and body[:1] not in (b"", b"\x00"):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+    return bytes(body)
+
+
+def _cel_value(value: Any) -> Any:
+    """An AMQP header or property value as the CEL library takes it: decimals as doubles,
+    times as UTC timestamps, tables and arrays walked."""
+    if isinstance(value, dict):
+        return {str(k): _cel_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_cel_value(v) for v in value]
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)  # AMQP timestamps are seconds since the epoch, UTC
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    return value
+
+
+def _is_panic(exc: BaseException) -> bool:
+    return type(exc).__name__ == "PanicException"
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _DETAIL_MAX else text[: _DETAIL_MAX - 3] + "..."
+
+
+def _syntax_error(expression: str, text: str) -> FilterError:
+    found = _ERROR_AT.search(text)
+    if found is None:
+        return FilterError(_short(text.split("\n", 1)[0]))
+    line, column, detail = int(found[1]), int(found[2]), found[3]
+    return FilterError(f"line {line}, column {column}: {_short(detail)}", line=line, column=column)
+
+
+def _line_column(expression: str, offset: int) -> tuple[int, int]:
+    before = expression[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
+
+
+# -- a scan of the expression's tokens, for what the library does not report ------------------
+
+_TOKEN = re.compile(
+    r"""
+    (?P<string>[rRbB]{0,2}(?:\"\"\"[\s\S]*?\"\"\"|'''[\s\S]*?'''|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'))
+    | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
+    | (?P<quoted>`[^`\n]*`)
+    | (?P<number>[0-9][0-9A-Za-z_.]*)
+    | (?P<punct>\S)
+    """,
+    re.VERBOSE,
+)
+
+
+@dataclasses.dataclass
+class _Scan:
+    """What the tokens show: the names comprehensions bind, where each other name is
+    first used (not after a ``.``), and where a comprehension opens inside another."""
+
+    bound: set[str]
+    first: dict[str, int]
+    nested: int | None
+
+    @classmethod
+    def of(cls, expression: str) -> _Scan:
+        tokens = list(_tokens(expression))
+        bound: set[str] = set()
+        first: dict[str, int] = {}
+        nested: int | None = None
+        stack: list[bool] = []  # per open "(": does it open a comprehension's arguments?
+        for i, (kind, text, offset) in enumerate(tokens):
+            after_dot = i > 0 and tokens[i - 1][1] == "."
+            if kind == "ident" and not after_dot:
+                first.setdefault(text, offset)
+            if text == "(":
+                macro = i >= 2 and tokens[i - 1][0] == "ident" and tokens[i - 2][1] == "."
+                macro = macro and tokens[i - 1][1] in _MACROS
+                if macro:
+                    if any(stack) and nested is None:
+                        nested = tokens[i - 1][2]
+                    bound.update(_bound_names(tokens, i + 1))
+                stack.append(macro)
+            elif text == ")" and stack:
+                stack.pop()
+        return cls(bound, first, nested)
+
+
+def _tokens(expression: str) -> Iterator[tuple[str, str, int]]:
+    for found in _TOKEN.finditer(expression):
+        kind = found.lastgroup or "punct"
+        yield kind, found.group(), found.start()
+
+
+def _bound_names(tokens: list[tuple[str, str, int]], start: int) -> list[str]:
+    """The names a comprehension whose arguments start at *start* binds: its leading
+    identifiers each followed by a comma (``x`` in ``all(x, ...)``, ``k, v`` in ``all(k, v, ...)``)."""
+    names: list[str] = []
+    i = start
+    while i + 1 < len(tokens) and tokens[i][0] == "ident" and tokens[i + 1][1] == "," and len(names) < 2:
+        names.append(tokens[i][1])
+        i += 2
+    return names
