@@ -2,6 +2,10 @@
 
 ``webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``.
 Signed over the raw body bytes, so bodies that are not UTF-8 sign correctly too.
+
+While a secret is being rotated, a request is signed with the new and the previous
+secret: the header then holds both signatures, separated by a space
+(``v1,<new> v1,<old>``), and a receiver that knows either secret accepts it.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ import binascii
 import functools
 import hashlib
 import hmac
+import secrets
+from collections.abc import Sequence
 
-__all__ = ["SIGNATURE_HEADERS", "secret_bytes", "sign", "signature_headers"]
+__all__ = ["SIGNATURE_HEADERS", "new_secret", "secret_bytes", "sign", "signature_headers"]
 
 _PREFIX = "whsec_"
 #: The headers of a signed request: the message id, the time, the signature.
@@ -38,7 +44,16 @@ def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def signature_headers(key: bytes, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """The :data:`SIGNATURE_HEADERS` of a request carrying *body*, signed with *key*."""
-    values = (message_id, str(timestamp), sign(key, message_id, timestamp, body))
-    return dict(zip(SIGNATURE_HEADERS, values, strict=True))
+def signature_headers(
+    key: bytes | Sequence[bytes], message_id: str, timestamp: int, body: bytes
+) -> dict[str, str]:
+    """The :data:`SIGNATURE_HEADERS` of a request carrying *body*, signed with *key*, or
+    with each of several keys (newest first) while a secret is rotated."""
+    keys = (key,) if isinstance(key, bytes) else key
+    signatures = " ".join(sign(k, message_id, timestamp, body) for k in keys)
+    return dict(zip(SIGNATURE_HEADERS, (message_id, str(timestamp), signatures), strict=True))
+
+
+def new_secret() -> str:
+    """A fresh signing secret: ``whsec_`` and the base64 of 32 random bytes."""
+    return _PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
