@@ -273,6 +273,14 @@ class Queue(Schema):
     publish_rate = fields.Float()
     deliver_rate = fields.Float()
     arguments = fields.Nested(QueueArguments)
+    stats_age_seconds = fields.Float(
+        allow_none=True,
+        metadata={
+            "description": "0: messages_ready and consumers (and so messages) were read from the broker "
+            "just now; null: every figure is the management API's sample, up to its statistics "
+            "interval (5 s by default) old. messages_unacknowledged and the rates are always the sample."
+        },
+    )
 
 
 class QueueListArgs(Strict):

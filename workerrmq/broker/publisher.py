@@ -99,6 +99,16 @@ class Publisher:
         """
         return self._run(self._replay(source, dest, limit), timeout=timeout)
 
+    def queue_counts(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Each queue's ready messages and consumers as the broker holds them now (a
+        passive declare answers both), where the management API's figures are a sample
+        up to its statistics interval old. A queue that cannot be asked (gone, or exclusive
+        to another connection) is left out.
+
+        Raises :class:`BrokerUnavailable` when the broker cannot be asked in time.
+        """
+        return self._run(self._queue_counts(names))
+
     def ping(self) -> None:
         """Raise :class:`BrokerUnavailable` unless an AMQP channel is open or can be opened."""
         self._run(self._ensure_channel())
@@ -235,6 +245,30 @@ class Publisher:
             raise BrokerUnavailable(
                 f"RabbitMQ connection lost while moving messages ({type(exc).__name__})"
             ) from None
+
+    async def _queue_counts(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """On a channel of their own: a queue that cannot be asked closes the channel."""
+        await self._ensure_channel()
+        assert self._connection is not None
+        counts: dict[str, tuple[int, int]] = {}
+        probe: aio_pika.abc.AbstractChannel | None = None
+        try:
+            for name in names:
+                if probe is None or probe.is_closed:
+                    probe = await self._connection.channel(publisher_confirms=False)
+                try:
+                    queue = await probe.declare_queue(name, passive=True, timeout=self.timeout)
+                except aiormq.exceptions.ChannelClosed:  # gone, or another connection's exclusive one
+                    continue
+                declared = queue.declaration_result
+                counts[name] = (declared.message_count or 0, declared.consumer_count or 0)
+        except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
+            raise BrokerUnavailable(f"RabbitMQ unreachable ({type(exc).__name__})") from None
+        finally:
+            if probe is not None and not probe.is_closed:
+                with contextlib.suppress(Exception):  # done with it either way
+                    await probe.close()
+        return counts
 
     async def _check_exchange(self, exchange: str) -> None:
         """Passive declare on a throwaway channel, so a 404 cannot close the shared one."""

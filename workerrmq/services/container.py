@@ -46,7 +46,7 @@ class Services:
             ca_file=settings.rabbitmq_management_ca_file,
         )
         publisher = Publisher(settings.rabbitmq_urls, timeout=settings.broker_timeout)
-        queues = QueueService(management)
+        queues = QueueService(management, publisher.queue_counts)
         return cls(
             settings=settings,
             db=db,

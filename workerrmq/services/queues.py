@@ -1,14 +1,30 @@
-"""Queue administration over the management API, shaped for WorkerRMQ's clients."""
+"""Queue administration over the management API, shaped for WorkerRMQ's clients.
+
+The management API samples a queue's figures every few seconds (5 by default), so a
+queue just filled or drained shows the old depth for that long. Where the broker can
+be asked over AMQP, the ready count and the consumer count are read live instead
+(a passive declare answers both), and ``stats_age_seconds`` says which: 0 when they
+were read live, null when they are the management API's sample. Unacknowledged
+counts and rates are always the sample.
+"""
 
 from __future__ import annotations
 
+import builtins
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from workerrmq.broker.management import ManagementClient
-from workerrmq.errors import NotFound
+from workerrmq.errors import BrokerUnavailable, NotFound
 from workerrmq.services.names import check_name
 
-__all__ = ["QueueService", "QUEUE_ARGUMENTS"]
+__all__ = ["QueueService", "QUEUE_ARGUMENTS", "LiveCounts"]
+
+log = logging.getLogger(__name__)
+
+#: Ready messages and consumers of each named queue, read live (a queue that cannot be asked left out).
+LiveCounts = Callable[[Sequence[str]], dict[str, tuple[int, int]]]
 
 # Our argument names -> RabbitMQ's x-arguments.
 QUEUE_ARGUMENTS = {
@@ -27,11 +43,12 @@ def _rate(stats: dict[str, Any], key: str) -> float:
     return float(stats.get(f"{key}_details", {}).get("rate", 0.0))
 
 
-def queue_view(raw: dict[str, Any]) -> dict[str, Any]:
-    """A management API queue record in WorkerRMQ's shape."""
+def queue_view(raw: dict[str, Any], live: tuple[int, int] | None = None) -> dict[str, Any]:
+    """A management API queue record in WorkerRMQ's shape, with the *live* ready and
+    consumer counts over the sampled ones when given."""
     arguments = raw.get("arguments") or {}
     stats = raw.get("message_stats") or {}
-    return {
+    view = {
         "name": raw["name"],
         "type": arguments.get("x-queue-type", raw.get("type", "classic")),
         "durable": bool(raw.get("durable")),
@@ -43,24 +60,46 @@ def queue_view(raw: dict[str, Any]) -> dict[str, Any]:
         "publish_rate": _rate(stats, "publish"),
         "deliver_rate": _rate(stats, "deliver_get"),
         "arguments": {_ARGUMENT_NAMES[k]: v for k, v in arguments.items() if k in _ARGUMENT_NAMES},
+        "stats_age_seconds": None,
     }
+    if live is not None:
+        ready, consumers = live
+        view["messages_ready"] = ready
+        view["messages"] = ready + view["messages_unacknowledged"]
+        view["consumers"] = consumers
+        view["stats_age_seconds"] = 0.0
+    return view
 
 
 class QueueService:
-    def __init__(self, management: ManagementClient) -> None:
+    def __init__(self, management: ManagementClient, live_counts: LiveCounts | None = None) -> None:
+        """*live_counts* reads ready and consumer counts live (without it: the samples)."""
         self.management = management
+        self.live_counts = live_counts
+
+    def _live(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Live counts of *names*; none when the broker cannot be asked (the samples stand)."""
+        if self.live_counts is None or not names:
+            return {}
+        try:
+            return self.live_counts(names)
+        except BrokerUnavailable as exc:
+            log.warning("queue figures from the management API's sample: %s", exc.message)
+            return {}
 
     def list(self, *, name: str | None = None, page: int = 1, page_size: int = 100) -> dict[str, Any]:
         """One page of queues whose name contains *name*."""
         raw = self.management.list_queues(name=name, page=page, page_size=page_size)
+        found = raw.get("items", [])
+        live = self._live([q["name"] for q in found])
         return {
-            "items": [queue_view(q) for q in raw.get("items", [])],
+            "items": [queue_view(q, live.get(q["name"])) for q in found],
             "page": page,
             "page_size": page_size,
             "total": int(raw.get("filtered_count", raw.get("total_count", 0))),
         }
 
-    def list_all(self) -> list[dict[str, Any]]:
+    def list_all(self) -> builtins.list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         page = 1
         while True:
@@ -71,7 +110,8 @@ class QueueService:
             page += 1
 
     def get(self, name: str) -> dict[str, Any]:
-        return queue_view(self.management.get_queue(check_name(name)))
+        raw = self.management.get_queue(check_name(name))
+        return queue_view(raw, self._live([name]).get(name))
 
     def exists(self, name: str) -> bool:
         try:
@@ -103,7 +143,7 @@ class QueueService:
     def purge(self, name: str) -> None:
         self.management.purge_queue(check_name(name))
 
-    def bindings(self, name: str) -> list[dict[str, Any]]:
+    def bindings(self, name: str) -> builtins.list[dict[str, Any]]:
         return [
             {
                 "exchange": b["source"],
@@ -127,7 +167,7 @@ class QueueService:
                 return
         raise NotFound(f"queue {name!r} has no binding to {exchange!r} with key {routing_key!r}")
 
-    def consumers(self, name: str) -> list[dict[str, Any]]:
+    def consumers(self, name: str) -> builtins.list[dict[str, Any]]:
         return [
             {
                 "consumer_tag": c.get("consumer_tag"),
