@@ -335,13 +335,18 @@ def test_dead_letters_of_a_missing_or_empty_dlq(client, admin, queue, amqp):
     assert missing.json["items"] == []
     replay = client.post(f"{url}/replay", json={}, headers=admin)
     assert replay.status_code == 200
-    assert replay.json == {"replayed": 0}
+    assert replay.json == {"replayed": 0, "matched": 0, "moved": 0, "remaining": 0}
 
     amqp.queue_declare(f"{queue}.dlq", durable=True)
     empty = client.get(url, headers=admin)
     assert empty.status_code == 200
     assert (empty.json["total"], empty.json["items"]) == (0, [])
-    assert client.post(f"{url}/replay", json={}, headers=admin).json == {"replayed": 0}
+    assert client.post(f"{url}/replay", json={}, headers=admin).json == {
+        "replayed": 0,
+        "matched": 0,
+        "moved": 0,
+        "remaining": 0,
+    }
     assert client.get("/api/v1/consumers/nope/dead-letters", headers=admin).status_code == 404
 
 
@@ -372,7 +377,7 @@ def test_peek_and_replay_dead_letters(client, admin, queue, amqp):
 
     one = client.post(f"{url}/replay", json={"count": 1}, headers=admin)
     assert one.status_code == 200
-    assert one.json == {"replayed": 1}
+    assert one.json == {"replayed": 1, "matched": 1, "moved": 1, "remaining": 1}
     method, properties, body = wait_for(
         lambda: (got := amqp.basic_get(queue, auto_ack=True))[0] and got,
         timeout=5,
@@ -389,7 +394,7 @@ def test_peek_and_replay_dead_letters(client, admin, queue, amqp):
     assert amqp.queue_declare(dlq, passive=True).method.message_count == 1
 
     rest = client.post(f"{url}/replay", json={}, headers=admin)
-    assert rest.json == {"replayed": 1}
+    assert rest.json == {"replayed": 1, "matched": 1, "moved": 1, "remaining": 0}
     method, properties, body = wait_for(
         lambda: (got := amqp.basic_get(queue, auto_ack=True))[0] and got,
         timeout=5,
@@ -398,7 +403,12 @@ def test_peek_and_replay_dead_letters(client, admin, queue, amqp):
     assert properties.message_id == "m-2"
     assert "x-workerrmq-attempts" not in (properties.headers or {})
     assert amqp.queue_declare(dlq, passive=True).method.message_count == 0
-    assert client.post(f"{url}/replay", json={}, headers=admin).json == {"replayed": 0}
+    assert client.post(f"{url}/replay", json={}, headers=admin).json == {
+        "replayed": 0,
+        "matched": 0,
+        "moved": 0,
+        "remaining": 0,
+    }
 
 
 def test_replay_count_must_be_positive(client, admin, queue):

@@ -98,7 +98,7 @@ def test_seed_workflow_with_run(tmp_path, endpoint, queue_name, amqp):
             headers=headers,
             timeout=30,
         )
-        assert replay.json() == {"replayed": 1}
+        assert replay.json()["replayed"] == 1
         wait_for(lambda: len(endpoint.delivered_ids()) == 6, timeout=30, what="the replayed message")
     finally:
         run.send_signal(signal.SIGTERM)

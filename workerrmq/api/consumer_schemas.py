@@ -7,10 +7,15 @@ what is sent (header names, ``retry_on`` tokens, placeholders).
 
 from __future__ import annotations
 
+import datetime as dt
+import importlib
 import re
+from collections.abc import Mapping
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from workerrmq.api.schemas import (
     JsonBody,
@@ -19,9 +24,20 @@ from workerrmq.api.schemas import (
     StrictBoolean,
     StrictFloat,
     StrictInteger,
+    max_bytes,
 )
-from workerrmq.core.consumer import DEFAULTS, FIELDS, SIGNING_SECRET_LENGTH
+from workerrmq.core.consumer import (
+    AUTH_KEYS,
+    AUTH_SECRETS,
+    BATCH_DEFAULTS,
+    BATCH_FIELDS,
+    DEFAULTS,
+    FIELDS,
+    SIGNING_SECRET_LENGTH,
+    SOURCE_MATCH,
+)
 from workerrmq.core.credentials import PLACEHOLDER
+from workerrmq.core.dead_letters import DeadLetterSelector
 from workerrmq.core.headers import refused_header
 from workerrmq.core.policy import RETRY_ON_PATTERN
 from workerrmq.core.signing import secret_bytes
@@ -77,6 +93,224 @@ def _field(kind: type[fields.Field], name: str, *, extra: str = "", **kwargs: An
     return kind(validate=checks, metadata=_documented(name, extra), **kwargs)
 
 
+# -- subscription fields ---------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Most binding keys (or headers) one ``source`` may bind with.
+SOURCE_BINDINGS_MAX = 100
+_INT64 = 2**63
+
+
+def _one_line(value: str) -> None:
+    found = _CONTROL.search(value)
+    if found is not None:
+        raise ValidationError(
+            f"must not contain control characters such as CR, LF or NUL (found {found.group()!r})"
+        )
+
+
+def _text(*, required: bool = True, longest: int, shortest: int = 1, **kwargs: Any) -> fields.String:
+    """A one-line text field of *shortest* to *longest* characters."""
+    checks = [validate.Length(min=shortest, max=longest), _one_line, *kwargs.pop("validate", [])]
+    return fields.String(required=required, validate=checks, **kwargs)
+
+
+def _binding_value(value: Any) -> None:
+    """A header value a headers exchange can match: text, an integer or a boolean."""
+    if isinstance(value, str):
+        if len(value) > 255:
+            raise ValidationError("must be at most 255 characters")
+        _one_line(value)
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, int):
+        if not -_INT64 <= value < _INT64:
+            raise ValidationError("integers must fit in 64 bits (signed)")
+    else:
+        raise ValidationError("must be text, an integer or a boolean")
+
+
+def _binding_header(name: str) -> None:
+    _one_line(name)
+    if name.lower().startswith("x-"):
+        raise ValidationError(
+            f"{name[:40]!r}: headers starting with 'x-' are not matched by a headers exchange"
+        )
+
+
+class Source(Strict):
+    """Where a ``source`` consumer's own queue takes messages from."""
+
+    exchange = Name(required=True, metadata={"description": "an exchange that exists"})
+    binding_keys = fields.List(
+        _text(longest=255, shortest=0, validate=[max_bytes(255)]),
+        validate=validate.Length(min=1, max=SOURCE_BINDINGS_MAX),
+        metadata={"description": "topic, direct or fanout exchange: the queue is bound with each key"},
+    )
+    match = fields.String(
+        validate=validate.OneOf(SOURCE_MATCH),
+        metadata={"description": "headers exchange: every header must match (all, default) or one (any)"},
+    )
+    headers = fields.Dict(
+        keys=fields.String(validate=[validate.Length(min=1, max=128), _binding_header]),
+        values=fields.Raw(validate=_binding_value),
+        validate=validate.Length(max=SOURCE_BINDINGS_MAX),
+        metadata={"description": "headers exchange: the headers to match"},
+    )
+
+    @validates_schema
+    def _one_shape(self, data: dict[str, Any], **_: Any) -> None:
+        if ("binding_keys" in data) == ("headers" in data):
+            raise ValidationError("give binding_keys (topic, direct, fanout) or headers (headers exchange)")
+        if "match" in data and "headers" not in data:
+            raise ValidationError("match goes with headers (a headers exchange)", "match")
+
+    @post_load
+    def _default_match(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        if "headers" in data:
+            data.setdefault("match", SOURCE_MATCH[0])
+        return data
+
+
+class Batch(Strict):
+    """How deliveries are grouped; keys left out take their defaults."""
+
+    max_messages = StrictInteger(
+        load_default=BATCH_DEFAULTS["max_messages"],
+        validate=validate.Range(
+            min=BATCH_FIELDS["max_messages"].minimum, max=BATCH_FIELDS["max_messages"].maximum
+        ),
+        metadata={"description": BATCH_FIELDS["max_messages"].description},
+    )
+    max_wait_ms = StrictInteger(
+        load_default=BATCH_DEFAULTS["max_wait_ms"],
+        validate=validate.Range(
+            min=BATCH_FIELDS["max_wait_ms"].minimum, max=BATCH_FIELDS["max_wait_ms"].maximum
+        ),
+        metadata={"description": BATCH_FIELDS["max_wait_ms"].description},
+    )
+    encoding = fields.String(
+        load_default=BATCH_DEFAULTS["encoding"],
+        validate=validate.OneOf(BATCH_FIELDS["encoding"].choices or ()),
+        metadata={"description": BATCH_FIELDS["encoding"].description},
+    )
+
+
+def _kept(check: Any) -> Any:
+    """*check*, except that the placeholder (keep the stored secret) passes."""
+
+    def checked(value: str) -> None:
+        if value != PLACEHOLDER:
+            check(value)
+
+    return checked
+
+
+def _certificates(value: str) -> None:
+    try:
+        x509.load_pem_x509_certificates(value.encode())
+    except ValueError:
+        raise ValidationError("is not a PEM certificate (-----BEGIN CERTIFICATE-----)") from None
+
+
+def _private_key(value: str) -> None:
+    try:
+        serialization.load_pem_private_key(value.encode(), password=None)
+    except TypeError:
+        raise ValidationError("is encrypted; give the key without a passphrase") from None
+    except (ValueError, NotImplementedError):
+        raise ValidationError("is not a PEM private key (-----BEGIN PRIVATE KEY-----)") from None
+
+
+_PEM_MAX = 65_536
+
+
+class _AuthBase(Strict):
+    type = fields.String(required=True)
+
+
+class BearerAuth(_AuthBase):
+    token = _text(longest=4096, metadata={"description": "sent as Authorization: Bearer <token>; write-only"})
+
+
+class BasicAuth(_AuthBase):
+    username = _text(longest=255, validate=[validate.Regexp(r"^[^:]*$", error="must not contain ':'")])
+    password = _text(longest=1024, shortest=0, metadata={"description": "write-only"})
+
+
+class OAuth2Auth(_AuthBase):
+    token_url = fields.Url(
+        required=True,
+        schemes={"http", "https"},
+        require_tld=False,
+        validate=validate.Length(max=2048),
+        metadata={"description": "the token endpoint (client-credentials grant)"},
+    )
+    client_id = _text(longest=1024)
+    client_secret = _text(longest=4096, metadata={"description": "write-only"})
+    scope = _text(required=False, longest=1024, allow_none=True)
+
+
+class MtlsAuth(_AuthBase):
+    cert_pem = _text(
+        longest=_PEM_MAX, validate=[_certificates], metadata={"description": "the client certificate (chain)"}
+    )
+    key_pem = fields.String(
+        required=True,
+        validate=[validate.Length(min=1, max=_PEM_MAX), _kept(_private_key)],
+        metadata={"description": "its private key, unencrypted; write-only"},
+    )
+    ca_pem = fields.String(
+        allow_none=True,
+        validate=[validate.Length(min=1, max=_PEM_MAX), _certificates],
+        metadata={"description": "CA certificates the endpoint is verified with (default: the system's)"},
+    )
+    # The key's own lines are text with newlines: no one-line check here.
+
+
+_AUTH_SCHEMAS: Mapping[str, type[_AuthBase]] = {
+    "bearer": BearerAuth,
+    "basic": BasicAuth,
+    "oauth2": OAuth2Auth,
+    "mtls": MtlsAuth,
+}
+assert set(_AUTH_SCHEMAS) == set(AUTH_KEYS)
+
+
+class Auth(fields.Dict):
+    """An ``auth`` object, checked by the schema of its ``type``."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise ValidationError("must be an object with a type: " + ", ".join(AUTH_KEYS))
+        kind = value.get("type")
+        schema = _AUTH_SCHEMAS.get(kind) if isinstance(kind, str) else None
+        if schema is None:
+            raise ValidationError({"type": [f"must be one of: {', '.join(AUTH_KEYS)}"]})
+        loaded: dict[str, Any] = schema().load(value)
+        return {key: item for key, item in loaded.items() if item is not None}
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        return value
+
+
+def _filter(expression: str) -> None:
+    """Compile *expression* when the filter module is there: a bad one is refused on save."""
+    try:
+        module = importlib.import_module("workerrmq.core.filter")
+    except ImportError:
+        return
+    try:
+        module.compile_filter(expression)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def _uri_reference(value: str) -> None:
+    if re.search(r"[\s\x00-\x1f\x7f]", value):
+        raise ValidationError("must be a URI reference: no spaces or control characters")
+
+
 class ConsumerFields(JsonBody):
     """Everything a consumer can be given; required-ness is set by the subclasses."""
 
@@ -130,11 +364,41 @@ class ConsumerFields(JsonBody):
     dead_letter_queue = Name(metadata=_documented("dead_letter_queue"))
     instances = _field(StrictInteger, "instances", allow_none=True)
     state = _field(fields.String, "state")
+    source = fields.Nested(
+        Source,
+        allow_none=True,
+        metadata={
+            **_documented("source"),
+            "description": FIELDS["source"].description + "; it must exist (else 404)",
+        },
+    )
+    filter = _field(fields.String, "filter", allow_none=True, validate=[_filter])
+    format = _field(fields.String, "format")
+    ce_source = _field(fields.String, "ce_source", allow_none=True, validate=[_uri_reference])
+    auth = Auth(
+        allow_none=True,
+        metadata={
+            **_documented("auth"),
+            "description": FIELDS["auth"].description
+            + ": {type: bearer, token}, {type: basic, username, password}, "
+            "{type: oauth2, token_url, client_id, client_secret, scope?}, "
+            "{type: mtls, cert_pem, key_pem, ca_pem?}; "
+            f"{', '.join(AUTH_SECRETS)} are shown as {PLACEHOLDER!r}, "
+            f"and sending {PLACEHOLDER!r} back keeps them",
+        },
+    )
+    reply = _field(StrictBoolean, "reply")
+    batch = fields.Nested(Batch, allow_none=True, metadata=_documented("batch"))
+    degraded_after = _field(StrictFloat, "degraded_after")
 
     @validates_schema
     def _delays(self, data: dict[str, Any], **_: Any) -> None:
         if data.get("initial_delay", 0) > data.get("max_delay", FIELDS["max_delay"].maximum):
             raise ValidationError("must not be smaller than initial_delay", "max_delay")
+        if data.get("source") is not None and "queue" in data:
+            raise ValidationError(
+                "give queue or source, not both (source makes the queue wrmq.<name>)", "source"
+            )
         secret = data.get("signing_secret")
         if secret and secret.startswith("whsec_"):
             try:
@@ -144,14 +408,32 @@ class ConsumerFields(JsonBody):
 
 
 class ConsumerCreate(ConsumerFields):
-    queue = Name(required=True)
+    queue = Name(metadata={"description": "required unless source is given"})
     create_queue = StrictBoolean(
         load_default=False, metadata={"description": "declare the queue if it is missing"}
     )
 
+    @validates_schema
+    def _queue_or_source(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("source") is None and "queue" not in data:
+            raise ValidationError("Missing data for required field (or give source).", "queue")
+        if data.get("source") is not None and "name" not in data:
+            raise ValidationError("required with source: the consumer's queue is wrmq.<name>", "name")
+        if data.get("source") is not None and data.get("create_queue"):
+            raise ValidationError(
+                "goes with queue: a source consumer's queue is always created", "create_queue"
+            )
+
 
 class ConsumerUpdate(ConsumerFields):
     pass
+
+
+class ConsumerDeleteArgs(Strict):
+    delete_queue = fields.Boolean(
+        load_default=False,
+        metadata={"description": "also delete the queue WorkerRMQ declared for a source consumer"},
+    )
 
 
 class ConsumerStatsView(Schema):
@@ -216,17 +498,87 @@ class DeadLetterPage(Schema):
     total = fields.Integer()
 
 
-class ReplayRequest(JsonBody):
+_SELECTOR_IDS_MAX = 1000
+
+
+class _Selectors(Schema):
+    """The conditions that pick dead letters (:class:`DeadLetterSelector`); each given must hold."""
+
+    message_ids = fields.List(
+        fields.String(validate=validate.Length(min=1, max=255)),
+        validate=validate.Length(min=1, max=_SELECTOR_IDS_MAX),
+        metadata={"description": f"only these message ids (at most {_SELECTOR_IDS_MAX})"},
+    )
+    since = fields.AwareDateTime(
+        format="iso",
+        default_timezone=dt.UTC,
+        metadata={"description": "dead-lettered at or after (ISO 8601; UTC if no zone)"},
+    )
+    until = fields.AwareDateTime(
+        format="iso", default_timezone=dt.UTC, metadata={"description": "dead-lettered before (ISO 8601)"}
+    )
+    status = fields.String(
+        validate=validate.Regexp(
+            r"^([1-5][0-9][0-9]|[A-Za-z]{1,20}|HTTP [1-5][0-9][0-9])$",
+            error="use an HTTP status such as 503, or an error kind such as timeout",
+        ),
+        metadata={"description": "last HTTP status (503) or error kind (connection, timeout, HTTP 503)"},
+    )
+    error_contains = fields.String(
+        validate=validate.Length(min=1, max=500),
+        metadata={"description": "the last error holds this text (case-insensitive)"},
+    )
+
+    @validates_schema
+    def _window(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("since") and data.get("until") and data["since"] >= data["until"]:
+            raise ValidationError("must be later than since", "until")
+
+
+def selector_of(args: dict[str, Any]) -> DeadLetterSelector:
+    """The :class:`DeadLetterSelector` of loaded request *args*."""
+    ids = args.get("message_ids")
+    return DeadLetterSelector(
+        message_ids=frozenset(ids) if ids is not None else None,
+        since=args.get("since"),
+        until=args.get("until"),
+        status=args.get("status"),
+        error_contains=args.get("error_contains"),
+    )
+
+
+class ReplayRequest(JsonBody, _Selectors):
     count = StrictInteger(
         load_default=None,
         allow_none=True,
         validate=validate.Range(min=1),
-        metadata={"description": "how many; all when absent"},
+        metadata={"description": "at most this many; all that match when absent"},
     )
 
 
 class ReplayResult(Schema):
-    replayed = fields.Integer(required=True)
+    replayed = fields.Integer(required=True, metadata={"description": "moved (the older name)"})
+    matched = fields.Integer(required=True, metadata={"description": "dead letters the selectors picked"})
+    moved = fields.Integer(required=True, metadata={"description": "moved back to the queue"})
+    remaining = fields.Integer(required=True, metadata={"description": "left in the dead-letter queue"})
+
+
+class DiscardArgs(Strict, _Selectors):
+    """Selectors in the query (``message_ids`` repeated); ``all=true`` with none at all."""
+
+    all = fields.Boolean(load_default=False, metadata={"description": "discard every dead letter"})
+
+
+class DiscardRequest(JsonBody, _Selectors):
+    """Selectors in a JSON body instead of the query."""
+
+    all = StrictBoolean(metadata={"description": "discard every dead letter"})
+
+
+class DiscardResult(Schema):
+    matched = fields.Integer(required=True)
+    discarded = fields.Integer(required=True)
+    remaining = fields.Integer(required=True)
 
 
 class SeedConsumerCreate(ConsumerFields):

@@ -12,6 +12,7 @@ from workerrmq.api.blueprint import Blueprint
 from workerrmq.api.schemas import Error
 from workerrmq.api.services import services
 from workerrmq.core.status import ConsumerState
+from workerrmq.errors import InvalidInput
 
 blp = Blueprint("consumers", __name__, url_prefix="/api/v1/consumers", description="Consumers")
 
@@ -86,5 +87,26 @@ def dead_letters(args: dict[str, Any], ref: str) -> dict[str, Any]:
 @blp.arguments(schemas.ReplayRequest)
 @blp.response(200, schemas.ReplayResult)
 def replay_dead_letters(body: dict[str, Any], ref: str) -> dict[str, int]:
-    """Move dead-lettered messages back to the consumer's queue, all or `count`."""
-    return {"replayed": services().consumers.replay(ref, body.get("count"))}
+    """Move dead-lettered messages back to the consumer's queue: all, `count` of them, or
+    those the selectors pick (each given must hold). The others stay, in their order."""
+    return services().consumers.replay(ref, body.get("count"), schemas.selector_of(body))
+
+
+@blp.route("/<ref>/dead-letters", methods=["DELETE"])
+@blp.arguments(schemas.DiscardArgs, location="query")
+@blp.arguments(schemas.DiscardRequest, location="json", required=False)
+@blp.response(200, schemas.DiscardResult)
+@blp.alt_response(400, schema=Error, description="no selector, and not all=true")
+def discard_dead_letters(query: dict[str, Any], body: dict[str, Any], ref: str) -> dict[str, int]:
+    """Delete the dead letters the selectors pick (in the query or a JSON body); with none,
+    every dead letter, only with `all=true`. The others stay, in their order."""
+    everything = query.pop("all", False)
+    if body:
+        if any(query.values()) or everything:
+            raise InvalidInput("give the selectors in the query or in the body, not both", field="all")
+        everything = body.pop("all", False)
+        query = body
+    selector = schemas.selector_of(query)
+    if selector.everything and not everything:
+        raise InvalidInput("no selector: send all=true to discard every dead letter", field="all")
+    return services().consumers.discard(ref, selector)

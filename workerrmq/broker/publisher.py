@@ -16,7 +16,7 @@ import logging
 import os
 import struct
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any, Literal, TypeVar
 
 import aio_pika
@@ -25,6 +25,7 @@ from pamqp.commands import Basic
 
 from workerrmq.broker import republish
 from workerrmq.broker.connect import connect_first, is_alive
+from workerrmq.core.dead_letters import DeadLetterSelector
 from workerrmq.core.protocol import replay_headers
 from workerrmq.errors import BrokerUnavailable, InvalidInput, NotFound
 from workerrmq.loop import new_event_loop
@@ -90,14 +91,33 @@ class Publisher:
         """Publish *body* to the fanout *exchange* (declared if missing); no queue needed."""
         self._run(self._broadcast(exchange, body))
 
-    def replay(self, source: str, dest: str, limit: int | None, *, timeout: float = 300.0) -> int:
+    def replay(
+        self, source: str, dest: str, limit: int | None, *, timeout: float = 300.0
+    ) -> republish.Sifted:
         """Move up to *limit* dead letters (all when None) from queue *source* back to queue
         *dest*, their attempts starting again (see :func:`workerrmq.broker.republish.move`).
 
         Raises :class:`NotFound` when *source* does not exist or *dest* takes no message.
-        Returns how many moved.
+        Returns how many moved, and how many *source* holds after.
         """
         return self._run(self._replay(source, dest, limit), timeout=timeout)
+
+    def sift(
+        self,
+        source: str,
+        dest: str | None,
+        selector: DeadLetterSelector,
+        limit: int | None,
+        *,
+        timeout: float = 300.0,
+    ) -> republish.Sifted:
+        """Move the dead letters of queue *source* that *selector* picks (up to *limit*)
+        back to queue *dest*, or discard them when *dest* is None; the others stay in
+        *source*, in their order (see :func:`workerrmq.broker.republish.sift`).
+
+        Raises :class:`NotFound` when *source* does not exist or *dest* takes no message.
+        """
+        return self._run(self._sift(source, dest, selector, limit), timeout=timeout)
 
     def queue_counts(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
         """Each queue's ready messages and consumers as the broker holds them now (a
@@ -223,15 +243,35 @@ class Publisher:
             await self._drop_connection()
             raise BrokerUnavailable(f"RabbitMQ unreachable ({type(exc).__name__})") from None
 
-    async def _replay(self, source: str, dest: str, limit: int | None) -> int:
+    async def _replay(self, source: str, dest: str, limit: int | None) -> republish.Sifted:
+        async with self._moving(source, dest) as amqp:
+            moved = await republish.move(
+                amqp, source, dest, limit, headers=replay_headers, timeout=self.timeout
+            )
+            after = await amqp.queue_declare(source, passive=True, timeout=self.timeout)
+        return republish.Sifted(seen=moved, matched=moved, moved=moved, remaining=after.message_count or 0)
+
+    async def _sift(
+        self, source: str, dest: str | None, selector: DeadLetterSelector, limit: int | None
+    ) -> republish.Sifted:
+        def match(message: aiormq.abc.DeliveredMessage) -> bool:
+            properties = message.header.properties
+            return selector.matches(properties.message_id, properties.headers)
+
+        async with self._moving(source, dest or source) as amqp:
+            return await republish.sift(
+                amqp, source, dest, match, limit, headers=replay_headers, timeout=self.timeout
+            )
+
+    @contextlib.asynccontextmanager
+    async def _moving(self, source: str, dest: str) -> AsyncIterator[aiormq.abc.AbstractChannel]:
+        """A channel of its own with publisher confirms, closed after the move; the move's
+        failures as WorkerRMQ's errors."""
         await self._ensure_channel()
         assert self._connection is not None
         try:
             async with self._connection.channel(publisher_confirms=True) as channel:
-                amqp = await channel.get_underlay_channel()
-                return await republish.move(
-                    amqp, source, dest, limit, headers=replay_headers, timeout=self.timeout
-                )
+                yield await channel.get_underlay_channel()
         except aiormq.exceptions.ChannelNotFoundEntity:
             raise NotFound(f"queue {source!r} not found") from None
         except republish.RepublishFailed:

@@ -18,6 +18,7 @@ so expiry at the head never blocks another message.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,7 +31,7 @@ from pamqp.commands import Basic
 from workerrmq.core import protocol
 from workerrmq.core.policy import DELAY_TIERS
 
-__all__ = ["Republisher", "RepublishFailed", "copied_properties", "move", "tier_name"]
+__all__ = ["Republisher", "RepublishFailed", "Sifted", "copied_properties", "move", "sift", "tier_name"]
 
 log = logging.getLogger(__name__)
 _TIMEOUT = 10.0  # seconds a republish may wait for its confirm
@@ -235,6 +236,91 @@ async def move(
         if any(result is not None for result in results):
             raise RepublishFailed(f"queue {dest!r} did not take the messages")
     return moved
+
+
+@dataclasses.dataclass(frozen=True)
+class Sifted:
+    """What a :func:`sift` did: how many messages it looked at, matched and moved (or
+    discarded), and how many the source queue holds after it."""
+
+    seen: int
+    matched: int
+    moved: int
+    remaining: int
+
+
+async def sift(
+    channel: aiormq.abc.AbstractChannel,
+    source: str,
+    dest: str | None,
+    match: Callable[[DeliveredMessage], bool],
+    limit: int | None,
+    *,
+    headers: Callable[[Mapping[str, Any] | None], dict[str, Any]],
+    timeout: float = _TIMEOUT,
+) -> Sifted:
+    """Move the messages of queue *source* that *match* to queue *dest* (up to *limit*;
+    all when None), or discard them when *dest* is None, in one pass over the messages
+    *source* holds when it starts; the others stay where they are.
+
+    The others are never republished: each is taken (``basic.get``, unacked) and held,
+    only its delivery tag kept, until the pass ends, when one ``basic.nack`` (multiple,
+    requeue) hands them all back. RabbitMQ puts a requeued message back at its place, so
+    they keep their order, and if the process dies mid-pass the broker hands them back
+    the same way: none is lost or copied. A matching message is acked only once *dest*
+    confirmed its copy, one at a time: a process that dies between a confirm and its ack
+    leaves at most that one message in both queues. Messages dead-lettered during the
+    pass are not looked at. Raises as :func:`move` does.
+    """
+    declared = await channel.queue_declare(source, passive=True, timeout=timeout)
+    todo = declared.message_count or 0
+    seen = matched = moved = 0
+    last_held: int | None = None
+    try:
+        while seen < todo:
+            message = await channel.basic_get(source, no_ack=False, timeout=timeout)
+            if not isinstance(message.delivery, Basic.GetOk):
+                break
+            seen += 1
+            tag = message.delivery.delivery_tag
+            assert tag is not None  # a basic.get-ok always has one
+            selected = match(message)
+            matched += selected
+            if not selected or (limit is not None and moved >= limit):
+                last_held = tag  # stays: handed back at the end of the pass
+                continue
+            if dest is not None:
+                properties = copied_properties(
+                    message, headers(message.header.properties.headers), message.header.properties.message_id
+                )
+                try:
+                    await _confirmed(channel, message.body, properties, exchange="", routing_key=dest)
+                except RepublishFailed:
+                    last_held = tag  # handed back below, in its place
+                    raise
+            await channel.basic_ack(tag)
+            moved += 1
+    finally:
+        if last_held is not None and not channel.is_closed:
+            await channel.basic_nack(last_held, multiple=True, requeue=True)
+    return Sifted(
+        seen=seen,
+        matched=matched,
+        moved=moved,
+        remaining=await _depth(channel, source, seen - moved, timeout),
+    )
+
+
+async def _depth(channel: aiormq.abc.AbstractChannel, queue: str, at_least: int, timeout: float) -> int:
+    """How many messages *queue* holds, once the *at_least* just handed back are counted:
+    the queue takes a requeue after the channel answered, so an early count misses some."""
+    deadline = asyncio.get_running_loop().time() + min(timeout, 5.0)
+    while True:
+        declared = await channel.queue_declare(queue, passive=True, timeout=timeout)
+        count = declared.message_count or 0
+        if count >= at_least or asyncio.get_running_loop().time() >= deadline:
+            return count
+        await asyncio.sleep(0.01)
 
 
 async def _take(

@@ -14,6 +14,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from workerrmq.core.credentials import PLACEHOLDER, PlaceholderUnmatched
 from workerrmq.core.policy import (
     DEFAULT_INITIAL_DELAY,
     DEFAULT_MAX_ATTEMPTS,
@@ -25,16 +26,50 @@ from workerrmq.core.policy import (
 from workerrmq.core.status import ConsumerState
 
 __all__ = [
+    "AUTH_KEYS",
+    "AUTH_SECRETS",
+    "BATCH_DEFAULTS",
+    "BATCH_FIELDS",
     "DEFAULTS",
     "FIELDS",
+    "FORMATS",
     "SIGNING_SECRET_LENGTH",
+    "SOURCE_MATCH",
+    "SOURCE_QUEUE_PREFIX",
     "ConsumerSpec",
     "FieldRule",
+    "batch_settings",
     "dead_letter_queue_for",
+    "redact_auth",
+    "restore_auth",
+    "source_queue_for",
 ]
 
 #: How long a signing secret may be, in characters.
 SIGNING_SECRET_LENGTH = (16, 255)
+
+#: How a message is sent: the body as is, or as a CloudEvent (HTTP binding, either mode).
+FORMATS = ("raw", "cloudevents-binary", "cloudevents-structured")
+
+#: Each ``auth`` type with its required keys and its optional ones (besides ``type``).
+AUTH_KEYS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "bearer": (("token",), ()),
+    "basic": (("username", "password"), ()),
+    "oauth2": (("token_url", "client_id", "client_secret"), ("scope",)),
+    "mtls": (("cert_pem", "key_pem"), ("ca_pem",)),
+}
+#: The keys of ``auth`` that hold secrets: write-only, shown as ``***``, encrypted at rest.
+AUTH_SECRETS = ("token", "password", "client_secret", "key_pem")
+
+#: How a headers-exchange ``source`` matches: every header it lists, or any one of them.
+SOURCE_MATCH = ("all", "any")
+#: A ``source`` consumer's own queue is this prefix and its name (see :func:`source_queue_for`).
+SOURCE_QUEUE_PREFIX = "wrmq."
+
+
+def source_queue_for(name: str) -> str:
+    """The queue WorkerRMQ declares and binds for the ``source`` consumer named *name*."""
+    return f"{SOURCE_QUEUE_PREFIX}{name}"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -62,6 +97,49 @@ class FieldRule:
         if default is not None:
             text += f" (default {_number(default)})"
         return text
+
+
+#: What each key of ``batch`` takes; :data:`BATCH_DEFAULTS` fills the ones left out.
+BATCH_FIELDS: Mapping[str, FieldRule] = {
+    "max_messages": FieldRule(description="most messages in one request", minimum=1, maximum=1000),
+    "max_wait_ms": FieldRule(
+        description="longest wait for a batch to fill", minimum=1, maximum=60_000, unit="ms"
+    ),
+    "encoding": FieldRule(description="how the items are written", choices=("json-array", "ndjson")),
+}
+BATCH_DEFAULTS: Mapping[str, Any] = {"max_messages": 100, "max_wait_ms": 50, "encoding": "json-array"}
+
+
+def batch_settings(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """*batch* (a consumer's ``batch``) with every key it leaves out at its default."""
+    return {**BATCH_DEFAULTS, **batch}
+
+
+def redact_auth(auth: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """*auth* with each secret replaced by ``***``: what may be shown, stored plain or logged."""
+    if auth is None:
+        return None
+    return {key: PLACEHOLDER if key in AUTH_SECRETS else value for key, value in auth.items()}
+
+
+def restore_auth(new: Mapping[str, Any] | None, old: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """*new* with each ``***`` secret replaced by the stored one of *old*, so a consumer read
+    and sent back keeps its secrets. Raises :class:`PlaceholderUnmatched` where *old* holds
+    none of that ``type``: a placeholder cannot carry a token to another kind of auth."""
+    if new is None:
+        return None
+    restored = dict(new)
+    for key in AUTH_SECRETS:
+        if restored.get(key) != PLACEHOLDER:
+            continue
+        if old is None or old.get("type") != new.get("type") or old.get(key) is None:
+            raise PlaceholderUnmatched(
+                f"auth.{key}: {PLACEHOLDER!r} keeps a stored secret, and there is none of "
+                f"type {new.get('type')!r}; send the secret itself",
+                field=f"auth.{key}",
+            )
+        restored[key] = old[key]
+    return restored
 
 
 def _number(value: Any) -> str:
@@ -173,6 +251,56 @@ class ConsumerSpec:
         ConsumerState.RUNNING,
         rule=FieldRule(description="whether its messages are delivered", choices=tuple(ConsumerState)),
     )
+    source: Mapping[str, Any] | None = _field(
+        None,
+        rule=FieldRule(
+            description="an exchange and its binding keys (or match and headers) to take messages from, "
+            "into the consumer's own queue wrmq.<name>, instead of queue"
+        ),
+    )
+    filter: str | None = _field(
+        None,
+        rule=FieldRule(
+            description="a CEL expression over routing_key, headers, properties and body; "
+            "messages it is false for are acked, not delivered",
+            max_length=4096,
+        ),
+    )
+    format: str = _field(
+        "raw",
+        rule=FieldRule(description="how a message is sent: the body as is, or a CloudEvent", choices=FORMATS),
+    )
+    ce_source: str | None = _field(
+        None,
+        rule=FieldRule(
+            description="the CloudEvents source attribute (default: /workerrmq/<queue>)", max_length=2048
+        ),
+    )
+    auth: Mapping[str, Any] | None = _field(
+        None,
+        rule=FieldRule(description="how requests authenticate: bearer, basic, oauth2 or mtls"),
+        repr=False,
+    )
+    reply: bool = _field(
+        False, rule=FieldRule(description="publish the endpoint's 2xx answer to the message's reply_to")
+    )
+    batch: Mapping[str, Any] | None = _field(
+        None, rule=FieldRule(description="send up to max_messages messages in one request")
+    )
+    degraded_after: float = _field(
+        300.0,
+        rule=FieldRule(
+            description="how long an open circuit or a growing dead-letter queue lasts before the "
+            "consumer is marked degraded",
+            minimum=1,
+            maximum=86_400,
+            unit="s",
+        ),
+    )
+    # Set by a signing-secret rotation, not by a definition: requests carry a signature with
+    # this secret too until signing_secret_previous_until.
+    signing_secret_previous: str | None = dataclasses.field(default=None, repr=False)
+    signing_secret_previous_until: dt.datetime | None = None
     version: int = 1
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None

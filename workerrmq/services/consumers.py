@@ -10,7 +10,7 @@ from typing import Any
 from workerrmq.broker.control import announce_change
 from workerrmq.broker.management import ManagementClient
 from workerrmq.broker.publisher import Publisher
-from workerrmq.core.consumer import ConsumerSpec, dead_letter_queue_for
+from workerrmq.core.consumer import ConsumerSpec, dead_letter_queue_for, redact_auth, restore_auth
 from workerrmq.core.credentials import (
     PLACEHOLDER,
     PlaceholderUnmatched,
@@ -21,6 +21,7 @@ from workerrmq.core.credentials import (
     restore_url,
 )
 from workerrmq.core.protocol import dead_letter_view
+from workerrmq.core.dead_letters import DeadLetterSelector
 from workerrmq.core.status import ConsumerState
 from workerrmq.errors import InvalidInput, NotFound
 from workerrmq.guard import TargetBlocked, check_target
@@ -32,12 +33,14 @@ __all__ = ["ConsumerService"]
 
 
 def view(spec: ConsumerSpec) -> dict[str, Any]:
-    """What the API shows of a consumer: its credentials as ``***``, its signing secret
+    """What the API shows of a consumer: its credentials as ``***``, its signing secrets
     only as ``signing: true``."""
     shown = dataclasses.asdict(spec)
     shown["target_url"] = redact_url(spec.target_url)
     shown["headers"] = redact_headers(spec.headers)
+    shown["auth"] = redact_auth(spec.auth)
     shown["signing"] = shown.pop("signing_secret") is not None
+    del shown["signing_secret_previous"]
     shown["retry_on"] = list(spec.retry_on)
     return shown
 
@@ -74,6 +77,7 @@ class ConsumerService:
         with _placeholders():
             values["target_url"] = restore_url(values["target_url"], None)
             values["headers"] = restore_headers(values.get("headers") or {}, {})
+            values["auth"] = restore_auth(values.get("auth"), None)
         if values.get("signing_secret") == PLACEHOLDER:
             raise InvalidInput(
                 f"signing_secret: {PLACEHOLDER!r} keeps a stored secret, and a new "
@@ -121,6 +125,8 @@ class ConsumerService:
                 changes["target_url"] = restore_url(changes["target_url"], current.target_url)
             if "headers" in changes:
                 changes["headers"] = restore_headers(changes["headers"] or {}, current.headers)
+            if "auth" in changes:
+                changes["auth"] = restore_auth(changes["auth"], current.auth)
         _check_consistent({**dataclasses.asdict(current), **changes}, changes)
         if changes.get("target_url"):
             self._check_target(changes["target_url"])
@@ -158,18 +164,43 @@ class ConsumerService:
         items = [dead_letter_view(m) for m in raw[offset : offset + limit]]
         return {"items": items, "offset": offset, "limit": limit, "total": max(total, len(raw))}
 
-    def replay(self, ref: str, count: int | None) -> int:
-        """Move dead-lettered messages back to the consumer's queue; returns how many."""
+    def replay(
+        self, ref: str, count: int | None, selector: DeadLetterSelector | None = None
+    ) -> dict[str, int]:
+        """Move the dead letters *selector* picks (every one when None), up to *count*, back
+        to the consumer's queue; the others stay, in their order. Answers how many matched,
+        moved and remain (``replayed``: moved, the answer's older name)."""
         spec = self.store.get(_ref(ref))
         try:
-            return self.publisher.replay(spec.dead_letter_queue, spec.queue, count)
+            if selector is None or selector.everything:  # from the head: batched, the fastest
+                done = self.publisher.replay(spec.dead_letter_queue, spec.queue, count)
+            else:
+                done = self.publisher.sift(spec.dead_letter_queue, spec.queue, selector, count)
         except NotFound:
             if not self.queues.exists(spec.dead_letter_queue):
-                return 0
+                return {"replayed": 0, "matched": 0, "moved": 0, "remaining": 0}
             raise
 
     def _check_target(self, url: str) -> None:
         if not self.block_private_targets:
+        return {
+            "replayed": done.moved,
+            "matched": done.matched,
+            "moved": done.moved,
+            "remaining": done.remaining,
+        }
+
+    def discard(self, ref: str, selector: DeadLetterSelector) -> dict[str, int]:
+        """Delete the dead letters *selector* picks (every one when it gives no condition);
+        the others stay, in their order."""
+        spec = self.store.get(_ref(ref))
+        try:
+            done = self.publisher.sift(spec.dead_letter_queue, None, selector, None)
+        except NotFound:
+            if not self.queues.exists(spec.dead_letter_queue):
+                return {"matched": 0, "discarded": 0, "remaining": 0}
+            raise
+        return {"matched": done.matched, "discarded": done.moved, "remaining": done.remaining}
             return
         try:
             check_target(url)
@@ -193,6 +224,7 @@ def _check_consistent(result: dict[str, Any], sent: dict[str, Any]) -> None:
             "dead_letter_queue: must differ from queue (its messages would come back forever)",
             field="dead_letter_queue" if "dead_letter_queue" in sent else "queue",
         )
+    _check_subscription(result, sent)
     if auth_conflict(result["target_url"], result.get("headers") or {}):
         field = "headers" if "headers" in sent else "target_url"
         raise InvalidInput(
@@ -200,6 +232,32 @@ def _check_consistent(result: dict[str, Any], sent: dict[str, Any]) -> None:
             "(user:password@); keep one of them",
             field=field,
         )
+
+
+def _check_subscription(result: dict[str, Any], sent: dict[str, Any]) -> None:
+    """Refuse subscription fields that cannot go together; the error names a field *sent*."""
+
+    def named(*fields: str) -> str:
+        return next((field for field in fields if field in sent), fields[0])
+
+    if result.get("batch") is None:
+        return
+    if result.get("ordered"):
+        field = named("batch", "ordered")
+        raise InvalidInput(
+            f"{field}: batch cannot go with ordered (a batch takes many messages at once, "
+            "ordered one at a time)",
+            field=field,
+        )
+    if result.get("reply"):
+        field = named("batch", "reply")
+        raise InvalidInput(
+            f"{field}: batch cannot go with reply (one answer cannot be a reply to each message)",
+            field=field,
+        )
+    if result.get("format", "raw") != "raw":
+        field = named("batch", "format")
+        raise InvalidInput(f"{field}: batch has its own encoding; format must be raw with it", field=field)
 
 
 def _check_queue_names(values: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from workerrmq.core.consumer import DEFAULTS, ConsumerSpec, dead_letter_queue_for
+from workerrmq.core.consumer import DEFAULTS, ConsumerSpec, dead_letter_queue_for, redact_auth
 from workerrmq.core.credentials import redact_headers, redact_url, secret_headers
 from workerrmq.core.status import CircuitState, ConsumerState, RunnerStatus
 from workerrmq.errors import Conflict, NotFound
@@ -32,37 +32,46 @@ def _spec(row: ConsumerDef, cipher: Cipher) -> ConsumerSpec:
     values["state"] = ConsumerState(row.state)
     values["created_at"] = as_utc(row.created_at)
     values["updated_at"] = as_utc(row.updated_at)
+    if row.signing_secret_previous_until is not None:
+        values["signing_secret_previous_until"] = as_utc(row.signing_secret_previous_until)
     return ConsumerSpec(**values)
 
 
 #: The fields whose credentials are stored encrypted, in ``ConsumerDef.credentials``.
-_SEALED = ("target_url", "headers", "signing_secret")
+_SEALED = ("target_url", "headers", "signing_secret", "auth", "signing_secret_previous")
 
 
 def _opened(row: ConsumerDef, cipher: Cipher) -> dict[str, Any]:
-    """*row*'s target URL, headers and signing secret with their credentials in place."""
+    """*row*'s sealed fields (:data:`_SEALED`) with their credentials in place."""
     sealed = cipher.open(row.credentials) if row.credentials else {}
     return {
         "target_url": sealed.get("target_url", row.target_url),
         "headers": {**(row.headers or {}), **sealed.get("headers", {})},
         "signing_secret": sealed.get("signing_secret", row.legacy_signing_secret),
+        "auth": sealed.get("auth"),
+        "signing_secret_previous": sealed.get("signing_secret_previous"),
     }
 
 
 def _seal(row: ConsumerDef, cipher: Cipher, values: Mapping[str, Any]) -> None:
-    """Store *values* (``target_url``, ``headers``, ``signing_secret``) in *row*: what may
-    be shown in the plain columns, the credentials encrypted in ``credentials``."""
+    """Store *values* (the :data:`_SEALED` fields) in *row*: what may be shown in the plain
+    columns, the credentials encrypted in ``credentials``."""
     target_url, headers = values["target_url"], dict(values["headers"] or {})
+    auth = values.get("auth")
     row.target_url = redact_url(target_url)
     row.headers = redact_headers(headers)
+    row.auth = redact_auth(auth)
     row.legacy_signing_secret = None
     sealed: dict[str, Any] = {}
     if row.target_url != target_url:
         sealed["target_url"] = target_url
     if secret_headers(headers):
         sealed["headers"] = secret_headers(headers)
-    if values["signing_secret"] is not None:
-        sealed["signing_secret"] = values["signing_secret"]
+    for key in ("signing_secret", "signing_secret_previous"):
+        if values.get(key) is not None:
+            sealed[key] = values[key]
+    if auth is not None:
+        sealed["auth"] = dict(auth)
     row.credentials = cipher.seal(sealed) if sealed else None
 
 
@@ -135,7 +144,7 @@ class ConsumerStore:
         values.setdefault("retry_on", list(DEFAULTS["retry_on"]))
         values.setdefault("dead_letter_queue", dead_letter_queue_for(values["queue"]))
         row = ConsumerDef(**{k: v for k, v in values.items() if k in _EDITABLE})
-        _seal(row, self.cipher, {"headers": {}, "signing_secret": None, **values})
+        _seal(row, self.cipher, {"headers": {}, **values})
         try:
             with self.db.session() as session:
                 self._check_name(session, row)

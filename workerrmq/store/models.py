@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -62,8 +63,9 @@ class ConsumerDef(Base):
     """A consumer: forwards each message of ``queue`` to ``target_url``; its fields and
     their defaults are those of :class:`workerrmq.core.consumer.ConsumerSpec`.
 
-    ``target_url`` and ``headers`` hold the definition as shown, credentials replaced
-    by ``***``; ``credentials`` holds the values themselves, encrypted (see
+    ``target_url``, ``headers`` and ``auth`` hold the definition as shown, credentials
+    replaced by ``***``; ``credentials`` holds the values themselves and the signing
+    secrets, encrypted (see
     :mod:`workerrmq.store.crypto` and :mod:`workerrmq.core.credentials`).
     """
 
@@ -91,6 +93,17 @@ class ConsumerDef(Base):
     dead_letter_queue: Mapped[str] = mapped_column(String(255))
     instances: Mapped[int | None] = mapped_column(Integer)  # None: every worker
     state: Mapped[str] = mapped_column(String(16), default=DEFAULTS["state"].value)
+    source: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    filter: Mapped[str | None] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(32), default=DEFAULTS["format"])
+    ce_source: Mapped[str | None] = mapped_column(String(2048))
+    # Shown as is, secrets as ``***``; the whole object is in ``credentials``.
+    auth: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    reply: Mapped[bool] = mapped_column(Boolean, default=DEFAULTS["reply"])
+    batch: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    degraded_after: Mapped[float] = mapped_column(Float, default=DEFAULTS["degraded_after"])
+    # signing_secret_previous itself is in ``credentials``.
+    signing_secret_previous_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
