@@ -1,8 +1,9 @@
 """A real HTTP endpoint for tests: an aiohttp server on a background thread.
 
 It records every request it receives. What it answers is up to a handler the
-test sets (``endpoint.respond = lambda req: (503, {})``); by default 200. A
-status of 0 drops the connection without answering.
+test sets (``endpoint.respond = lambda req: (503, {})``, or ``(200, headers, body)``
+to answer with a body of its own); by default 200. A status of 0 drops the
+connection without answering.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class Received:
         return self.headers.get("X-WorkerRMQ-Message-Id", "")
 
 
-Responder = Callable[[Received], tuple[int, dict[str, str]]]
+Responder = Callable[[Received], tuple[int, dict[str, str]] | tuple[int, dict[str, str], bytes]]
 
 
 class Endpoint:
@@ -79,12 +80,15 @@ class Endpoint:
         delay = self.delay_for(received) if self.delay_for else self.delay
         if delay:
             await asyncio.sleep(delay)
-        status, headers = self.respond(received)
+        answer = self.respond(received)
+        status, headers = answer[0], answer[1]
         received.status = status
         if status == 0:  # reset: drop the connection without an answer
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError
+        if len(answer) > 2:
+            return web.Response(status=status, headers=headers, body=answer[2])
         return web.Response(status=status, headers=headers, text="endpoint says" if status >= 300 else "")
 
     # -- for assertions --------------------------------------------------------------------

@@ -31,15 +31,34 @@ from pamqp.commands import Basic
 from workerrmq.core import protocol
 from workerrmq.core.policy import DELAY_TIERS
 
-__all__ = ["Republisher", "RepublishFailed", "Sifted", "copied_properties", "move", "sift", "tier_name"]
+__all__ = [
+    "DIRECT_REPLY_TO",
+    "Republisher",
+    "RepublishFailed",
+    "Sifted",
+    "Unroutable",
+    "copied_properties",
+    "move",
+    "sift",
+    "tier_name",
+]
 
 log = logging.getLogger(__name__)
 _TIMEOUT = 10.0  # seconds a republish may wait for its confirm
 _MOVE_BATCH = 100
+_closing: set[asyncio.Task[Any]] = set()  # closes under way, held until done
 
 
 class RepublishFailed(Exception):
     """The broker did not confirm the republish; the message must not be acked."""
+
+
+class Unroutable(RepublishFailed):
+    """The broker returned the publish: no queue took it."""
+
+
+#: A reply to a name of RabbitMQ's direct reply-to (``amq.rabbitmq.reply-to``) starts with this.
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to."
 
 
 def tier_name(seconds: float) -> str:
@@ -92,7 +111,7 @@ async def _confirmed(
             timeout=timeout,
         )
     except aiormq.exceptions.PublishError:
-        raise RepublishFailed(f"republish to {routing_key!r} was not routed") from None
+        raise Unroutable(f"republish to {routing_key!r} was not routed") from None
     except Exception as exc:  # noqa: BLE001 - whatever it was, the message is not safe yet
         raise RepublishFailed(f"republish failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(result, Basic.Ack):
@@ -103,8 +122,11 @@ class Republisher:
     """Sends a connection's failed messages to a delay queue or a dead-letter queue, on
     a channel of its own with publisher confirms."""
 
-    def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
+    def __init__(self, channel: aiormq.abc.AbstractChannel, *, url: str | None = None) -> None:
         self.channel = channel
+        self._url = url  # the broker's, for the connection of direct replies (opened at first use)
+        self._direct: aiormq.abc.AbstractConnection | None = None
+        self._direct_channel: aiormq.abc.AbstractChannel | None = None
         # Queues whose home node was down when declared (a cluster): they exist, so they are
         # not declared again on this connection, which would fail the same way.
         self.unavailable: set[str] = set()
@@ -129,7 +151,9 @@ class Republisher:
                 channel = await _amqp(connection).channel(publisher_confirms=True)  # the error closed it
                 continue
             await channel.queue_bind(name, name)
-        return cls(channel)
+        republisher = cls(channel, url=str(_amqp(connection).url))
+        connection.close_callbacks.add(lambda *_: republisher._close_direct())
+        return republisher
 
     def note_unavailable(self, queue: str, exc: aiormq.exceptions.ChannelNotFoundEntity) -> bool:
         """Remember *queue* if *exc* says its home node is down; True if it did."""
@@ -152,6 +176,87 @@ class Republisher:
             exchange=tier_name(tier),
             routing_key=queue,
         )
+
+    async def reply(
+        self, reply_to: str, body: bytes, *, content_type: str | None, correlation_id: str | None
+    ) -> bool:
+        """Publish *body*, an endpoint's answer, to the queue *reply_to* (through the default
+        exchange) with *correlation_id*, and wait for the broker's confirm. True once a queue
+        took it, False if none did (the message is acked all the same: it was delivered);
+        :class:`RepublishFailed` if the broker did not confirm it.
+
+        A direct reply-to name is not a queue: RabbitMQ returns a ``mandatory`` publish to
+        it even when its client gets it, so it is published without, on a connection of
+        its own (see :meth:`_reply_direct`). A confirm then says the broker took it, not
+        that the client, which may have gone, got it.
+        """
+        properties = Basic.Properties(
+            content_type=content_type, correlation_id=correlation_id, delivery_mode=2
+        )
+        if reply_to.startswith(DIRECT_REPLY_TO):
+            return await self._reply_direct(reply_to, body, properties)
+        try:
+            await _confirmed(self.channel, body, properties, exchange="", routing_key=reply_to)
+        except Unroutable:
+            return False
+        return True
+
+    async def _reply_direct(self, reply_to: str, body: bytes, properties: Basic.Properties) -> bool:
+        """Publish to a direct reply-to name, on a connection apart from the deliveries'.
+
+        RabbitMQ 3.x closes the whole connection (541 INTERNAL_ERROR) on a name it cannot
+        decode, which any publisher can put in ``reply_to``: here that closes only this
+        connection. A reply that met such a close is tried once more on a new connection
+        (the close may have been another reply's doing); closed again, its name is taken
+        for the culprit: not routed.
+        """
+        for tries_left in (1, 0):
+            channel = await self._open_direct()
+            try:
+                result = await channel.basic_publish(
+                    body, exchange="", routing_key=reply_to, properties=properties, timeout=_TIMEOUT
+                )
+            except aiormq.exceptions.ConnectionInternalError:
+                self._close_direct()
+                if tries_left:
+                    continue
+                log.warning("the broker closed the connection on reply_to %r; the reply is dropped", reply_to)
+                return False
+            except Exception as exc:  # noqa: BLE001 - whatever it was, the reply is not safe yet
+                self._close_direct()
+                raise RepublishFailed(f"reply failed: {type(exc).__name__}: {exc}") from None
+            if not isinstance(result, Basic.Ack):
+                raise RepublishFailed("the reply was not confirmed")
+            return True
+        return False  # not reached: the second try returns
+
+    async def _open_direct(self) -> aiormq.abc.AbstractChannel:
+        channel = self._direct_channel
+        if channel is not None and not channel.is_closed:
+            return channel
+        if self._url is None:
+            raise RepublishFailed("no broker URL to open a connection for direct replies")
+        self._close_direct()
+        try:
+            self._direct = await aiormq.connect(
+                self._url, client_properties={"connection_name": "workerrmq replies"}
+            )
+            channel = await self._direct.channel(publisher_confirms=True)
+        except Exception as exc:  # noqa: BLE001 - the broker is in trouble: the message comes back
+            self._close_direct()
+            raise RepublishFailed(f"no connection for the reply: {type(exc).__name__}: {exc}") from None
+        self._direct_channel = channel
+        return channel
+
+    def _close_direct(self) -> None:
+        connection, self._direct, self._direct_channel = self._direct, None, None
+        if connection is not None and not connection.is_closed:
+            try:
+                task = asyncio.get_running_loop().create_task(connection.close())
+            except RuntimeError:  # no loop runs any more: the connection goes with it
+                return
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
 
     async def dead_letter(
         self,

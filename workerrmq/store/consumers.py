@@ -93,6 +93,8 @@ class StatsReport:
     failed: int = 0
     retried: int = 0
     dead_lettered: int = 0
+    replies: int = 0  # answers published to reply_to
+    replies_unroutable: int = 0  # answers no queue took
     in_flight: int = 0
     circuit: str = CircuitState.CLOSED
     status: str = RunnerStatus.CONSUMING

@@ -30,6 +30,7 @@ from workerrmq.core.policy import Verdict, classify, compute_backoff, pick_tier,
 from workerrmq.core.status import CircuitState, RunnerStatus
 from workerrmq.store.consumers import StatsReport
 from workerrmq.worker.acks import Settler
+from workerrmq.worker.batch import Batcher, prefetch
 from workerrmq.worker.circuit import CircuitBreaker
 from workerrmq.worker.delivery import Attempt, DeliveryResult, Target
 from workerrmq.worker.ordered import (
@@ -51,7 +52,7 @@ class _Metrics:
     def __init__(self, consumer: str) -> None:
         self.outcomes = {
             outcome: metrics.DELIVERIES.labels(consumer, outcome)
-            for outcome in ("delivered", "retried", "dead_lettered")
+            for outcome in ("delivered", "retried", "dead_lettered", "replies", "replies_unroutable")
         }
         self.duration = metrics.DELIVERY_DURATION.labels(consumer)
         self.in_flight = metrics.IN_FLIGHT.labels(consumer)
@@ -79,7 +80,8 @@ class ConsumerRunner:
         self._policy = spec.retry_policy()
         self._circuit = CircuitBreaker(spec.circuit_threshold, spec.circuit_cooldown)
         self._limiter = AsyncLimiter(1, 1 / spec.rate_limit) if spec.rate_limit else None
-        self._prefetch = 1 if spec.ordered else spec.concurrency
+        self._prefetch = 1 if spec.ordered else prefetch(spec)
+        self._batcher = Batcher(spec, send=self._try_batch) if spec.batch else None
         # aiormq's channel, without aio-pika's wrapper: 7 KB less per consumer, which
         # counts with thousands of consumers on every engine.
         self._channel: aiormq.abc.AbstractChannel | None = None
@@ -146,6 +148,8 @@ class ConsumerRunner:
             self._halt.set()
         else:
             await self._cancel_consumer()
+        if self._batcher is not None:
+            self._batcher.flush()  # a partial batch goes now, not after its wait
         if self._tasks:
             timeout = grace if grace is not None else self.spec.timeout + 5
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
@@ -163,7 +167,9 @@ class ConsumerRunner:
         deliveries may be in flight (or in nothing the runner uses), without a restart."""
         changed = spec.concurrency != self.spec.concurrency
         self.spec = spec
-        self._prefetch = 1 if spec.ordered else spec.concurrency
+        self._prefetch = 1 if spec.ordered else prefetch(spec)
+        if self._batcher is not None:
+            self._batcher.in_flight = spec.concurrency
         if changed and self._status is RunnerStatus.CONSUMING:
             await self._reconsume(self._prefetch)
 
@@ -287,7 +293,10 @@ class ConsumerRunner:
         try:
             if self.spec.ordered:
                 return await self._deliver_in_order(message)
-            await self._deliver(message)
+            if self._batcher is not None and self._batcher.takes(message):
+                await self._deliver_batched(message, self._batcher)
+            else:
+                await self._deliver(message)
         except RepublishFailed as exc:
             # The broker is in trouble; the message comes back when it recovers.
             log.warning("consumer %s: %s; the message goes back to the queue", self.spec.name, exc)
@@ -325,7 +334,47 @@ class ConsumerRunner:
         attempt = Attempt.of(message)
         result, verdict = await self._try(attempt)
         if verdict is Verdict.DELIVERED:
+            await self._reply(message, result)
             return
+        await self._after_failure(message, attempt, result, verdict)
+
+    async def _deliver_batched(self, message: DeliveredMessage, batcher: Batcher) -> None:
+        """Deliver *message* in a batch; if the batch failed, send it alone through the
+        retry path whatever the failure was (its own delivery decides what it means)."""
+        attempt, result, verdict = await batcher.deliver(message)
+        if verdict is not Verdict.DELIVERED:
+            await self._after_failure(message, attempt, result, Verdict.RETRY)
+
+    async def _try_batch(self, request: Attempt, size: int) -> tuple[DeliveryResult, Verdict]:
+        """Make one batch request of *size* messages and account for it: one request for
+        the circuit, *size* deliveries for the statistics."""
+        result, verdict = await self._try(request)
+        if verdict is Verdict.DELIVERED and size > 1:
+            self.stats.delivered += size - 1
+            self._series().outcomes["delivered"].inc(size - 1)
+        return result, verdict
+
+    async def _reply(self, message: DeliveredMessage, result: DeliveryResult) -> None:
+        """With ``reply``, publish the endpoint's answer to the message's ``reply_to``; a
+        reply no queue takes is counted and logged (the message is acked all the same)."""
+        properties = message.header.properties
+        if not self.spec.reply or not properties.reply_to:
+            return
+        routed = await self._republisher.reply(
+            properties.reply_to,
+            result.answer or b"",
+            content_type=result.answer_type,
+            correlation_id=properties.correlation_id,
+        )
+        self._count("replies" if routed else "replies_unroutable")
+        if not routed:
+            log.warning("consumer %s: no queue took the reply to %r", self.spec.name, properties.reply_to)
+
+    async def _after_failure(
+        self, message: DeliveredMessage, attempt: Attempt, result: DeliveryResult, verdict: Verdict
+    ) -> None:
+        """Retry *message* through a delay queue, or dead-letter it once its attempts are used up
+        or the failure is permanent."""
         if verdict is Verdict.RETRY and attempt.number < self._policy.max_attempts:
             delay = compute_backoff(attempt.number, self._policy, retry_after=result.retry_after)
             self._count("retried")
@@ -374,6 +423,7 @@ class ConsumerRunner:
             attempt = dataclasses.replace(attempt, number=number)
             result, verdict = await self._try(attempt)
             if verdict is Verdict.DELIVERED:
+                await self._reply(message, result)
                 return True
             error = f"{result.error}: {result.detail}"
             if verdict is not Verdict.RETRY or number >= self._policy.max_attempts:

@@ -24,13 +24,15 @@ from workerrmq.core.policy import parse_retry_after
 from workerrmq.core.signing import secret_bytes, signature_headers
 from workerrmq.guard import TargetBlocked, check_literal
 
-__all__ = ["Attempt", "DeliveryResult", "Target", "definition_problem"]
+__all__ = ["REPLY_MAX", "Attempt", "DeliveryResult", "Target", "definition_problem"]
 
 USER_AGENT = f"WorkerRMQ/{__version__}"
 #: aiohttp's own defaults that an endpoint has no use for (WorkerRMQ reads no answer body
 #: but an error's first bytes); skipped on the worker's session.
 SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding")
 _ERROR_TEXT_MAX = 300
+#: The largest answer body a consumer with ``reply`` publishes (1 MiB).
+REPLY_MAX = 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +84,9 @@ class DeliveryResult:
     detail: str  # text for the operator: start of the response body or the exception
     retry_after: float | None
     seconds: float
+    # With ``reply``: the 2xx answer's body and Content-Type, to publish to the message's reply_to.
+    answer: bytes | None = None
+    answer_type: str | None = None
 
 
 def _header_value(value: Any) -> str:
@@ -150,6 +155,8 @@ class Target:
             ) as response:
                 status = response.status
                 if 200 <= status < 300:
+                    if self.spec.reply:
+                        return await _with_answer(response, started)
                     return DeliveryResult(status, None, "", None, time.perf_counter() - started)
                 detail = (await response.content.read(_ERROR_TEXT_MAX)).decode("utf-8", "replace")
                 return DeliveryResult(
@@ -169,6 +176,35 @@ class Target:
             return _failed("connection", f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_MAX], started)
         except aiohttp.ClientError as exc:
             return _failed("client", f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_MAX], started)
+
+
+async def _with_answer(response: aiohttp.ClientResponse, started: float) -> DeliveryResult:
+    """A 2xx *response* with its body read, for a consumer that replies. A body over
+    :data:`REPLY_MAX` fails the attempt as ``reply_too_large``, which no ``retry_on`` lists:
+    the message is dead-lettered (saying so) rather than sent again to an endpoint that
+    would answer the same, or answered with a cut body."""
+    declared = response.content_length
+    if declared is not None and declared > REPLY_MAX:
+        return _failed("reply_too_large", _too_large(response.status, declared), started)
+    body = bytearray()
+    while chunk := await response.content.read(REPLY_MAX + 1 - len(body)):
+        body += chunk
+        if len(body) > REPLY_MAX:
+            return _failed("reply_too_large", _too_large(response.status, None), started)
+    return DeliveryResult(
+        status=response.status,
+        error=None,
+        detail="",
+        retry_after=None,
+        seconds=time.perf_counter() - started,
+        answer=bytes(body),
+        answer_type=response.headers.get("Content-Type"),
+    )
+
+
+def _too_large(status: int, size: int | None) -> str:
+    told = f"{size} bytes" if size is not None else "more"
+    return f"HTTP {status} with an answer of {told}; a reply takes at most {REPLY_MAX} bytes"
 
 
 def _failed(error: str, detail: str, started: float) -> DeliveryResult:

@@ -19,6 +19,13 @@
   let refreshAgain = false;
   // null: not asked yet; true: GET /api/v1/workers answers; false: it is not there (404).
   let workersApi = null;
+  // The consumer whose dead letters are shown ({id, name, queue}), or null.
+  let deadLetterConsumer = null;
+  // Samples for the charts, taken at each refresh and kept for CHART_WINDOW_MS.
+  const CHART_WINDOW_MS = 15 * 60 * 1000;
+  const consumerSamples = new Map(); // consumer id -> [{t, delivered, failed}]
+  const queueSamples = new Map(); // queue name -> [{t, publish, deliver, ready}]
+  let consumerSchema = null; // components.schemas.ConsumerUpdate of /openapi.json
 
   // -- the API -------------------------------------------------------------------------------
 
@@ -249,6 +256,13 @@
       /* storage disabled: nothing kept */
     }
     for (const tbody of document.querySelectorAll("#dashboard tbody")) tbody.replaceChildren();
+    deadLetterConsumer = null;
+    $("dead-letters").hidden = true;
+    consumerSamples.clear();
+    queueSamples.clear();
+    $("consumer-charts").replaceChildren();
+    $("queue-charts").replaceChildren();
+    for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
     showSignedIn(false);
     if (message) alertError(message);
     else announce("Signed out. The key was removed from this browser tab.");
@@ -302,7 +316,10 @@
 
     const queueList = queues.status === "fulfilled" ? queues.value : null;
     sectionError("queues", queues);
-    if (queueList) renderQueues(queueList);
+    if (queueList) {
+      renderQueues(queueList);
+      sampleQueues(queueList.items || []);
+    }
 
     sectionError("consumers", consumers);
     // The first page of 500; the API shows credentials in target URLs and headers as ***.
@@ -312,7 +329,10 @@
       const counts = await deadLetterCounts(consumerList, queueList, !filter);
       if (!apiKey) return;
       renderConsumers(consumerList, counts, consumerPage.total || consumerList.length);
+      sampleConsumers(consumerList);
     }
+    renderCharts(consumerList, queueList);
+    if (deadLetterConsumer) await refreshDeadLetters();
 
     sectionError("connections", connections);
     if (connections.status === "fulfilled") renderConnections(connections.value || []);
@@ -394,16 +414,20 @@
   }
 
   function buildQueueRow(queue) {
-    const publish = el("button", { type: "button", className: "small" }, "Publish…");
+    const publish = el("button", { type: "button", className: "small", dataset: { action: "publish" } }, "Publish…");
     publish.addEventListener("click", () => {
       $("publish-queue").value = publish.closest("tr").dataset.key;
       $("publish-body").focus();
     });
+    const purge = el("button", { type: "button", className: "small", dataset: { action: "purge" } }, "Purge");
+    purge.addEventListener("click", () => purgeQueue(purge.closest("tr")));
+    const remove = el("button", { type: "button", className: "small", dataset: { action: "delete" } }, "Delete");
+    remove.addEventListener("click", () => deleteQueue(remove.closest("tr")));
     return el("tr", {},
       el("th", { scope: "row", dataset: { col: "name" } }),
       cell("ready", "num"), cell("unacked", "num"), cell("consumers", "num"),
       cell("publish-rate", "num"), cell("deliver-rate", "num"), cell("type"),
-      el("td", { className: "actions" }, publish));
+      el("td", { className: "actions" }, publish, " ", purge, " ", remove));
   }
 
   function updateQueueRow(row, q) {
@@ -415,7 +439,67 @@
     setText(c[4], rate(q.publish_rate));
     setText(c[5], rate(q.deliver_rate));
     setText(c[6], (q.type || "") + (q.durable === false ? ", transient" : ""));
-    setAttr(row.querySelector("button"), "aria-label", "Publish a message to " + q.name);
+    row.dataset.ready = typeof q.messages_ready === "number" ? q.messages_ready : "";
+    row.dataset.messages = typeof q.messages === "number" ? q.messages : "";
+    setAttr(row.querySelector("[data-action=publish]"), "aria-label", "Publish a message to " + q.name);
+    setAttr(row.querySelector("[data-action=purge]"), "aria-label", "Purge " + q.name);
+    setAttr(row.querySelector("[data-action=delete]"), "aria-label", "Delete queue " + q.name);
+  }
+
+  function messagesText(n) {
+    return n === "" || n === undefined ? "its messages" : n + (Number(n) === 1 ? " message" : " messages");
+  }
+
+  async function purgeQueue(row) {
+    const name = row.dataset.key;
+    const ok = await confirmAction("Purge " + name + "?",
+      "Drop " + messagesText(row.dataset.ready) + " ready in " + name +
+      ". They cannot be brought back.", "Purge");
+    if (!ok) return;
+    await act("Purging " + name, () => api("POST", "/api/v1/queues/" + enc(name) + "/purge"),
+      () => "Purged " + name + ".");
+  }
+
+  async function deleteQueue(row) {
+    const name = row.dataset.key;
+    const ok = await confirmAction("Delete queue " + name + "?",
+      "Delete " + name + " and " + messagesText(row.dataset.messages) + " in it. Consumers of it stop delivering.",
+      "Delete queue");
+    if (!ok) return;
+    await act("Deleting " + name, () => api("DELETE", "/api/v1/queues/" + enc(name)),
+      () => "Deleted queue " + name + ".");
+  }
+
+  /** Run *request*, announce what *done* says of its result, or show the error; then refresh. */
+  async function act(what, request, done) {
+    let result;
+    try {
+      result = await request();
+    } catch (err) {
+      if (err.status === 401) return signOut("Signed out: the API refused the key (" + err.message + ").");
+      alertError(what + " failed: " + err.message);
+      refresh();
+      return null;
+    }
+    announce(done(result));
+    refresh();
+    return result;
+  }
+
+  // -- confirmation ----------------------------------------------------------------------------
+
+  /** Ask in a modal dialog; resolves true when the user confirms. */
+  function confirmAction(title, text, okLabel) {
+    const dialog = $("confirm-dialog");
+    setText($("confirm-title"), title);
+    setText($("confirm-text"), text);
+    setText($("confirm-ok"), okLabel || "Confirm");
+    dialog.returnValue = "";
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+      dialog.showModal();
+      $("confirm-cancel").focus();
+    });
   }
 
   // -- consumers -------------------------------------------------------------------------------------
@@ -431,14 +515,23 @@
   function buildConsumerRow() {
     const replay = el("button", { type: "button", className: "small", dataset: { action: "replay" } }, "Replay");
     replay.addEventListener("click", () => replayDeadLetters(replay));
+    const view = el("button", { type: "button", className: "small", dataset: { action: "view" } }, "Show");
+    view.addEventListener("click", () => {
+      const row = view.closest("tr");
+      openDeadLetters({ id: row.dataset.id, name: row.dataset.name, queue: row.dataset.queue });
+    });
     const toggle = el("button", { type: "button", className: "small", dataset: { action: "toggle" } });
     toggle.addEventListener("click", () => toggleConsumer(toggle));
+    const edit = el("button", { type: "button", className: "small", dataset: { action: "edit" } }, "Edit");
+    edit.addEventListener("click", () => editConsumer(edit.closest("tr").dataset.id));
+    const remove = el("button", { type: "button", className: "small", dataset: { action: "delete" } }, "Delete");
+    remove.addEventListener("click", () => deleteConsumer(remove.closest("tr")));
     const state = cell("state");
     state.append(el("span", { className: "state" }), el("span", { className: "sub" }));
     const lastError = cell("last-error", "error-cell");
     lastError.append(el("span", { className: "error-text" }), el("span", { className: "sub" }));
     const dead = cell("dead-letters", "dlq");
-    dead.append(el("span", { className: "dlq-count", dataset: { col: "dead-letter-count" } }), " ", replay);
+    dead.append(el("span", { className: "dlq-count", dataset: { col: "dead-letter-count" } }), " ", view, " ", replay);
     return el("tr", {},
       el("th", { scope: "row", dataset: { col: "name" } }),
       cell("queue"), cell("target", "target"), state,
@@ -446,7 +539,7 @@
       cell("dead-lettered", "num"), cell("in-flight", "num"),
       el("td", { dataset: { col: "circuit" } }, el("span", { className: "badge" })),
       lastError, dead,
-      el("td", { className: "actions" }, toggle));
+      el("td", { className: "actions" }, toggle, " ", edit, " ", remove));
   }
 
   function updateConsumerRow(row, consumer, dlqCount) {
@@ -455,6 +548,7 @@
     const name = consumer.name || consumer.id;
     row.dataset.id = consumer.id;
     row.dataset.name = name;
+    row.dataset.queue = consumer.queue;
     setText(c[0], name);
     setText(c[1], consumer.queue);
     setText(c[2], consumer.target_url);
@@ -463,7 +557,9 @@
     const paused = consumer.state === "paused";
     setText(c[3].firstChild, consumer.state);
     setAttr(c[3].firstChild, "class", "state " + (paused ? "paused" : "running"));
-    setText(c[3].lastChild, (stats.status || []).join(", ").replace(/_/g, " "));
+    const health = consumer.health === "degraded"
+      ? "degraded" + (consumer.degraded_reason ? ": " + consumer.degraded_reason : "") + "; " : "";
+    setText(c[3].lastChild, health + (stats.status || []).join(", ").replace(/_/g, " "));
 
     setText(c[4], num(stats.delivered));
     setText(c[5], num(stats.failed));
@@ -482,14 +578,20 @@
     setText(c[10].lastChild, stats.last_error_at ? when(stats.last_error_at) : "");
 
     const count = c[11].querySelector(".dlq-count");
-    setText(count, dlqCount === null || dlqCount === undefined ? "?" : String(dlqCount));
+    const known = typeof dlqCount === "number";
+    setText(count, known ? String(dlqCount) : "?");
+    row.dataset.deadLetters = known ? String(dlqCount) : "";
     setAttr(c[11], "title", consumer.dead_letter_queue ? "in " + consumer.dead_letter_queue : null);
-    const replay = c[11].querySelector("button");
+    setAttr(c[11].querySelector("[data-action=view]"), "aria-label", "Show the dead letters of " + name);
+    const replay = c[11].querySelector("[data-action=replay]");
     if (!replay.hasAttribute("aria-busy")) {
       setAttr(replay, "aria-label", "Replay the dead letters of " + name);
+      replay.hidden = !(known && dlqCount > 0); // nothing to replay
     }
+    setAttr(c[12].querySelector("[data-action=edit]"), "aria-label", "Edit " + name);
+    setAttr(c[12].querySelector("[data-action=delete]"), "aria-label", "Delete consumer " + name);
 
-    const toggle = c[12].querySelector("button");
+    const toggle = c[12].querySelector("[data-action=toggle]");
     if (!toggle.hasAttribute("aria-busy")) {
       setText(toggle, paused ? "Resume" : "Pause");
       setAttr(toggle, "aria-label", (paused ? "Resume " : "Pause ") + name);
@@ -500,6 +602,11 @@
   async function replayDeadLetters(button) {
     const row = button.closest("tr");
     const name = row.dataset.name;
+    const waiting = Number(row.dataset.deadLetters || 0);
+    const ok = await confirmAction("Replay " + waiting + (waiting === 1 ? " dead letter" : " dead letters") + "?",
+      "Move the " + waiting + (waiting === 1 ? " message" : " messages") + " in the dead-letter queue of " + name +
+      " back to " + row.dataset.queue + ", to be delivered again.", "Replay " + waiting);
+    if (!ok) return;
     button.disabled = true;
     button.setAttribute("aria-busy", "true");
     setText(button, "Replaying…");
@@ -519,6 +626,17 @@
     refresh();
   }
 
+  async function deleteConsumer(row) {
+    const name = row.dataset.name;
+    const ok = await confirmAction("Delete consumer " + name + "?",
+      "Workers stop delivering " + row.dataset.queue + " to its target. The queue and its dead-letter queue " +
+      "stay, with their messages.", "Delete consumer");
+    if (!ok) return;
+    if (deadLetterConsumer && deadLetterConsumer.id === row.dataset.id) closeDeadLetters();
+    await act("Deleting " + name, () => api("DELETE", "/api/v1/consumers/" + enc(row.dataset.id)),
+      () => "Deleted consumer " + name + ".");
+  }
+
   async function toggleConsumer(button) {
     const row = button.closest("tr");
     const name = row.dataset.name;
@@ -534,6 +652,536 @@
     } finally {
       button.disabled = false;
       button.removeAttribute("aria-busy");
+    }
+    refresh();
+  }
+
+  // -- dead letters ------------------------------------------------------------------------------------
+
+  const DEAD_LETTER_LIMIT = 100;
+
+  function plural(n, word) {
+    return n + " " + word + (n === 1 ? "" : "s");
+  }
+
+  function openDeadLetters(consumer) {
+    if (!deadLetterConsumer || deadLetterConsumer.id !== consumer.id) {
+      $("dead-letters-table").tBodies[0].replaceChildren();
+      $("dl-select-all").checked = false;
+    }
+    deadLetterConsumer = consumer;
+    setText($("dead-letters-title"), "Dead letters of " + consumer.name);
+    $("dead-letters").hidden = false;
+    refreshDeadLetters().then(() => {
+      $("dead-letters").scrollIntoView({ block: "start" });
+      $("dead-letters-title").focus();
+    });
+  }
+
+  function closeDeadLetters() {
+    deadLetterConsumer = null;
+    $("dead-letters").hidden = true;
+    $("dead-letters-table").tBodies[0].replaceChildren();
+  }
+
+  async function refreshDeadLetters() {
+    const consumer = deadLetterConsumer;
+    if (!consumer) return;
+    let page;
+    try {
+      page = await api("GET", "/api/v1/consumers/" + enc(consumer.id) + "/dead-letters?limit=" + DEAD_LETTER_LIMIT);
+    } catch (err) {
+      if (deadLetterConsumer !== consumer) return;
+      setText($("dead-letters-error"), "Could not load: " + err.message);
+      return;
+    }
+    if (deadLetterConsumer !== consumer) return;
+    setText($("dead-letters-error"), "");
+    const items = page.items || [];
+    const total = typeof page.total === "number" ? page.total : items.length;
+    consumer.total = total;
+    setText($("dead-letters-count"), total > items.length
+      ? "first " + items.length + " of " + total + " shown"
+      : plural(total, "dead letter"));
+    $("dead-letters-empty").hidden = items.length > 0;
+    $("dead-letters-wrap").hidden = items.length === 0;
+    $("dl-replay-all").hidden = total === 0;
+    $("dl-discard-all").hidden = total === 0;
+    let position = 0;
+    syncRows($("dead-letters-table").tBodies[0], items,
+      (m) => (m.message_id ? "id:" + m.message_id : "at:" + position++), buildDeadLetterRow, updateDeadLetterRow);
+    updateSelection();
+  }
+
+  function buildDeadLetterRow() {
+    const select = el("input", { type: "checkbox", dataset: { action: "select" } });
+    select.addEventListener("change", updateSelection);
+    const id = el("button", { type: "button", className: "link", dataset: { action: "history" } });
+    id.addEventListener("click", () => showHistory(id.closest("tr").dataset.messageId));
+    const replay = el("button", { type: "button", className: "small", dataset: { action: "replay-one" } }, "Replay");
+    replay.addEventListener("click", () => {
+      const messageId = replay.closest("tr").dataset.messageId;
+      changeDeadLetters("replay", { message_ids: [messageId] }, 1, "message " + messageId);
+    });
+    return el("tr", {},
+      el("td", {}, select),
+      el("th", { scope: "row", dataset: { col: "message-id" } }, id),
+      cell("dead-lettered-at"), cell("attempts", "num"), cell("last-status"),
+      cell("last-error", "error-cell"),
+      el("td", { dataset: { col: "headers" }, className: "headers-cell" }, el("pre", { className: "small" })),
+      el("td", { dataset: { col: "body" }, className: "body-cell" }, el("span", { className: "kind" }),
+        el("pre", { className: "small" })),
+      el("td", { className: "actions" }, replay));
+  }
+
+  /** A body as the page shows it: text as it is, anything else (base64 from the API) as hex. */
+  function bodyView(message) {
+    const payload = message.payload === null || message.payload === undefined ? "" : String(message.payload);
+    if (message.payload_encoding !== "base64") {
+      return { kind: "text" + (message.content_type ? ", " + message.content_type : ""), text: payload };
+    }
+    let bytes;
+    try {
+      bytes = Uint8Array.from(atob(payload), (ch) => ch.charCodeAt(0));
+    } catch (_err) {
+      return { kind: "base64", text: payload };
+    }
+    const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(" ");
+    return { kind: "hex, " + plural(bytes.length, "byte") + (message.content_type ? ", " + message.content_type : ""),
+      text: hex };
+  }
+
+  function updateDeadLetterRow(row, message) {
+    const c = row.cells;
+    const messageId = message.message_id || "";
+    row.dataset.messageId = messageId;
+    const select = c[0].firstChild;
+    select.disabled = !messageId;
+    setAttr(select, "aria-label", "Select " + (messageId || "this message"));
+    const id = c[1].firstChild;
+    setText(id, messageId || "(no id)");
+    id.disabled = !messageId;
+    setAttr(id, "aria-label", "Show the attempts of " + (messageId || "this message"));
+    setText(c[2], when(message.dead_lettered_at));
+    setAttr(c[2], "title", message.dead_lettered_at || null);
+    setText(c[3], num(message.attempts));
+    setText(c[4], message.last_status === null || message.last_status === undefined ? "–" : String(message.last_status));
+    setText(c[5], message.last_error || "—");
+    const headers = message.headers || {};
+    setText(c[6].firstChild, Object.keys(headers).length ? JSON.stringify(headers, null, 1) : "none");
+    const body = bodyView(message);
+    setText(c[7].firstChild, body.kind);
+    setText(c[7].lastChild, body.text);
+    const replay = c[8].firstChild;
+    replay.hidden = !messageId;
+    setAttr(replay, "aria-label", "Replay message " + (messageId || ""));
+  }
+
+  function selectedIds() {
+    return Array.from($("dead-letters-table").querySelectorAll("tbody input[data-action=select]:checked"))
+      .map((box) => box.closest("tr").dataset.messageId).filter(Boolean);
+  }
+
+  function updateSelection() {
+    const n = selectedIds().length;
+    setText($("dl-replay-selected"), n ? "Replay selected (" + n + ")" : "Replay selected");
+    setText($("dl-discard-selected"), n ? "Discard selected (" + n + ")" : "Discard selected");
+    $("dl-replay-selected").disabled = n === 0;
+    $("dl-discard-selected").disabled = n === 0;
+  }
+
+  /** Replay or discard the dead letters *selector* picks, after a confirmation that says how many. */
+  async function changeDeadLetters(action, selector, count, what) {
+    const consumer = deadLetterConsumer;
+    if (!consumer) return;
+    const verb = action === "replay" ? "Replay" : "Discard";
+    const text = action === "replay"
+      ? "Move " + what + " from the dead-letter queue of " + consumer.name + " back to " + consumer.queue +
+        ", to be delivered again."
+      : "Drop " + what + " from the dead-letter queue of " + consumer.name + ". They cannot be brought back.";
+    const ok = await confirmAction(verb + " " + plural(count, "dead letter") + "?", text, verb + " " + count);
+    if (!ok) return;
+    const base = "/api/v1/consumers/" + enc(consumer.id) + "/dead-letters";
+    await act(verb + " for " + consumer.name,
+      () => action === "replay" ? api("POST", base + "/replay", selector)
+        : api("DELETE", base + (selector.all ? "?all=true" : ""), selector.all ? undefined : selector),
+      (result) => {
+        const done = action === "replay" ? (result.moved ?? result.replayed) : result.discarded;
+        let line = (action === "replay" ? "Replayed " : "Discarded ") + plural(done || 0, "message") + " of " +
+          consumer.name;
+        if (typeof result.remaining === "number") line += "; " + result.remaining + " remain";
+        return line + ".";
+      });
+  }
+
+  function onDeadLetterToolbar() {
+    $("dl-close").addEventListener("click", closeDeadLetters);
+    $("dl-select-all").addEventListener("change", () => {
+      const on = $("dl-select-all").checked;
+      for (const box of $("dead-letters-table").querySelectorAll("tbody input[data-action=select]")) {
+        if (!box.disabled) box.checked = on;
+      }
+      updateSelection();
+    });
+    $("dl-replay-selected").addEventListener("click", () => {
+      const ids = selectedIds();
+      if (ids.length) changeDeadLetters("replay", { message_ids: ids }, ids.length, "the " + plural(ids.length, "selected message"));
+    });
+    $("dl-discard-selected").addEventListener("click", () => {
+      const ids = selectedIds();
+      if (ids.length) changeDeadLetters("discard", { message_ids: ids }, ids.length, "the " + plural(ids.length, "selected message"));
+    });
+    $("dl-replay-all").addEventListener("click", () => {
+      const n = (deadLetterConsumer && deadLetterConsumer.total) || 0;
+      if (n) changeDeadLetters("replay", {}, n, "all " + plural(n, "message"));
+    });
+    $("dl-discard-all").addEventListener("click", () => {
+      const n = (deadLetterConsumer && deadLetterConsumer.total) || 0;
+      if (n) changeDeadLetters("discard", { all: true }, n, "all " + plural(n, "message"));
+    });
+  }
+
+  // -- what happened to a message ---------------------------------------------------------------------
+
+  async function showHistory(messageId) {
+    if (!messageId) return;
+    $("history-id").value = messageId;
+    const form = $("history-form");
+    clearFormError(form);
+    let page;
+    try {
+      page = await api("GET", "/api/v1/messages/" + enc(messageId) + "/attempts?page_size=100");
+    } catch (err) {
+      if (err.status === 401) return signOut("Signed out: the API refused the key (" + err.message + ").");
+      showFormError(form, err, "Looking up " + messageId);
+      return;
+    }
+    const items = (page && page.items) || [];
+    const total = typeof page.total === "number" ? page.total : items.length;
+    const last = items[0];
+    setText($("history-summary"), total
+      ? "Message " + messageId + ": " + plural(total, "attempt") + (total > items.length ? " (newest " + items.length + " shown)" : "") +
+        "; last " + String(last.outcome || "").replace(/_/g, " ") + " at " + when(last.at) + "."
+      : "No attempt of " + messageId + " is recorded.");
+    $("history-wrap").hidden = items.length === 0;
+    let position = 0;
+    syncRows($("history-table").tBodies[0], items, () => String(position++),
+      () => el("tr", {}, el("th", { scope: "row", dataset: { col: "at" } }), cell("consumer"), cell("attempt", "num"),
+        cell("outcome"), cell("status"), cell("error"), cell("duration", "num"),
+        el("td", { dataset: { col: "response" }, className: "body-cell" }, el("pre", { className: "small" })),
+        cell("worker")),
+      (row, a) => {
+        const c = row.cells;
+        setText(c[0], when(a.at));
+        setAttr(c[0], "title", a.at || null);
+        setText(c[1], a.consumer || a.consumer_id || "");
+        setText(c[2], num(a.attempt));
+        setText(c[3], String(a.outcome || "").replace(/_/g, " "));
+        setAttr(c[3], "class", "outcome-" + String(a.outcome || "").replace(/[^a-z_]/g, ""));
+        setText(c[4], a.status === null || a.status === undefined ? "–" : String(a.status));
+        setText(c[5], a.error || "");
+        setText(c[6], num(a.duration_ms));
+        setText(c[7].firstChild, a.response || "");
+        setText(c[8], a.worker || "");
+      });
+    announce("Showing the attempts of " + messageId + ".");
+    $("message-history").scrollIntoView({ block: "start" });
+  }
+
+  // -- charts ------------------------------------------------------------------------------------------
+
+  const MAX_CHARTS = 12;
+
+  function keepWindow(list, now) {
+    while (list.length && list[0].t < now - CHART_WINDOW_MS) list.shift();
+  }
+
+  function sampleConsumers(consumers) {
+    const now = Date.now();
+    for (const consumer of consumers) {
+      const stats = consumer.stats || {};
+      if (!consumerSamples.has(consumer.id)) consumerSamples.set(consumer.id, []);
+      const list = consumerSamples.get(consumer.id);
+      list.push({ t: now, delivered: stats.delivered || 0, failed: stats.failed || 0 });
+      keepWindow(list, now);
+    }
+  }
+
+  function sampleQueues(queues) {
+    const now = Date.now();
+    for (const queue of queues) {
+      if (!queueSamples.has(queue.name)) queueSamples.set(queue.name, []);
+      const list = queueSamples.get(queue.name);
+      list.push({ t: now, publish: queue.publish_rate, deliver: queue.deliver_rate, ready: queue.messages_ready });
+      keepWindow(list, now);
+    }
+  }
+
+  /** Per-second rates between consecutive samples of the counters; a counter that went down
+   *  (a worker restarted) gives no point. */
+  function consumerRates(samples) {
+    const delivered = [];
+    const failed = [];
+    const errorRate = [];
+    for (let i = 1; i < samples.length; i++) {
+      const a = samples[i - 1];
+      const b = samples[i];
+      const seconds = (b.t - a.t) / 1000;
+      const d = b.delivered - a.delivered;
+      const f = b.failed - a.failed;
+      if (seconds <= 0 || d < 0 || f < 0) {
+        delivered.push([b.t, null]);
+        failed.push([b.t, null]);
+        errorRate.push([b.t, null]);
+        continue;
+      }
+      delivered.push([b.t, d / seconds]);
+      failed.push([b.t, f / seconds]);
+      errorRate.push([b.t, d + f ? (100 * f) / (d + f) : 0]);
+    }
+    return { delivered, failed, errorRate };
+  }
+
+  function chartCard(container, key, title) {
+    let card = container.querySelector('[data-key="' + CSS.escape(key) + '"]');
+    if (!card) {
+      card = el("div", { className: "chart", role: "listitem", dataset: { key } }, el("h3", {}));
+      container.append(card);
+    }
+    setText(card.firstChild, title);
+    return card;
+  }
+
+  function chart(card, name, labels) {
+    let box = card.querySelector('[data-chart="' + name + '"]');
+    if (!box) {
+      box = el("div", { dataset: { chart: name } });
+      box.append(window.WorkerRMQCharts.svg({}), window.WorkerRMQCharts.legend(labels), el("p", { className: "figures" }));
+      card.append(box);
+    }
+    return box;
+  }
+
+  function dropStale(container, keys) {
+    for (const card of Array.from(container.children)) if (!keys.has(card.dataset.key)) card.remove();
+  }
+
+  function lastRate(points) {
+    for (let i = points.length - 1; i >= 0; i--) if (points[i][1] !== null) return points[i][1];
+    return null;
+  }
+
+  function renderCharts(consumers, queuePage) {
+    const charts = window.WorkerRMQCharts;
+    if (!charts) return;
+    const now = Date.now();
+    const first = consumerSamples.size ? Math.min(...Array.from(consumerSamples.values(), (l) => (l[0] || { t: now }).t)) : now;
+    const minutes = Math.min(15, Math.floor((now - first) / 60000));
+    setText($("charts-note"), "sampled by this page every " + REFRESH_MS / 1000 + " s while it is open" +
+      (minutes < 15 ? " (" + (minutes ? minutes + " min so far" : "since less than a minute") + ")" : ""));
+
+    const consumerBox = $("consumer-charts");
+    const shownConsumers = (consumers || []).slice(0, MAX_CHARTS);
+    for (const consumer of shownConsumers) {
+      const name = consumer.name || consumer.id;
+      const card = chartCard(consumerBox, consumer.id, "Consumer " + name);
+      const rates = consumerRates(consumerSamples.get(consumer.id) || []);
+      const throughput = chart(card, "throughput", ["delivered /s", "failed attempts /s"]);
+      charts.draw(throughput.firstChild, [
+        { label: "delivered", points: rates.delivered },
+        { label: "failed", points: rates.failed },
+      ], { now, windowMs: CHART_WINDOW_MS, label: "Throughput of " + name + ", messages per second" });
+      const recent = consumerSamples.get(consumer.id) || [];
+      const span = recent.length > 1 ? recent[recent.length - 1] : null;
+      const base = recent[0];
+      const windowDelivered = span ? span.delivered - base.delivered : 0;
+      const windowFailed = span ? span.failed - base.failed : 0;
+      setText(throughput.lastChild, "now " + rate(lastRate(rates.delivered)) + " delivered/s; in the window " +
+        Math.max(0, windowDelivered) + " delivered, " + Math.max(0, windowFailed) + " failed attempts");
+      const errors = chart(card, "error-rate", ["failed attempts, % of attempts"]);
+      charts.draw(errors.firstChild, [{ label: "error rate", points: rates.errorRate }],
+        { now, windowMs: CHART_WINDOW_MS, top: 100, unit: "%", label: "Error rate of " + name + ", percent" });
+      const attempts = windowDelivered + windowFailed;
+      setText(errors.lastChild, "error rate in the window: " +
+        (attempts > 0 ? Math.round((100 * windowFailed) / attempts) + " %" : "no attempts"));
+    }
+    dropStale(consumerBox, new Set(shownConsumers.map((c) => String(c.id))));
+
+    const queueBox = $("queue-charts");
+    const showInternal = $("show-internal").checked;
+    const queues = ((queuePage && queuePage.items) || [])
+      .filter((q) => showInternal || !INTERNAL_QUEUE.test(q.name)).slice(0, MAX_CHARTS);
+    for (const queue of queues) {
+      const card = chartCard(queueBox, queue.name, "Queue " + queue.name);
+      const samples = queueSamples.get(queue.name) || [];
+      const box = chart(card, "rates", ["published /s", "delivered /s"]);
+      const pick = (field) => samples.map((s) => [s.t, typeof s[field] === "number" ? s[field] : null]);
+      charts.draw(box.firstChild, [
+        { label: "published", points: pick("publish") },
+        { label: "delivered", points: pick("deliver") },
+      ], { now, windowMs: CHART_WINDOW_MS, label: "Message rates of queue " + queue.name + ", per second" });
+      setText(box.lastChild, "now " + rate(queue.publish_rate) + " published/s, " + rate(queue.deliver_rate) +
+        " delivered/s, " + num(queue.messages_ready) + " ready");
+    }
+    dropStale(queueBox, new Set(queues.map((q) => q.name)));
+  }
+
+  // -- editing a consumer ------------------------------------------------------------------------------
+
+  /** The consumer's fields as the API's OpenAPI document describes them (read once). */
+  async function loadConsumerSchema() {
+    if (consumerSchema) return consumerSchema;
+    const response = await fetch(ROOT + "/openapi.json", { cache: "no-store", credentials: "omit" });
+    if (!response.ok) throw new ApiError(response.status, "http_" + response.status, "cannot read /openapi.json");
+    const doc = await response.json();
+    const schemas = (doc.components && doc.components.schemas) || {};
+    const resolve = (prop) => {
+      const ref = prop.$ref || (prop.allOf && prop.allOf.length === 1 && prop.allOf[0].$ref);
+      if (!ref) return prop;
+      const target = schemas[ref.split("/").pop()] || {};
+      return Object.assign({}, target, prop, { type: target.type || "object" });
+    };
+    const update = schemas.ConsumerUpdate || { properties: {} };
+    consumerSchema = Object.entries(update.properties || {}).map(([name, prop]) => [name, resolve(prop)]);
+    return consumerSchema;
+  }
+
+  function fieldKind(prop) {
+    if (prop.writeOnly) return "secret";
+    if (Array.isArray(prop.enum)) return "choice";
+    if (prop.type === "boolean") return "boolean";
+    if (prop.type === "integer" || prop.type === "number") return "number";
+    if (prop.type === "array" && prop.items && prop.items.type === "string") return "list";
+    if (prop.type === "object" || prop.type === "array") return "json";
+    return "text";
+  }
+
+  /** The value a control shows for *value* (a text), so that changes can be found by comparing. */
+  function shown(kind, value) {
+    if (value === null || value === undefined) return "";
+    if (kind === "list") return Array.isArray(value) ? value.join(", ") : String(value);
+    if (kind === "json") return JSON.stringify(value, null, 1);
+    if (kind === "boolean") return value ? "true" : "false";
+    return String(value);
+  }
+
+  function buildField(name, prop, consumer) {
+    const kind = fieldKind(prop);
+    const id = "edit-" + name;
+    const helpId = id + "-help";
+    const common = { id, name, "aria-describedby": helpId + " edit-form-error", dataset: { kind } };
+    let control;
+    if (kind === "choice") {
+      control = el("select", common);
+      if (prop.nullable) control.append(el("option", { value: "" }, "(none)"));
+      for (const choice of prop.enum) control.append(el("option", { value: String(choice) }, String(choice)));
+    } else if (kind === "boolean") {
+      control = el("input", Object.assign({ type: "checkbox" }, common));
+    } else if (kind === "json") {
+      control = el("textarea", Object.assign({ rows: 3, spellcheck: "false" }, common));
+    } else if (kind === "number") {
+      control = el("input", Object.assign({ type: "number", step: prop.type === "integer" ? "1" : "any",
+        min: prop.minimum, max: prop.maximum, inputmode: prop.type === "integer" ? "numeric" : "decimal" }, common));
+    } else {
+      control = el("input", Object.assign({ type: kind === "secret" ? "password" : "text", autocomplete: "off",
+        spellcheck: "false", maxlength: prop.maxLength }, common));
+    }
+    const current = kind === "secret" ? "" : shown(kind, consumer[name]);
+    if (kind === "boolean") control.checked = current === "true";
+    else control.value = current;
+    if (kind === "secret") control.placeholder = consumer.signing || consumer[name] ? "*** (kept)" : "(none)";
+    control.dataset.original = current;
+    let help = prop.description || "";
+    if (kind === "list") help += (help ? "; " : "") + "separated by commas";
+    if (kind === "json") help += (help ? "; " : "") + "JSON";
+    if (kind === "secret") help += (help ? "; " : "") + "write-only: type a new one to replace it";
+    if (prop.nullable && kind !== "secret") help += (help ? "; " : "") + "empty: none";
+    const label = el("label", { for: id }, name);
+    const wide = kind === "json" || name === "target_url" || kind === "list";
+    if (kind === "boolean") {
+      return el("p", { className: "check" + (wide ? " wide" : "") }, control, " ", label, el("span", { id: helpId, className: "help" }, help));
+    }
+    return el("p", { className: wide ? "wide" : "" }, label, control, el("span", { id: helpId, className: "help" }, help));
+  }
+
+  /** The changed fields of the edit form, as the API takes them; throws an ApiError for bad input. */
+  function changedFields(form) {
+    const body = {};
+    for (const control of form.querySelectorAll("[data-kind]")) {
+      const kind = control.dataset.kind;
+      const text = kind === "boolean" ? (control.checked ? "true" : "false") : control.value;
+      if (kind === "secret") {
+        if (text) body[control.name] = text;
+        continue;
+      }
+      if (text === control.dataset.original) continue;
+      const trimmed = text.trim();
+      let value;
+      if (kind === "boolean") value = control.checked;
+      else if (trimmed === "") value = null;
+      else if (kind === "number") value = isFinite(Number(trimmed)) ? Number(trimmed) : trimmed;
+      else if (kind === "list") value = trimmed.split(",").map((t) => t.trim()).filter(Boolean);
+      else if (kind === "json") {
+        try {
+          value = JSON.parse(trimmed);
+        } catch (err) {
+          throw new ApiError(0, "invalid_input", "not valid JSON (" + err.message + ")", control.name);
+        }
+      } else value = trimmed;
+      body[control.name] = value;
+    }
+    return body;
+  }
+
+  async function editConsumer(consumerId) {
+    let consumer;
+    let schema;
+    try {
+      [consumer, schema] = await Promise.all([api("GET", "/api/v1/consumers/" + enc(consumerId)), loadConsumerSchema()]);
+    } catch (err) {
+      if (err.status === 401) return signOut("Signed out: the API refused the key (" + err.message + ").");
+      alertError("Opening the consumer failed: " + err.message);
+      return;
+    }
+    const form = $("edit-form");
+    clearFormError(form);
+    form.dataset.id = consumer.id;
+    form.dataset.name = consumer.name || consumer.id;
+    setText($("edit-title"), "Edit consumer " + form.dataset.name);
+    $("edit-fields").replaceChildren(...schema.map(([name, prop]) => buildField(name, prop, consumer)));
+    $("edit-dialog").showModal();
+    const first = $("edit-fields").querySelector("input, select, textarea");
+    if (first) first.focus();
+  }
+
+  async function onEditSubmit(event) {
+    event.preventDefault();
+    const form = event.currentTarget;
+    clearFormError(form);
+    let body;
+    try {
+      body = changedFields(form);
+    } catch (err) {
+      showFormError(form, err, "Saving");
+      return;
+    }
+    const names = Object.keys(body);
+    if (!names.length) {
+      $("edit-dialog").close();
+      announce("Nothing changed in " + form.dataset.name + ".");
+      return;
+    }
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    try {
+      const saved = await api("PATCH", "/api/v1/consumers/" + enc(form.dataset.id), body);
+      $("edit-dialog").close();
+      announce("Saved " + (saved.name || form.dataset.name) + ": " + names.join(", ") + " changed.");
+    } catch (err) {
+      if (err.status === 401) return signOut("Signed out: the API refused the key (" + err.message + ").");
+      showFormError(form, err, "Saving " + form.dataset.name);
+    } finally {
+      button.disabled = false;
     }
     refresh();
   }
@@ -745,6 +1393,15 @@
     $("queue-form").addEventListener("submit", onCreateQueue);
     $("publish-form").addEventListener("submit", onPublish);
     $("consumer-form").addEventListener("submit", onCreateConsumer);
+    $("edit-form").addEventListener("submit", onEditSubmit);
+    $("edit-cancel").addEventListener("click", () => $("edit-dialog").close());
+    $("history-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const id = $("history-id").value.trim();
+      if (id) showHistory(id);
+      else showFormError($("history-form"), new ApiError(0, "invalid_input", "enter a message id", "message_id"), "Looking up");
+    });
+    onDeadLetterToolbar();
 
     apiKey = storedKey();
     showSignedIn(Boolean(apiKey));
