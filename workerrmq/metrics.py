@@ -31,6 +31,7 @@ __all__ = [
     "IN_FLIGHT",
     "CIRCUIT_OPEN",
     "CONSUMERS_RUNNING",
+    "ATTEMPT_LOG_DROPPED",
 ]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -83,6 +84,11 @@ CONSUMERS_RUNNING = Gauge(
     "workerrmq_consumers_running",
     "Consumers this worker runs.",
     multiprocess_mode="livesum",
+)
+
+ATTEMPT_LOG_DROPPED = Counter(
+    "workerrmq_attempt_log_dropped_total",
+    "Delivery attempts not written to the attempt log: its buffer was full (the database down).",
 )
 
 

@@ -56,6 +56,11 @@ class Settings:
     tls_key_file: str = ""
     url_prefix: str = ""  # the path the API and dashboard live under behind a proxy, e.g. /workerrmq
     worker_max_connections: int = 16  # AMQP connections one worker opens, each for channel_max channels
+    # The attempt log: on or off, the share of successful attempts kept, and its retention.
+    attempt_log: bool = True
+    attempt_log_sample_success: float = 1.0
+    attempt_log_max_age: float = 7 * 86400.0  # seconds
+    attempt_log_max_per_consumer: int = 100_000
 
     @property
     def rabbitmq_urls(self) -> tuple[str, ...]:
@@ -129,6 +134,7 @@ class Settings:
         if env.get("TRUSTED_PROXIES", "").strip():
             kwargs["trusted_proxies"] = _networks("TRUSTED_PROXIES", env["TRUSTED_PROXIES"])
         integer("WORKER_MAX_CONNECTIONS", "worker_max_connections", 1)
+        _attempt_log(env, kwargs)
         flag = env.get("BLOCK_PRIVATE_TARGETS", "").strip().lower()
         if flag:
             if flag not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
@@ -178,6 +184,50 @@ class Settings:
             or "//" in self.url_prefix
         ):
             raise ConfigError("URL_PREFIX", f"must be a path such as /workerrmq, got {self.url_prefix!r}")
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _attempt_log(env: Mapping[str, str], kwargs: dict[str, object]) -> None:
+    """``ATTEMPT_LOG`` (true/false), ``ATTEMPT_LOG_SAMPLE_SUCCESS`` (0 to 1),
+    ``ATTEMPT_LOG_MAX_AGE`` (seconds, or with s/m/h/d: ``7d``), ``ATTEMPT_LOG_MAX_PER_CONSUMER``."""
+    flag = env.get("ATTEMPT_LOG", "").strip().lower()
+    if flag:
+        if flag not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ConfigError("ATTEMPT_LOG", f"must be true or false, got {flag!r}")
+        kwargs["attempt_log"] = flag in ("1", "true", "yes", "on")
+    raw = env.get("ATTEMPT_LOG_SAMPLE_SUCCESS", "").strip()
+    if raw:
+        try:
+            share = float(raw)
+        except ValueError:
+            raise ConfigError(
+                "ATTEMPT_LOG_SAMPLE_SUCCESS", f"must be a number from 0 to 1, got {raw!r}"
+            ) from None
+        if not 0.0 <= share <= 1.0:
+            raise ConfigError("ATTEMPT_LOG_SAMPLE_SUCCESS", f"must be from 0 to 1, got {raw!r}")
+        kwargs["attempt_log_sample_success"] = share
+    raw = env.get("ATTEMPT_LOG_MAX_AGE", "").strip().lower()
+    if raw:
+        unit = _DURATION_UNITS.get(raw[-1])
+        number = raw[:-1] if unit else raw
+        try:
+            seconds = float(number) * (unit or 1)
+        except ValueError:
+            raise ConfigError(
+                "ATTEMPT_LOG_MAX_AGE", f"must be seconds or e.g. 7d, 12h, got {raw!r}"
+            ) from None
+        if not 60 <= seconds <= 10 * 365 * 86400:
+            raise ConfigError("ATTEMPT_LOG_MAX_AGE", f"must be from 1 minute to 10 years, got {raw!r}")
+        kwargs["attempt_log_max_age"] = seconds
+    raw = env.get("ATTEMPT_LOG_MAX_PER_CONSUMER", "").strip()
+    if raw:
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= 100_000_000:
+            raise ConfigError(
+                "ATTEMPT_LOG_MAX_PER_CONSUMER", f"must be a whole number from 1 to 100000000, got {raw!r}"
+            )
+        kwargs["attempt_log_max_per_consumer"] = int(raw)
 
 
 def _check_file(var: str, path: str) -> None:

@@ -11,6 +11,7 @@ from flask_smorest import Api
 
 from workerrmq import __version__, metrics
 from workerrmq.api import (
+    attempts,
     connections,
     consumers,
     dashboard,
@@ -70,7 +71,18 @@ def create_app(settings: Settings | None = None) -> Flask:
     no_worker.init_app(app)
     init_auth(app, failure_limit=settings.auth_failure_limit)
     api = _Api(app)
-    for module in (queues, exchanges, messages, consumers, workers, connections, keys, managed, seed):
+    for module in (
+        queues,
+        exchanges,
+        messages,
+        consumers,
+        attempts,
+        workers,
+        connections,
+        keys,
+        managed,
+        seed,
+    ):
         api.register_blueprint(module.blp)
     app.register_blueprint(health.blp)
     app.register_blueprint(dashboard.blp)

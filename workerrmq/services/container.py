@@ -7,12 +7,14 @@ import sys
 
 from workerrmq.broker.management import ManagementClient
 from workerrmq.broker.publisher import Publisher
+from workerrmq.services.attempts import AttemptService
 from workerrmq.services.connections import ConnectionService
 from workerrmq.services.consumers import ConsumerService
 from workerrmq.services.messages import MessageService
 from workerrmq.services.queues import QueueService
 from workerrmq.settings import Settings
 from workerrmq.store import Database
+from workerrmq.store.attempts import AttemptStore
 from workerrmq.store.consumers import ConsumerStore
 from workerrmq.store.crypto import Cipher
 from workerrmq.store.keys import KeyStore
@@ -35,6 +37,7 @@ class Services:
     connections: ConnectionService
     consumers: ConsumerService
     workers: WorkerRegistry
+    attempts: AttemptService
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -47,6 +50,7 @@ class Services:
         )
         publisher = Publisher(settings.rabbitmq_urls, timeout=settings.broker_timeout)
         queues = QueueService(management, publisher.queue_counts)
+        consumer_store = ConsumerStore(db, Cipher.from_settings(settings))
         return cls(
             settings=settings,
             db=db,
@@ -57,7 +61,7 @@ class Services:
             messages=MessageService(publisher, max_batch=settings.max_batch),
             connections=ConnectionService(management),
             consumers=ConsumerService(
-                ConsumerStore(db, Cipher.from_settings(settings)),
+                consumer_store,
                 queues,
                 management,
                 publisher,
@@ -65,6 +69,7 @@ class Services:
                 block_private_targets=settings.block_private_targets,
             ),
             workers=WorkerRegistry(db),
+            attempts=AttemptService(AttemptStore(db), consumer_store),
         )
 
     def prepare(self) -> None:

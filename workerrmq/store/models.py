@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -23,7 +24,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from workerrmq.core.consumer import DEFAULTS
 from workerrmq.core.status import CircuitState, RunnerStatus
 
-__all__ = ["Base", "ApiKey", "ConsumerDef", "ConsumerStats", "ManagedObject", "WorkerRecord"]
+__all__ = ["Base", "ApiKey", "AttemptRow", "ConsumerDef", "ConsumerStats", "ManagedObject", "WorkerRecord"]
 
 
 def utcnow() -> dt.datetime:
@@ -154,6 +155,30 @@ class WorkerRecord(Base):
     started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_heartbeat: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     stopped_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AttemptRow(Base):
+    """One delivery attempt, as a worker made it (:mod:`workerrmq.store.attempts`)."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (
+        Index("ix_attempts_consumer_at", "consumer_id", "at"),
+        Index("ix_attempts_message_id", "message_id"),
+        Index("ix_attempts_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    consumer_id: Mapped[str] = mapped_column(String(32))
+    consumer: Mapped[str] = mapped_column(String(200))  # its name then: kept after a rename or delete
+    message_id: Mapped[str] = mapped_column(String(255))
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[float] = mapped_column(Float)
+    status: Mapped[int | None] = mapped_column(Integer)  # HTTP status; None when no answer came
+    error: Mapped[str | None] = mapped_column(String(64))  # connection, timeout, HTTP 503 ...
+    outcome: Mapped[str] = mapped_column(String(16))  # delivered, retry, dead_lettered, failed
+    response: Mapped[str | None] = mapped_column(Text)  # the first 1 KB of an error's answer
+    worker: Mapped[str] = mapped_column(String(64))
 
 
 class ManagedObject(Base):

@@ -30,6 +30,7 @@ from workerrmq.core.policy import Verdict, classify, compute_backoff, pick_tier,
 from workerrmq.core.status import CircuitState, RunnerStatus
 from workerrmq.store.consumers import StatsReport
 from workerrmq.worker.acks import Settler
+from workerrmq.worker.attempt_log import AttemptLog
 from workerrmq.worker.batch import Batcher, prefetch
 from workerrmq.worker.circuit import CircuitBreaker
 from workerrmq.worker.delivery import Attempt, DeliveryResult, Target
@@ -72,8 +73,10 @@ class ConsumerRunner:
         stats: StatsReport | None = None,
         on_trouble: Callable[[], None] = lambda: None,
         guard: bool = False,
+        attempt_log: AttemptLog | None = None,
     ) -> None:
         self.spec = spec
+        self._attempt_log = attempt_log
         self._on_trouble = on_trouble
         self._target = Target(spec, spec.queue, guard=guard)
         self._http = http
@@ -465,7 +468,30 @@ class ConsumerRunner:
             self._count("delivered")
         else:
             self._note_failure(result)
+        if self._attempt_log is not None:
+            self._log_attempt(attempt, result, verdict)
         return result, verdict
+
+    def _log_attempt(self, attempt: Attempt, result: DeliveryResult, verdict: Verdict) -> None:
+        """Note *attempt* in the attempt log, with what becomes of its message."""
+        assert self._attempt_log is not None
+        if verdict is Verdict.DELIVERED:
+            outcome = "delivered"
+        elif verdict is Verdict.RETRY and attempt.number < self._policy.max_attempts:
+            outcome = "retry"
+        else:
+            outcome = "dead_lettered"
+        self._attempt_log.note(
+            consumer_id=self.spec.id,
+            consumer=self.spec.name,
+            message_id=attempt.message_id,
+            attempt=attempt.number,
+            seconds=result.seconds,
+            status=result.status,
+            error=result.error,
+            outcome=outcome,
+            response=result.detail,
+        )
 
     async def _dead_letter(
         self, message: DeliveredMessage, message_id: str, attempts: int, status: int | None, error: str

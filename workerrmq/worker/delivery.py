@@ -30,7 +30,7 @@ USER_AGENT = f"WorkerRMQ/{__version__}"
 #: aiohttp's own defaults that an endpoint has no use for (WorkerRMQ reads no answer body
 #: but an error's first bytes); skipped on the worker's session.
 SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding")
-_ERROR_TEXT_MAX = 300
+_ERROR_TEXT_MAX = 1024  # characters of an error answer kept: the attempt log shows them
 #: The largest answer body a consumer with ``reply`` publishes (1 MiB).
 REPLY_MAX = 1024 * 1024
 

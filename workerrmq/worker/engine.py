@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import logging
 import os
 import signal
@@ -40,9 +41,11 @@ from workerrmq.guard import GuardedResolver
 from workerrmq.loop import new_event_loop
 from workerrmq.settings import Settings
 from workerrmq.store import Database
+from workerrmq.store.attempts import AttemptStore
 from workerrmq.store.consumers import ConsumerStore, StatsReport
 from workerrmq.store.crypto import Cipher
 from workerrmq.store.workers import WorkerIdentity, WorkerRegistry
+from workerrmq.worker.attempt_log import AttemptLog
 from workerrmq.worker.connections import ConnectionPool, Link, NoCapacity
 from workerrmq.worker.consumer import ConsumerRunner
 from workerrmq.worker.delivery import SKIP_AUTO_HEADERS, definition_problem
@@ -81,6 +84,17 @@ class Engine:
         self.db = Database(settings.database_url)
         self.store = ConsumerStore(self.db, Cipher.from_settings(settings))
         self.registry = WorkerRegistry(self.db)
+        self.attempt_log = (
+            AttemptLog(
+                AttemptStore(self.db),
+                worker=self.worker_id,
+                sample_success=settings.attempt_log_sample_success,
+                max_age=dt.timedelta(seconds=settings.attempt_log_max_age),
+                max_per_consumer=settings.attempt_log_max_per_consumer,
+            )
+            if settings.attempt_log
+            else None
+        )
         self.reconcile_interval = reconcile_interval
         self.report_interval = report_interval
         self.reconnect_delay = reconnect_delay
@@ -133,12 +147,18 @@ class Engine:
         ) as http:
             self._http = http
             reporter = asyncio.create_task(self._report_forever())
+            # The attempt log's writer: deliveries only append to its buffer.
+            writer = asyncio.create_task(self.attempt_log.run()) if self.attempt_log else None
             try:
                 await self._connect_forever()
             finally:
                 reporter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reporter
+                if writer is not None:
+                    writer.cancel()  # it writes what is left first
+                    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                        await asyncio.wait_for(writer, 15)
                 await self._report()
                 if site is not None:
                     await site.cleanup()
@@ -314,6 +334,7 @@ class Engine:
             stats=stats,
             on_trouble=self._poke.set,
             guard=self.settings.block_private_targets,
+            attempt_log=self.attempt_log,
         )
         self.runners[spec.id] = runner
         if (problem := definition_problem(spec)) is not None:
