@@ -27,6 +27,7 @@ __all__ = [
     "HTTP_DURATION",
     "PUBLISHED",
     "DELIVERIES",
+    "OUTCOMES",
     "DELIVERY_DURATION",
     "IN_FLIGHT",
     "CIRCUIT_OPEN",
@@ -57,9 +58,22 @@ PUBLISHED = Counter(
 
 # -- worker --------------------------------------------------------------------------------------
 
+#: The outcomes DELIVERIES counts: attempts (delivered, retried, dead_lettered), replies
+#: published to a message's reply_to (replies, replies_unroutable: no queue took it), and
+#: messages acked undelivered by the consumer's filter (filtered: it was false; filter_errors:
+#: it failed on the message).
+OUTCOMES = (
+    "delivered",
+    "retried",
+    "dead_lettered",
+    "replies",
+    "replies_unroutable",
+    "filtered",
+    "filter_errors",
+)
 DELIVERIES = Counter(
     "workerrmq_deliveries_total",
-    "Delivery attempts by consumer and outcome (delivered, retried, dead_lettered).",
+    "Messages by consumer and outcome (" + ", ".join(OUTCOMES) + ").",
     ["consumer", "outcome"],
 )
 DELIVERY_DURATION = Histogram(

@@ -441,6 +441,14 @@ class ConsumerStatsView(Schema):
     failed = fields.Integer(metadata={"description": "failed attempts"})
     retried = fields.Integer()
     dead_lettered = fields.Integer()
+    filtered = fields.Integer(
+        metadata={"description": "messages the filter was false for: acked, not delivered"}
+    )
+    filter_errors = fields.Integer(
+        metadata={"description": "messages the filter failed on (a type mismatch, say): acked, not delivered"}
+    )
+    replies = fields.Integer(metadata={"description": "answers published to the messages' reply_to"})
+    replies_unroutable = fields.Integer(metadata={"description": "answers no queue took"})
     in_flight = fields.Integer()
     workers = fields.Integer()
     running_on = fields.List(fields.String(), metadata={"description": "ids of the workers"})

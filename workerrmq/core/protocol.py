@@ -11,7 +11,9 @@ On a message (AMQP headers, lower case):
 
 On a request to an endpoint (HTTP headers, ``X-WorkerRMQ-*``): the message's id,
 queue, routing key, attempt number and redelivered flag, and each AMQP header of the
-message as ``X-WorkerRMQ-Header-<name>`` (:func:`forwarded_header_name`).
+message as ``X-WorkerRMQ-Header-<name>`` (:func:`forwarded_header_name`). The trace
+context headers (:data:`TRACE_HEADERS`) also go out under their own names, so that a
+trace crosses the relay.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "LAST_STATUS",
     "PREFIX",
     "SOURCE_QUEUE",
+    "TRACE_HEADERS",
     "attempts_made",
     "dead_letter_headers",
     "dead_letter_view",
@@ -154,3 +157,11 @@ def forwarded_header_name(name: str) -> str:
     ``X-WorkerRMQ-Header-<name>``, any character but letters, digits, ``-`` and ``_`` as ``_``."""
     safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in name)
     return f"{_FORWARDED}{safe}"[:_FORWARDED_NAME_MAX]
+
+
+#: The W3C trace context headers (Trace Context and Baggage), each with the longest value
+#: forwarded: taken from the message's AMQP headers of the same name and sent to the endpoint
+#: under that name, unprefixed, in every format. A value that is not printable ASCII or is
+#: longer is dropped (the specifications cap ``tracestate`` at 512 characters, ``baggage``
+#: at 8192 bytes; ``traceparent`` is 55 in version 00).
+TRACE_HEADERS: Mapping[str, int] = {"traceparent": 512, "tracestate": 512, "baggage": 8192}

@@ -95,6 +95,8 @@ class StatsReport:
     dead_lettered: int = 0
     replies: int = 0  # answers published to reply_to
     replies_unroutable: int = 0  # answers no queue took
+    filtered: int = 0  # messages the filter was false for: acked, not delivered
+    filter_errors: int = 0  # messages the filter failed on: acked, not delivered
     in_flight: int = 0
     circuit: str = CircuitState.CLOSED
     status: str = RunnerStatus.CONSUMING
@@ -292,6 +294,10 @@ def summarize(rows: list[ConsumerStats], now: dt.datetime) -> dict[str, Any]:
         "failed": sum(r.failed for r in rows),
         "retried": sum(r.retried for r in rows),
         "dead_lettered": sum(r.dead_lettered for r in rows),
+        "filtered": sum(r.filtered for r in rows),
+        "filter_errors": sum(r.filter_errors for r in rows),
+        "replies": sum(r.replies for r in rows),
+        "replies_unroutable": sum(r.replies_unroutable for r in rows),
         "in_flight": sum(r.in_flight for r in live),
         "workers": len(running),
         "running_on": running,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import time
 import uuid
@@ -19,10 +20,12 @@ from workerrmq import __version__
 from workerrmq.core import protocol
 from workerrmq.core.consumer import ConsumerSpec
 from workerrmq.core.credentials import auth_conflict
+from workerrmq.core.filter import FilterError, compile_filter
 from workerrmq.core.headers import first_refused
 from workerrmq.core.policy import parse_retry_after
 from workerrmq.core.signing import secret_bytes, signature_headers
 from workerrmq.guard import TargetBlocked, check_literal
+from workerrmq.worker import formats
 
 __all__ = ["REPLY_MAX", "Attempt", "DeliveryResult", "Target", "definition_problem"]
 
@@ -47,6 +50,8 @@ class Attempt:
     correlation_id: str | None
     routing_key: str
     redelivered: bool
+    timestamp: dt.datetime | None = None  # the AMQP timestamp: a CloudEvent's time
+    message_type: str | None = None  # the AMQP type property
 
     @classmethod
     def of(cls, message: DeliveredMessage) -> Attempt:
@@ -62,6 +67,8 @@ class Attempt:
             correlation_id=properties.correlation_id,
             routing_key=message.delivery.routing_key or "",
             redelivered=bool(message.delivery.redelivered),
+            timestamp=properties.timestamp,
+            message_type=properties.message_type,
         )
 
 
@@ -72,6 +79,11 @@ def definition_problem(spec: ConsumerSpec) -> str | None:
     before it did, so that the worker does not send broken requests with them.
     """
     problem = first_refused(spec.headers)
+    if problem is None and spec.filter:
+        try:
+            compile_filter(spec.filter)
+        except FilterError as exc:
+            problem = f"filter: {exc}"
     if problem is None and auth_conflict(spec.target_url, spec.headers):
         problem = "an Authorization header cannot go with credentials in target_url"
     return problem
@@ -115,6 +127,7 @@ class Target:
         self._fixed[protocol.HTTP_QUEUE] = queue
         self._key = secret_bytes(spec.signing_secret) if spec.signing_secret else None
         self._timeout = aiohttp.ClientTimeout(total=spec.timeout)
+        self._renderer = formats.renderer_for(spec.format, ce_source=spec.ce_source, queue=queue)
         self._blocked: str | None = None
         if guard:
             try:
@@ -122,9 +135,12 @@ class Target:
             except TargetBlocked as exc:
                 self._blocked = str(exc)
 
-    def headers(self, attempt: Attempt, now: int) -> dict[str, str]:
+    def headers(self, attempt: Attempt, now: int, rendered: formats.Rendered | None = None) -> dict[str, str]:
+        """The headers of *attempt*'s request, whose body and format headers are *rendered*."""
+        if rendered is None:
+            rendered = self._renderer.render(attempt)
         headers = self._fixed.copy()
-        headers["Content-Type"] = attempt.content_type or "application/octet-stream"
+        headers["Content-Type"] = rendered.content_type
         headers[protocol.HTTP_MESSAGE_ID] = attempt.message_id
         headers[protocol.HTTP_ROUTING_KEY] = attempt.routing_key
         headers[protocol.HTTP_ATTEMPT] = str(attempt.number)
@@ -132,11 +148,12 @@ class Target:
         if attempt.correlation_id:
             headers[protocol.HTTP_CORRELATION_ID] = attempt.correlation_id
         for name, value in attempt.headers.items():
-            if protocol.is_internal(name):
+            if protocol.is_internal(name) or not self._renderer.forwards(name):
                 continue
             headers[protocol.forwarded_header_name(name)] = _header_value(value)[:4096]
+        headers.update(rendered.headers)
         if self._key is not None:
-            headers.update(signature_headers(self._key, attempt.message_id, now, attempt.body))
+            headers.update(signature_headers(self._key, attempt.message_id, now, rendered.body))
         return headers
 
     async def send(self, session: aiohttp.ClientSession, attempt: Attempt) -> DeliveryResult:
@@ -144,12 +161,13 @@ class Target:
         started = time.perf_counter()
         if self._blocked is not None:
             return _failed("blocked", self._blocked, started)
+        rendered = self._renderer.render(attempt)
         try:
             async with session.request(
                 self.spec.method,
                 self._url,
-                data=attempt.body,
-                headers=self.headers(attempt, int(time.time())),
+                data=rendered.body,
+                headers=self.headers(attempt, int(time.time()), rendered),
                 allow_redirects=False,
                 timeout=self._timeout,
             ) as response:

@@ -1,5 +1,6 @@
 """Subscription fields of a consumer: source, filter, format, ce_source, auth, reply, batch,
-degraded_after, and the end of a rotated signing secret's grace period.
+degraded_after, and the end of a rotated signing secret's grace period; the statistics
+counters of filters and replies.
 
 ``auth`` holds the object as shown (secrets as ``***``); the object itself and the previous
 signing secret are sealed in ``credentials``, next to the others.
@@ -17,7 +18,14 @@ branch_labels = None
 depends_on = None
 
 
+#: New counters of consumer_stats: messages a filter dropped or failed on, replies published.
+STATS_COUNTERS = ("filtered", "filter_errors", "replies", "replies_unroutable")
+
+
 def upgrade() -> None:
+    with op.batch_alter_table("consumer_stats") as batch:
+        for counter in STATS_COUNTERS:
+            batch.add_column(sa.Column(counter, sa.BigInteger, nullable=False, server_default="0"))
     with op.batch_alter_table("consumers") as batch:
         batch.add_column(sa.Column("source", sa.JSON, nullable=True))
         batch.add_column(sa.Column("filter", sa.Text, nullable=True))
@@ -33,6 +41,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("consumer_stats") as batch:
+        for counter in reversed(STATS_COUNTERS):
+            batch.drop_column(counter)
     with op.batch_alter_table("consumers") as batch:
         for column in (
             "signing_secret_previous_until",
