@@ -38,11 +38,14 @@ from bench.common import (
 SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 #: (a) as tuned for the benchmark (concurrency = the plain relay's prefetch), (a1) the same with
 #: one engine process (``--processes 1``), (a0) a consumer made by the seed's ``/createConsumer``
-#: with no options, then the plain relay, the seed's design and the two halves of the floor.
+#: with no options, (a) with ``batch`` (100 messages a request) and with ``reply`` (each answer
+#: published to a queue), then the plain relay, the seed's design and the two halves of the floor.
 RELAY_CONTENDERS = (
     "workerrmq",
     "workerrmq_1p",
     "workerrmq_defaults",
+    "batch",
+    "reply",
     "plain",
     "seed",
     "broker_only",
@@ -54,6 +57,13 @@ WORKER_CONTENDERS: dict[str, int | None] = {
     "workerrmq": None,
     "workerrmq_1p": 1,
     "workerrmq_defaults": None,
+    "batch": None,
+    "reply": None,
+}
+#: The (a) consumer's fields for the contenders that are (a) with a feature on.
+FEATURE_FIELDS: dict[str, dict[str, Any]] = {
+    "batch": {"batch": {"max_messages": 100, "max_wait_ms": 50}},
+    "reply": {"reply": True},
 }
 LATENCY_CONTENDERS = ("workerrmq", "plain")
 
@@ -288,7 +298,7 @@ async def relay_once(ctx: Context, contender: str, size: int, label: str) -> dic
     plan, broker = ctx.plan, ctx.broker
     n = plan.messages
     bucket = broker.name(f"relay-{contender}")
-    target = ctx.endpoint.url("ok", bucket)
+    target = ctx.endpoint.url(contender if contender in FEATURE_FIELDS else "ok", bucket)
     if contender == "http_only":
         proc = ctx.contender(
             "http_only", "--target", target, "--count", n, "--size", size, "--concurrency", plan.prefetch
@@ -298,8 +308,9 @@ async def relay_once(ctx: Context, contender: str, size: int, label: str) -> dic
         finally:
             ctx.cleanup.stop(proc)
     queue = await broker.declare(broker.name(f"relay-{contender}"))
+    replies = await broker.declare(broker.name("replies")) if contender == "reply" else None
     try:
-        await broker.prefill(queue, n, size, tick=ctx.progress.tick)
+        await broker.prefill(queue, n, size, tick=ctx.progress.tick, reply_to=replies)
         if contender in WORKER_CONTENDERS:
             return await _worker_relay(ctx, contender, queue, target, bucket, n, label)
         if contender == "broker_only":
@@ -316,6 +327,8 @@ async def relay_once(ctx: Context, contender: str, size: int, label: str) -> dic
             ctx.cleanup.stop(proc)
     finally:
         await broker.delete(queue)
+        if replies is not None:
+            await broker.delete(replies)
 
 
 async def _worker_relay(
@@ -332,7 +345,7 @@ async def _worker_relay(
         finally:
             await ctx.api.call("POST", "/deleteConsumer", {"queueName": queue})
             await ctx.broker.wait_consumers([queue], 0, timeout=15)
-    consumer_id = await ctx.consumer(queue, target)
+    consumer_id = await ctx.consumer(queue, target, **FEATURE_FIELDS.get(contender, {}))
     try:
         return await ctx.watch(bucket, n, label, proc=worker)
     finally:

@@ -462,9 +462,16 @@ class Broker:
         return ok.message_count or 0, ok.consumer_count or 0
 
     async def prefill(
-        self, name: str, count: int, size: int, tick: Callable[[str], None] | None = None
+        self,
+        name: str,
+        count: int,
+        size: int,
+        tick: Callable[[str], None] | None = None,
+        *,
+        reply_to: str | None = None,
     ) -> float:
-        """Publish *count* persistent messages of *size* bytes with confirms; returns msg/s."""
+        """Publish *count* persistent messages of *size* bytes with confirms (each asking for
+        an answer at *reply_to* when given); returns msg/s."""
         assert self._confirming is not None
         exchange = self._confirming.default_exchange
         started = time.perf_counter()
@@ -478,6 +485,8 @@ class Broker:
                             content_type="application/json",
                             message_id=uuid.uuid4().hex,
                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                            reply_to=reply_to,
+                            correlation_id=str(n) if reply_to else None,
                         ),
                         name,
                     )

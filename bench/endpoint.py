@@ -2,7 +2,10 @@
 
 Paths name a bucket: ``/ok/<bucket>`` answers 200, ``/fail/<bucket>`` answers 503,
 ``/lat/<bucket>`` answers 200 and records publish-to-endpoint latency from the
-body, which starts with the publish time (``time.time()``) followed by a space.
+body, which starts with the publish time (``time.time()``) followed by a space;
+``/batch/<bucket>`` answers 200 and counts the items of a batch request (a JSON
+array, or NDJSON lines) as messages; ``/reply/<bucket>`` answers 200 with a small
+JSON body, for a consumer that publishes answers.
 Per bucket it counts requests and keeps the arrival time of the first and the
 last. ``GET /_stats/<bucket>`` (``?lat=1`` adds the latencies) and
 ``POST /_reset`` are for bench.run; ``GET /_ping`` says it is up.
@@ -34,10 +37,18 @@ class Bucket:
         self.published: list[float] = []
 
 
+def _items(body: bytes, content_type: str) -> int:
+    """How many messages a batch request carries."""
+    if content_type == "application/x-ndjson":
+        return body.count(b"\n")
+    return len(orjson.loads(body))
+
+
 class Endpoint:
     def __init__(self) -> None:
         self.buckets: dict[str, Bucket] = {}
         self.ok = web.Response(status=200)
+        self.answer = web.Response(status=200, body=b'{"ok": true}', content_type="application/json")
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         body = await request.read()
@@ -50,7 +61,7 @@ class Endpoint:
         if bucket is None:
             bucket = self.buckets[name] = Bucket()
             bucket.first = now
-        bucket.count += 1
+        bucket.count += _items(body, request.content_type) if kind == "batch" else 1
         bucket.last = now
         if kind == "lat":
             published = float(body[: body.index(b" ")])
@@ -58,6 +69,8 @@ class Endpoint:
             bucket.latencies.append(now - published)
         elif kind == "fail":
             return web.Response(status=503, text="failing on purpose")
+        elif kind == "reply":
+            return self.answer
         return web.Response(status=200)
 
     def control(self, request: web.BaseRequest, path: str) -> web.Response:
