@@ -48,7 +48,6 @@ class Endpoint:
     def __init__(self) -> None:
         self.buckets: dict[str, Bucket] = {}
         self.ok = web.Response(status=200)
-        self.answer = web.Response(status=200, body=b'{"ok": true}', content_type="application/json")
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         body = await request.read()
@@ -70,7 +69,7 @@ class Endpoint:
         elif kind == "fail":
             return web.Response(status=503, text="failing on purpose")
         elif kind == "reply":
-            return self.answer
+            return web.Response(status=200, body=b'{"ok": true}', content_type="application/json")
         return web.Response(status=200)
 
     def control(self, request: web.BaseRequest, path: str) -> web.Response:
