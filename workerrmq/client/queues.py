@@ -57,7 +57,7 @@ def queues_ls(ops: Context, name: str | None) -> None:
     if any(q.get("stats_age_seconds") is None for q in items):
         ops.note("figures as the management API last sampled them, up to its statistics interval (5 s) old")
     elif items:
-        ops.note("messages, ready and consumers read live; unacked and rates sampled every 5 s")
+        ops.note("ready and consumers read live; unacked and rates sampled every 5 s")
 
 
 @api_command(queues, "create")
