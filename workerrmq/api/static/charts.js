@@ -32,7 +32,7 @@ window.WorkerRMQCharts = (function () {
   function format(value) {
     if (value >= 100) return String(Math.round(value));
     const text = value.toFixed(value >= 10 ? 0 : value >= 1 ? 1 : 2);
-    return text.replace(/\.?0+$/, "") || "0";
+    return text.includes(".") ? text.replace(/\.?0+$/, "") : text;
   }
 
   /**
