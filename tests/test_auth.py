@@ -17,7 +17,12 @@ PUBLISH_ENDPOINTS = {
 }
 ADMIN_READ_ENDPOINTS = {"keys.list_keys"}
 SCOPES = ("read", "publish", "admin")
-SAMPLE_ARGS = {"name": "auth-check-missing", "key_id": "987654", "ref": "auth-check-missing"}
+SAMPLE_ARGS = {
+    "name": "auth-check-missing",
+    "key_id": "987654",
+    "ref": "auth-check-missing",
+    "message_id": "auth-check-missing",
+}
 
 
 def expected_scope(endpoint: str, method: str) -> str:
