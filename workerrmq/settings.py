@@ -17,7 +17,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from dotenv import dotenv_values
 
+from workerrmq.core.consumer import SIGNING_SECRET_LENGTH
 from workerrmq.core.credentials import redact_url
+from workerrmq.core.signing import secret_bytes
 from workerrmq.errors import ConfigError
 
 __all__ = ["Settings"]
@@ -56,6 +58,9 @@ class Settings:
     tls_key_file: str = ""
     url_prefix: str = ""  # the path the API and dashboard live under behind a proxy, e.g. /workerrmq
     worker_max_connections: int = 16  # AMQP connections one worker opens, each for channel_max channels
+    # Where a consumer's degraded/recovered events are POSTed (""; none), and their signing secret.
+    notify_url: str = dataclasses.field(default="", repr=False)
+    notify_secret: str = dataclasses.field(default="", repr=False)
     # The attempt log: on or off, the share of successful attempts kept, and its retention.
     attempt_log: bool = True
     attempt_log_sample_success: float = 1.0
@@ -134,6 +139,8 @@ class Settings:
         if env.get("TRUSTED_PROXIES", "").strip():
             kwargs["trusted_proxies"] = _networks("TRUSTED_PROXIES", env["TRUSTED_PROXIES"])
         integer("WORKER_MAX_CONNECTIONS", "worker_max_connections", 1)
+        text("NOTIFY_URL", "notify_url")
+        text("NOTIFY_SECRET", "notify_secret")
         _attempt_log(env, kwargs)
         flag = env.get("BLOCK_PRIVATE_TARGETS", "").strip().lower()
         if flag:
@@ -158,6 +165,7 @@ class Settings:
         if self.default_target_url:
             _check_url("DEFAULT_TARGET_URL", self.default_target_url, ("http", "https"))
         self._validate_tls()
+        self._validate_notify()
         if "://" not in self.database_url:
             raise ConfigError("DATABASE_URL", "must be a URL such as sqlite:///path/to/file.db")
         if self.log_level not in LOG_LEVELS:
@@ -184,6 +192,27 @@ class Settings:
             or "//" in self.url_prefix
         ):
             raise ConfigError("URL_PREFIX", f"must be a path such as /workerrmq, got {self.url_prefix!r}")
+
+    def _validate_notify(self) -> None:
+        if self.notify_url:
+            # Checked before parsing: urlsplit drops CR, LF and tabs without a word.
+            if len(self.notify_url) > 2048 or any(
+                c.isspace() or not c.isprintable() for c in self.notify_url
+            ):
+                raise ConfigError(
+                    "NOTIFY_URL",
+                    "must be one http or https URL of at most 2048 characters, with no "
+                    "spaces, line breaks or control characters",
+                )
+            _check_url("NOTIFY_URL", self.notify_url, ("http", "https"))
+        if self.notify_secret:
+            shortest, longest = SIGNING_SECRET_LENGTH
+            if not shortest <= len(self.notify_secret) <= longest:
+                raise ConfigError("NOTIFY_SECRET", f"must be {shortest} to {longest} characters long")
+            try:
+                secret_bytes(self.notify_secret)
+            except ValueError as exc:
+                raise ConfigError("NOTIFY_SECRET", str(exc)) from None
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

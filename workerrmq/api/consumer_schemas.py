@@ -466,6 +466,20 @@ class Consumer(ConsumerFields):
     version = fields.Integer()
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
+    health = fields.String(
+        dump_only=True,
+        metadata={
+            "description": "degraded: its circuit stayed open, or its dead-letter queue grew, "
+            "for longer than degraded_after; else ok",
+            "enum": ["ok", "degraded"],
+        },
+    )
+    degraded_reason = fields.String(
+        dump_only=True, allow_none=True, metadata={"description": "why it is degraded"}
+    )
+    degraded_since = fields.String(
+        dump_only=True, allow_none=True, metadata={"description": "when it was marked degraded (ISO 8601)"}
+    )
     stats = fields.Nested(ConsumerStatsView)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["CircuitState", "ConsumerState", "RunnerStatus"]
+__all__ = ["CircuitState", "ConsumerState", "Health", "RunnerStatus"]
 
 
 class ConsumerState(enum.StrEnum):
@@ -33,6 +33,13 @@ class RunnerStatus(enum.StrEnum):
     START_FAILED = "start_failed"  # the broker refused the start; retried
     STOPPING = "stopping"
     STOPPED = "stopped"  # no longer run by this worker
+
+
+class Health(enum.StrEnum):
+    """Whether a consumer needs someone's attention (see :mod:`workerrmq.core.health`)."""
+
+    OK = "ok"
+    DEGRADED = "degraded"  # its circuit stayed open, or its dead letters grew, too long
 
 
 class CircuitState(enum.StrEnum):

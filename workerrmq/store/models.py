@@ -24,7 +24,16 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from workerrmq.core.consumer import DEFAULTS
 from workerrmq.core.status import CircuitState, RunnerStatus
 
-__all__ = ["Base", "ApiKey", "AttemptRow", "ConsumerDef", "ConsumerStats", "ManagedObject", "WorkerRecord"]
+__all__ = [
+    "Base",
+    "ApiKey",
+    "AttemptRow",
+    "ConsumerDef",
+    "ConsumerHealth",
+    "ConsumerStats",
+    "ManagedObject",
+    "WorkerRecord",
+]
 
 
 def utcnow() -> dt.datetime:
@@ -135,6 +144,27 @@ class ConsumerStats(Base):
     latency_p50_ms: Mapped[float | None] = mapped_column(Float)
     latency_p99_ms: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ConsumerHealth(Base):
+    """A consumer's health as last assessed (:mod:`workerrmq.store.health`): when its
+    trouble started, whether it is degraded, and which change was last notified."""
+
+    __tablename__ = "consumer_health"
+
+    consumer_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("consumers.id", ondelete="CASCADE"), primary_key=True
+    )
+    health: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    changed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    circuit_open_since: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_mark: Mapped[int | None] = mapped_column(BigInteger)
+    dead_letters: Mapped[int] = mapped_column(BigInteger)
+    dead_letters_grew_since: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    notified: Mapped[str] = mapped_column(String(16))  # the health last notified
+    notify_claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int] = mapped_column(Integer)  # bumped by each write: compare-and-set
 
 
 class KeyCheck(Base):

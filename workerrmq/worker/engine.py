@@ -45,6 +45,7 @@ from workerrmq.store.attempts import AttemptStore
 from workerrmq.store.consumers import ConsumerStore, StatsReport
 from workerrmq.store.crypto import Cipher
 from workerrmq.store.workers import WorkerIdentity, WorkerRegistry
+from workerrmq.worker.alerts import HealthWatch, Notifier
 from workerrmq.worker.attempt_log import AttemptLog
 from workerrmq.worker.connections import ConnectionPool, Link, NoCapacity
 from workerrmq.worker.consumer import ConsumerRunner
@@ -77,6 +78,7 @@ class Engine:
         reconcile_interval: float = 5.0,
         report_interval: float = 2.0,
         reconnect_delay: float = 1.0,
+        health_interval: float = 2.0,
     ) -> None:
         self.settings = settings
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -111,6 +113,15 @@ class Engine:
         self._writing: asyncio.Future[None] | None = None  # the statistics write under way
         self.connected = asyncio.Event()
         self.health_port: int | None = None
+        notifier = Notifier(settings.notify_url, settings.notify_secret) if settings.notify_url else None
+        self.health_watch = HealthWatch(
+            worker_id=self.worker_id,
+            db=self.db,
+            registry=self.registry,
+            pool=lambda: self._pool,
+            notifier=notifier,
+            interval=health_interval,
+        )
 
     # -- control from outside --------------------------------------------------------------
 
@@ -149,16 +160,20 @@ class Engine:
             reporter = asyncio.create_task(self._report_forever())
             # The attempt log's writer: deliveries only append to its buffer.
             writer = asyncio.create_task(self.attempt_log.run()) if self.attempt_log else None
+            watch = asyncio.create_task(self.health_watch.run())
             try:
                 await self._connect_forever()
             finally:
                 reporter.cancel()
+                watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reporter
                 if writer is not None:
                     writer.cancel()  # it writes what is left first
                     with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                         await asyncio.wait_for(writer, 15)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
                 await self._report()
                 if site is not None:
                     await site.cleanup()

@@ -1,0 +1,240 @@
+"""Marking consumers degraded, and telling someone: the health watch of the workers.
+
+Every few seconds one worker looks at every consumer (:func:`leads`: the same one for
+all workers, picked from the alive ones as placement picks a consumer's worker): the
+circuit states the workers reported, and each dead-letter queue's depth, read live with
+a passive declare. :func:`workerrmq.core.health.assess` says whether the consumer is
+degraded; the result is stored with a compare-and-set (:mod:`workerrmq.store.health`),
+so even two workers that both believe they lead (while the alive list changes) record
+each change once.
+
+A change of health is then notified: a signed JSON POST to ``NOTIFY_URL``. The change
+is claimed in the database first, so one sender sends it; the send runs in the
+background, tried :attr:`Notifier.attempts` times with a doubling wait, and neither
+deliveries nor the next look wait for it. A sender that dies leaves its claim, which
+another worker (or this one, restarted) takes over once :attr:`Notifier.lease` has
+passed; the event keeps its ``webhook-id`` for a receiver to drop a repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import aiohttp
+import aiormq
+import orjson
+
+from workerrmq import __version__
+from workerrmq.core.credentials import redact_url
+from workerrmq.core.health import HealthRecord, assess, event, event_id
+from workerrmq.core.signing import secret_bytes, signature_headers
+from workerrmq.core.status import Health
+from workerrmq.errors import WorkerRMQError
+from workerrmq.store.db import Database
+from workerrmq.store.health import Claim, HealthStore, Watched
+from workerrmq.store.models import utcnow
+from workerrmq.store.workers import WorkerRegistry
+from workerrmq.worker.connections import ConnectionPool, NoCapacity
+from workerrmq.worker.placement import chosen_workers
+
+__all__ = ["HealthWatch", "Notifier", "leads"]
+
+log = logging.getLogger(__name__)
+
+#: The name placement hashes to pick the worker that watches (any fixed text would do).
+_WATCHER = "workerrmq.health-watch"
+_BROKER_ERRORS = (OSError, TimeoutError, aiormq.exceptions.AMQPError)
+
+
+def leads(worker_id: str, alive: list[str]) -> bool:
+    """True if *worker_id* is the one of *alive* that watches the consumers' health."""
+    return chosen_workers(_WATCHER, 1, sorted({*alive, worker_id})) == [worker_id]
+
+
+class Notifier:
+    """POSTs health events to one URL, signed with Standard Webhooks when given a secret."""
+
+    attempts = 5
+    timeout = 10.0  # seconds per try
+    first_wait = 1.0  # seconds before the second try, doubling after each
+
+    def __init__(self, url: str, secret: str = "") -> None:
+        self.url = url
+        self._key = secret_bytes(secret) if secret else None
+
+    @property
+    def lease(self) -> float:
+        """Seconds a claim holds: longer than every try and wait of one send."""
+        waits = sum(self.first_wait * 2**n for n in range(self.attempts - 1))
+        return self.attempts * self.timeout + waits + 60
+
+    async def send(self, http: aiohttp.ClientSession, claim: Claim) -> bool:
+        """Send *claim*'s event until a 2xx, at most :attr:`attempts` times; never raises."""
+        body = orjson.dumps(
+            event(claim.record, consumer_id=claim.consumer_id, consumer_name=claim.consumer_name)
+        )
+        message_id = event_id(claim.consumer_id, claim.record.health, claim.record.changed_at)
+        failure = ""
+        for attempt in range(1, self.attempts + 1):
+            headers = {"Content-Type": "application/json", "User-Agent": f"WorkerRMQ/{__version__}"}
+            if self._key is not None:
+                headers.update(signature_headers(self._key, message_id, int(time.time()), body))
+            else:
+                headers["webhook-id"] = message_id
+            try:
+                async with http.post(
+                    self.url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=self.timeout),
+                ) as response:
+                    await response.read()
+                    if 200 <= response.status < 300:
+                        return True
+                    failure = f"HTTP {response.status}"
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                failure = type(exc).__name__
+            if attempt < self.attempts:
+                await asyncio.sleep(self.first_wait * 2 ** (attempt - 1))
+        log.warning(
+            "could not notify %s that consumer %s is %s after %d tries (%s); giving up",
+            redact_url(self.url),
+            claim.consumer_name,
+            claim.record.health,
+            self.attempts,
+            failure,
+        )
+        return False
+
+
+class HealthWatch:
+    """One worker's part: look every *interval* seconds if it leads, and notify."""
+
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        db: Database,
+        registry: WorkerRegistry,
+        pool: Callable[[], ConnectionPool | None],
+        notifier: Notifier | None,
+        interval: float = 2.0,
+    ) -> None:
+        self.worker_id = worker_id
+        self.store = HealthStore(db)
+        self.registry = registry
+        self.notifier = notifier
+        self.interval = interval
+        self._pool = pool
+        self._channel: aiormq.abc.AbstractChannel | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._sends: set[asyncio.Task[None]] = set()
+        self.looks = 0  # checks finished, led or not (tests wait on it)
+
+    async def run(self) -> None:
+        """Look until cancelled; a failed look (database or broker away) is tried again."""
+        # No cookie jar, no SSRF guard: NOTIFY_URL is the operator's, not an API user's.
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+            self._http = http
+            try:
+                took = 0.0
+                while True:
+                    # With thousands of consumers a look takes a while (a passive declare
+                    # each): rest at least twice that long, so it stays a small load.
+                    await asyncio.sleep(max(self.interval, 2 * took))
+                    started = time.monotonic()
+                    try:
+                        await self.check()
+                    except WorkerRMQError as exc:
+                        log.debug("health watch: %s", exc.message)
+                    except _BROKER_ERRORS as exc:
+                        log.debug("health watch: broker: %r", exc)
+                        self._channel = None
+                    took = time.monotonic() - started
+                    self.looks += 1
+            finally:
+                for task in list(self._sends):
+                    task.cancel()
+                await asyncio.gather(*self._sends, return_exceptions=True)
+                if self._channel is not None and not self._channel.is_closed:
+                    with contextlib.suppress(Exception):
+                        await self._channel.close()
+
+    async def check(self) -> None:
+        """One look at every consumer, if this worker leads; then send what is owed."""
+        alive = await asyncio.to_thread(self.registry.alive)
+        if not leads(self.worker_id, alive):
+            return
+        watched = await asyncio.to_thread(self.store.watched)
+        depths = await self._depths(sorted({w.dead_letter_queue for w in watched}))
+        now = utcnow()
+        changes = []
+        for item in watched:
+            record = assess(
+                item.record,
+                now=now,
+                degraded_after=item.degraded_after,
+                running=item.running,
+                circuit_closed=item.circuit_closed,
+                delivered=item.delivered,
+                dead_letters=depths.get(item.dead_letter_queue),
+                dead_letter_queue=item.dead_letter_queue,
+                last_error=item.last_error,
+            )
+            if record != item.record:
+                changes.append((item, record))
+        if changes:
+            await asyncio.to_thread(self._save, changes)
+        if self.notifier is None:
+            await asyncio.to_thread(self.store.settle)
+            return
+        for claim in await asyncio.to_thread(self.store.claim, lease=self.notifier.lease):
+            task = asyncio.create_task(self._notify(claim))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+
+    def _save(self, changes: list[tuple[Watched, HealthRecord]]) -> None:
+        for item, record in changes:
+            if not self.store.save(item, record, notify=self.notifier is not None):
+                continue  # changed by another watcher meanwhile: the next look sees it
+            if record.health is item.record.health:
+                continue
+            if record.health is Health.DEGRADED:
+                log.warning("consumer %s is degraded: %s", item.name, record.reason)
+            else:
+                log.info("consumer %s recovered", item.name)
+
+    async def _notify(self, claim: Claim) -> None:
+        assert self.notifier is not None and self._http is not None
+        await self.notifier.send(self._http, claim)
+        try:
+            await asyncio.to_thread(self.store.notified, claim.consumer_id, claim.record.health)
+        except WorkerRMQError as exc:
+            # The claim stays: once it lapses the event is sent again, with the same webhook-id.
+            log.debug("health watch: %s", exc.message)
+
+    async def _depths(self, queues: list[str]) -> dict[str, int]:
+        """The live depth of each of *queues* that exists (none without a broker connection)."""
+        pool = self._pool()
+        depths: dict[str, int] = {}
+        if pool is None:
+            return depths
+        for name in queues:
+            if self._channel is None or self._channel.is_closed:
+                try:
+                    _, self._channel = await pool.open_channel()
+                except NoCapacity:
+                    return depths
+            try:
+                declared = await self._channel.queue_declare(name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                self._channel = None  # the broker closed it; a queue not declared yet counts as unknown
+                continue
+            if declared.message_count is not None:
+                depths[name] = declared.message_count
+        return depths
