@@ -48,7 +48,8 @@ def test_reply_reaches_a_named_queue_with_the_correlation_id(replying, endpoint,
     assert props.content_type == "application/json"
     assert endpoint.received[0].headers["X-WorkerRMQ-Correlation-Id"] == "corr-1"
     wait_for(lambda: drained(amqp, queue), what="the message acked")
-    assert runner.stats.replies == 1 and runner.stats.replies_unroutable == 0
+    wait_for(lambda: runner.stats.replies == 1, what="the reply counted")  # counted after its confirm
+    assert runner.stats.replies_unroutable == 0
 
 
 def test_reply_reaches_a_direct_reply_to_rpc_client(replying, broker):
@@ -81,7 +82,7 @@ def test_reply_reaches_a_direct_reply_to_rpc_client(replying, broker):
     assert body == b'{"answer": 42}'
     assert props.correlation_id == correlation_id
     assert props.content_type == "application/json"
-    assert runner.stats.replies == 1
+    wait_for(lambda: runner.stats.replies == 1, what="the reply counted")  # counted after its confirm
 
 
 def test_no_reply_to_means_no_reply_and_the_message_is_acked(replying, endpoint, amqp):
