@@ -38,14 +38,18 @@ from bench.common import (
 SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 #: (a) as tuned for the benchmark (concurrency = the plain relay's prefetch), (a1) the same with
 #: one engine process (``--processes 1``), (a0) a consumer made by the seed's ``/createConsumer``
-#: with no options, (a) with ``batch`` (100 messages a request) and with ``reply`` (each answer
-#: published to a queue), then the plain relay, the seed's design and the two halves of the floor.
+#: with no options, (a) with ``batch`` (100 messages a request), with ``reply`` (each answer
+#: published to a queue), with a ``filter`` (a CEL expression over the JSON body and the routing
+#: key, true for every message) and as CloudEvents (structured mode: each body wrapped in a JSON
+#: envelope), then the plain relay, the seed's design and the two halves of the floor.
 RELAY_CONTENDERS = (
     "workerrmq",
     "workerrmq_1p",
     "workerrmq_defaults",
     "batch",
     "reply",
+    "filter",
+    "cloudevents",
     "plain",
     "seed",
     "broker_only",
@@ -59,11 +63,16 @@ WORKER_CONTENDERS: dict[str, int | None] = {
     "workerrmq_defaults": None,
     "batch": None,
     "reply": None,
+    "filter": None,
+    "cloudevents": None,
 }
 #: The (a) consumer's fields for the contenders that are (a) with a feature on.
 FEATURE_FIELDS: dict[str, dict[str, Any]] = {
     "batch": {"batch": {"max_messages": 100, "max_wait_ms": 50}},
     "reply": {"reply": True},
+    # True for every message, so that all are delivered: what it costs is the evaluation.
+    "filter": {"filter": 'body.n >= 0 && routing_key != ""'},
+    "cloudevents": {"format": "cloudevents-structured"},
 }
 LATENCY_CONTENDERS = ("workerrmq", "plain")
 
