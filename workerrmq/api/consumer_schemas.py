@@ -10,11 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import re
-from collections.abc import Mapping
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from workerrmq.api.schemas import (
@@ -27,7 +24,6 @@ from workerrmq.api.schemas import (
     max_bytes,
 )
 from workerrmq.core.consumer import (
-    AUTH_KEYS,
     AUTH_SECRETS,
     BATCH_DEFAULTS,
     BATCH_FIELDS,
@@ -38,6 +34,7 @@ from workerrmq.core.consumer import (
 )
 from workerrmq.core.credentials import PLACEHOLDER
 from workerrmq.core.dead_letters import DeadLetterSelector
+from workerrmq.core.endpoint_auth import AuthInvalid, check_auth
 from workerrmq.core.headers import refused_header
 from workerrmq.core.policy import RETRY_ON_PATTERN
 from workerrmq.core.signing import secret_bytes
@@ -196,102 +193,38 @@ class Batch(Strict):
     )
 
 
-def _kept(check: Any) -> Any:
-    """*check*, except that the placeholder (keep the stored secret) passes."""
-
-    def checked(value: str) -> None:
-        if value != PLACEHOLDER:
-            check(value)
-
-    return checked
-
-
-def _certificates(value: str) -> None:
-    try:
-        x509.load_pem_x509_certificates(value.encode())
-    except ValueError:
-        raise ValidationError("is not a PEM certificate (-----BEGIN CERTIFICATE-----)") from None
-
-
-def _private_key(value: str) -> None:
-    try:
-        serialization.load_pem_private_key(value.encode(), password=None)
-    except TypeError:
-        raise ValidationError("is encrypted; give the key without a passphrase") from None
-    except (ValueError, NotImplementedError):
-        raise ValidationError("is not a PEM private key (-----BEGIN PRIVATE KEY-----)") from None
-
-
-_PEM_MAX = 65_536
-
-
-class _AuthBase(Strict):
-    type = fields.String(required=True)
-
-
-class BearerAuth(_AuthBase):
-    token = _text(longest=4096, metadata={"description": "sent as Authorization: Bearer <token>; write-only"})
-
-
-class BasicAuth(_AuthBase):
-    username = _text(longest=255, validate=[validate.Regexp(r"^[^:]*$", error="must not contain ':'")])
-    password = _text(longest=1024, shortest=0, metadata={"description": "write-only"})
-
-
-class OAuth2Auth(_AuthBase):
-    token_url = fields.Url(
-        required=True,
-        schemes={"http", "https"},
-        require_tld=False,
-        validate=validate.Length(max=2048),
-        metadata={"description": "the token endpoint (client-credentials grant)"},
-    )
-    client_id = _text(longest=1024)
-    client_secret = _text(longest=4096, metadata={"description": "write-only"})
-    scope = _text(required=False, longest=1024, allow_none=True)
-
-
-class MtlsAuth(_AuthBase):
-    cert_pem = _text(
-        longest=_PEM_MAX, validate=[_certificates], metadata={"description": "the client certificate (chain)"}
-    )
-    key_pem = fields.String(
-        required=True,
-        validate=[validate.Length(min=1, max=_PEM_MAX), _kept(_private_key)],
-        metadata={"description": "its private key, unencrypted; write-only"},
-    )
-    ca_pem = fields.String(
-        allow_none=True,
-        validate=[validate.Length(min=1, max=_PEM_MAX), _certificates],
-        metadata={"description": "CA certificates the endpoint is verified with (default: the system's)"},
-    )
-    # The key's own lines are text with newlines: no one-line check here.
-
-
-_AUTH_SCHEMAS: Mapping[str, type[_AuthBase]] = {
-    "bearer": BearerAuth,
-    "basic": BasicAuth,
-    "oauth2": OAuth2Auth,
-    "mtls": MtlsAuth,
-}
-assert set(_AUTH_SCHEMAS) == set(AUTH_KEYS)
-
-
 class Auth(fields.Dict):
-    """An ``auth`` object, checked by the schema of its ``type``."""
+    """An ``auth`` object, checked by :func:`workerrmq.core.endpoint_auth.check_auth`.
+
+    With a ``***`` secret (sent back as read, keeping the stored one) only its type and
+    keys are checked here; the service checks it whole once the stored secret is in place.
+    """
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise ValidationError("must be an object with a type: " + ", ".join(AUTH_KEYS))
-        kind = value.get("type")
-        schema = _AUTH_SCHEMAS.get(kind) if isinstance(kind, str) else None
-        if schema is None:
-            raise ValidationError({"type": [f"must be one of: {', '.join(AUTH_KEYS)}"]})
-        loaded: dict[str, Any] = schema().load(value)
-        return {key: item for key, item in loaded.items() if item is not None}
+        kept = isinstance(value, dict) and PLACEHOLDER in (value.get(key) for key in AUTH_SECRETS)
+        try:
+            if not kept:
+                return check_auth(value)
+            # A stand-in for a kept secret passes every check but a key's, which is left out.
+            check_auth(
+                {**value, "key_pem": None}
+                if value.get("type") == "mtls"
+                else {k: "x" if v == PLACEHOLDER and k in AUTH_SECRETS else v for k, v in value.items()}
+            )
+        except AuthInvalid as exc:
+            if not (kept and exc.field == "auth.key_pem"):
+                raise ValidationError(_auth_problem(exc)) from None
+        return dict(value)
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
         return value
+
+
+def _auth_problem(exc: AuthInvalid) -> Any:
+    """*exc* as marshmallow messages, nested by field: the 400 names ``auth.<field>``."""
+    field = exc.field.removeprefix("auth").lstrip(".")
+    problem = exc.message.removeprefix(exc.field).strip()
+    return {field: [problem]} if field else [problem]
 
 
 def _filter(expression: str) -> None:
@@ -441,14 +374,6 @@ class ConsumerStatsView(Schema):
     failed = fields.Integer(metadata={"description": "failed attempts"})
     retried = fields.Integer()
     dead_lettered = fields.Integer()
-    filtered = fields.Integer(
-        metadata={"description": "messages the filter was false for: acked, not delivered"}
-    )
-    filter_errors = fields.Integer(
-        metadata={"description": "messages the filter failed on (a type mismatch, say): acked, not delivered"}
-    )
-    replies = fields.Integer(metadata={"description": "answers published to the messages' reply_to"})
-    replies_unroutable = fields.Integer(metadata={"description": "answers no queue took"})
     in_flight = fields.Integer()
     workers = fields.Integer()
     running_on = fields.List(fields.String(), metadata={"description": "ids of the workers"})
@@ -466,20 +391,6 @@ class Consumer(ConsumerFields):
     version = fields.Integer()
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
-    health = fields.String(
-        dump_only=True,
-        metadata={
-            "description": "degraded: its circuit stayed open, or its dead-letter queue grew, "
-            "for longer than degraded_after; else ok",
-            "enum": ["ok", "degraded"],
-        },
-    )
-    degraded_reason = fields.String(
-        dump_only=True, allow_none=True, metadata={"description": "why it is degraded"}
-    )
-    degraded_since = fields.String(
-        dump_only=True, allow_none=True, metadata={"description": "when it was marked degraded (ISO 8601)"}
-    )
     stats = fields.Nested(ConsumerStatsView)
 
 

@@ -54,10 +54,16 @@ def update_consumer(body: dict[str, Any], ref: str) -> dict[str, Any]:
 
 
 @blp.route("/<ref>", methods=["DELETE"])
+@blp.arguments(schemas.ConsumerDeleteArgs, location="query")
 @blp.response(204)
-def delete_consumer(ref: str) -> Response:
-    """Delete a consumer; its workers stop it after finishing in-flight deliveries."""
-    services().consumers.delete(ref)
+@blp.alt_response(400, schema=Error, description="delete_queue for a consumer without a source")
+def delete_consumer(args: dict[str, Any], ref: str) -> Response:
+    """Delete a consumer; its workers stop it after finishing in-flight deliveries.
+
+    Its queue stays, unless `delete_queue=true` and it is the queue WorkerRMQ declared
+    for a consumer with a `source` (`wrmq.<name>`); its dead-letter queue stays.
+    """
+    services().consumers.delete(ref, delete_queue=args["delete_queue"])
     return Response(status=204)
 
 

@@ -88,12 +88,15 @@ class ManagementClient:
         self.get_queue(name)
         return self._call("GET", self._queue_path(name) + "/bindings", missing=f"queue {name!r} not found")
 
-    def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
+    def bind_queue(
+        self, queue: str, exchange: str, routing_key: str, arguments: dict[str, Any] | None = None
+    ) -> None:
+        """Bind *queue* to *exchange*; *arguments* are a headers exchange's (``x-match`` and headers)."""
         path = f"/api/bindings/{_q(self.vhost)}/e/{_q(exchange)}/q/{_q(queue)}"
         self._call(
             "POST",
             path,
-            json={"routing_key": routing_key, "arguments": {}},
+            json={"routing_key": routing_key, "arguments": arguments or {}},
             missing=f"queue {queue!r} or exchange {exchange!r} not found",
         )
 

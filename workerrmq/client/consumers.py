@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -103,6 +104,14 @@ def _show(ops: Context, c: dict[str, Any], verb: str | None = None) -> None:
             "ordered",
             "dead_letter_queue",
             "signing",
+            "source",
+            "filter",
+            "format",
+            "ce_source",
+            "auth",
+            "reply",
+            "batch",
+            "degraded_after",
             "version",
             "created_at",
             "updated_at",
@@ -133,6 +142,28 @@ def consumer_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(_FIELD_OPTIONS):
         f = option(f)
     return f
+
+
+class _Null:
+    """A JSON ``null`` given to an option: sent as null (click's None means "not given")."""
+
+
+NULL = _Null()
+
+
+class JsonValue(click.ParamType):
+    """An option's JSON text, as the value it holds; ``null`` as :data:`NULL`."""
+
+    name = "json"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            loaded = json.loads(value)
+        except ValueError as exc:
+            self.fail(f"not valid JSON: {exc}", param, ctx)
+        return NULL if loaded is None else loaded
 
 
 _FIELD_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
@@ -167,30 +198,67 @@ _FIELD_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         metavar="SECRET",
         help="Standard Webhooks secret [env WORKERRMQ_SIGNING_SECRET; default: none, unsigned]",
     ),
+    click.option(
+        "--source",
+        type=JsonValue(),
+        metavar="JSON",
+        help=f"{FIELDS['source'].description}, e.g. "
+        '\'{"exchange": "shop", "binding_keys": ["order.*"]}\' (default: none; with it, QUEUE is left out)',
+    ),
+    click.option("--filter", "filter_", metavar="CEL", help=f"{_help('filter')}; '' removes it"),
+    click.option(
+        "--format", "format_", type=click.Choice(FIELDS["format"].choices or ()), help=_help("format")
+    ),
+    click.option("--ce-source", metavar="URI", help=f"{_help('ce_source')}; '' removes it"),
+    click.option(
+        "--auth",
+        type=JsonValue(),
+        envvar="WORKERRMQ_AUTH",
+        metavar="JSON",
+        help=f'{FIELDS["auth"].description}, e.g. \'{{"type": "bearer", "token": "..."}}\'; '
+        "null removes it [env WORKERRMQ_AUTH, which keeps the secret out of the process list; default: none]",
+    ),
+    click.option(
+        "--reply/--no-reply", default=None, help=f"{FIELDS['reply'].description} (default: no reply)"
+    ),
+    click.option(
+        "--batch",
+        type=JsonValue(),
+        metavar="JSON",
+        help=f'{FIELDS["batch"].description}, e.g. \'{{"max_messages": 100, "max_wait_ms": 50}}\'; '
+        "null removes it (default: none, one message per request)",
+    ),
+    click.option("--degraded-after", type=float, metavar="S", help=_help("degraded_after")),
 ]
 
 
 @api_command(consumers, "create")
-@click.argument("queue")
+@click.argument("queue", required=False)
 @consumer_options
 @click.option("--create-queue", is_flag=True, default=None, help="declare QUEUE if missing")
 @click.option("--paused", is_flag=True, help="create it paused")
 def consumers_create(
     ops: Context,
-    queue: str,
+    queue: str | None,
     headers: tuple[str, ...],
     request_timeout: float | None,
     paused: bool,
     **options: Any,
 ) -> None:
-    """Create a consumer that delivers every message of QUEUE to an HTTP endpoint.
+    """Create a consumer that delivers every message of QUEUE to an HTTP endpoint; with
+    --source (and --name) instead of QUEUE, every matching message of an exchange, through
+    a queue of its own, wrmq.NAME.
 
     \b
-    Example:
+    Examples:
       workerrmq consumers create orders --name orders-relay \\
         --target-url https://shop.example/hooks/orders --concurrency 16 --rate-limit 100
+      workerrmq consumers create --name billing --target-url https://billing.example/in \\
+        --source '{"exchange": "shop", "binding_keys": ["order.*"]}'
     """
-    body = {"queue": queue, **_fields(options, headers, request_timeout)}
+    if (queue is None) == (options.get("source") is None):
+        raise click.UsageError("give QUEUE or --source (one of them)")
+    body = {**({"queue": queue} if queue is not None else {}), **_fields(options, headers, request_timeout)}
     if paused:
         body["state"] = ConsumerState.PAUSED.value
     _show(ops, ops.client.post("/api/v1/consumers", body), "created")
@@ -200,7 +268,10 @@ def _fields(
     options: dict[str, Any], headers: tuple[str, ...], request_timeout: float | None
 ) -> dict[str, Any]:
     """The request body's consumer fields from the options given (those left out are not sent)."""
-    body = {k: v for k, v in options.items() if v is not None}
+    body = {k.rstrip("_"): v for k, v in options.items() if v is not None}
+    for key, value in list(body.items()):
+        if value is NULL or (key in ("filter", "ce_source") and value == ""):
+            body[key] = None
     if request_timeout is not None:
         body["timeout"] = request_timeout
     if headers:
@@ -258,14 +329,20 @@ def consumers_resume(ops: Context, consumer: str) -> None:
 
 @api_command(consumers, "rm")
 @click.argument("consumer")
-def consumers_rm(ops: Context, consumer: str) -> None:
-    """Delete CONSUMER; its queue and dead-letter queue stay.
+@click.option(
+    "--delete-queue",
+    is_flag=True,
+    help="also delete the queue wrmq.NAME that WorkerRMQ declared for a --source consumer",
+)
+def consumers_rm(ops: Context, consumer: str, delete_queue: bool) -> None:
+    """Delete CONSUMER; its queue and dead-letter queue stay (a --source consumer's own
+    queue too, unless --delete-queue).
 
     \b
     Example:
       workerrmq consumers rm orders-relay
     """
-    ops.client.delete(_path(consumer))
+    ops.client.delete(_path(consumer), **({"delete_queue": True} if delete_queue else {}))
     if ops.as_json:
         ops.print_json({"consumer": consumer, "deleted": True})
     else:

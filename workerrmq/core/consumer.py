@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from workerrmq.core.credentials import PLACEHOLDER, PlaceholderUnmatched
+from workerrmq.core.endpoint_auth import SECRET_FIELDS
 from workerrmq.core.policy import (
     DEFAULT_INITIAL_DELAY,
     DEFAULT_MAX_ATTEMPTS,
@@ -26,7 +27,6 @@ from workerrmq.core.policy import (
 from workerrmq.core.status import ConsumerState
 
 __all__ = [
-    "AUTH_KEYS",
     "AUTH_SECRETS",
     "BATCH_DEFAULTS",
     "BATCH_FIELDS",
@@ -51,15 +51,9 @@ SIGNING_SECRET_LENGTH = (16, 255)
 #: How a message is sent: the body as is, or as a CloudEvent (HTTP binding, either mode).
 FORMATS = ("raw", "cloudevents-binary", "cloudevents-structured")
 
-#: Each ``auth`` type with its required keys and its optional ones (besides ``type``).
-AUTH_KEYS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "bearer": (("token",), ()),
-    "basic": (("username", "password"), ()),
-    "oauth2": (("token_url", "client_id", "client_secret"), ("scope",)),
-    "mtls": (("cert_pem", "key_pem"), ("ca_pem",)),
-}
-#: The keys of ``auth`` that hold secrets: write-only, shown as ``***``, encrypted at rest.
-AUTH_SECRETS = ("token", "password", "client_secret", "key_pem")
+#: The keys of ``auth`` that hold secrets: write-only, shown as ``***``, encrypted at rest
+#: (:mod:`workerrmq.core.endpoint_auth` says which shapes ``auth`` takes).
+AUTH_SECRETS = tuple(sorted(SECRET_FIELDS))
 
 #: How a headers-exchange ``source`` matches: every header it lists, or any one of them.
 SOURCE_MATCH = ("all", "any")

@@ -20,15 +20,15 @@ from workerrmq.core.credentials import (
     restore_headers,
     restore_url,
 )
-from workerrmq.core.protocol import dead_letter_view
 from workerrmq.core.dead_letters import DeadLetterSelector
+from workerrmq.core.protocol import dead_letter_view
 from workerrmq.core.status import ConsumerState
-from workerrmq.errors import InvalidInput, NotFound
+from workerrmq.errors import Conflict, InvalidInput, NotFound
 from workerrmq.guard import TargetBlocked, check_target
 from workerrmq.services.names import check_name
 from workerrmq.services.queues import QueueService
+from workerrmq.services.subscriptions import SourceQueues
 from workerrmq.store.consumers import ConsumerStore
-from workerrmq.store.health import HealthStore
 
 __all__ = ["ConsumerService"]
 
@@ -59,15 +59,20 @@ class ConsumerService:
     ) -> None:
         self.block_private_targets = block_private_targets
         self.store = store
-        self.health = HealthStore(store.db)  # what the workers' health watch found
         self.queues = queues
         self.management = management
         self.publisher = publisher
         self.default_target_url = default_target_url
+        self.sources = SourceQueues(management, queues)
 
     def create(self, values: dict[str, Any]) -> dict[str, Any]:
         values = dict(values)
         create_queue = values.pop("create_queue", False)
+        source = values.get("source")
+        if source is not None:
+            if values.get("queue") is not None:
+                raise InvalidInput("source: give queue or source, not both", field="source")
+            values["queue"] = self.sources.queue_for(values["name"])
         _check_queue_names(values)
         values.setdefault("name", values["queue"])
         if not values.get("target_url"):
@@ -88,7 +93,10 @@ class ConsumerService:
             )
         _check_consistent(values, values)
         self._check_target(values["target_url"])
-        if not self.queues.exists(values["queue"]):
+        if source is not None:
+            self._check_name_free(values["name"])  # its queue may be another consumer's
+            self.sources.declare(values["queue"], source)
+        elif not self.queues.exists(values["queue"]):
             if not create_queue:
                 raise NotFound(
                     f"queue {values['queue']!r} not found; create it first or send create_queue: true"
@@ -122,6 +130,7 @@ class ConsumerService:
         if changes.get("signing_secret") == PLACEHOLDER:
             del changes["signing_secret"]  # sent back as read: keep the stored secret
         current = self.store.get(ref)
+        _check_source_change(current, changes)
         with _placeholders():
             if changes.get("target_url"):
                 changes["target_url"] = restore_url(changes["target_url"], current.target_url)
@@ -144,6 +153,8 @@ class ConsumerService:
                     f"max_delay ({maximum}) must not be smaller than initial_delay ({initial})",
                     field=field,
                 )
+        if changes.get("source") is not None and changes["source"] != current.source:
+            self.sources.declare(current.queue, changes["source"])
         spec = self.store.update(ref, changes)
         announce_change(self.publisher, spec.id, "updated")
         return self._with_stats(spec)
@@ -151,9 +162,32 @@ class ConsumerService:
     def set_state(self, ref: str, state: ConsumerState) -> dict[str, Any]:
         return self.update(ref, {"state": state})
 
-    def delete(self, ref: str) -> None:
-        spec = self.store.delete(_ref(ref))
+    def delete(self, ref: str, *, delete_queue: bool = False) -> None:
+        """Delete a consumer; with *delete_queue*, a source consumer's own queue too (only
+        that: another consumer's queue is deleted through ``/api/v1/queues``)."""
+        ref = _ref(ref)
+        if delete_queue:
+            spec = self.store.get(ref)
+            if spec.source is None:
+                raise InvalidInput(
+                    f"delete_queue: only the queue of a consumer with a source is deleted with it; "
+                    f"delete {spec.queue!r} through /api/v1/queues",
+                    field="delete_queue",
+                )
+            others = [c.name for c in self.store.list(queue=spec.queue) if c.id != spec.id]
+            if others:
+                raise Conflict(f"queue {spec.queue!r} not deleted: consumers {others} take from it too")
+        spec = self.store.delete(ref)
         announce_change(self.publisher, spec.id, "deleted")
+        if delete_queue:
+            self.sources.delete(spec.queue)
+
+    def _check_name_free(self, name: str) -> None:
+        try:
+            self.store.get(name)
+        except NotFound:
+            return
+        raise Conflict(f"a consumer named {name!r} already exists")
 
     def dead_letters(self, ref: str, *, offset: int, limit: int) -> dict[str, Any]:
         """Peek at dead-lettered messages without taking them."""
@@ -182,7 +216,6 @@ class ConsumerService:
             if not self.queues.exists(spec.dead_letter_queue):
                 return {"replayed": 0, "matched": 0, "moved": 0, "remaining": 0}
             raise
-
         return {
             "replayed": done.moved,
             "matched": done.matched,
@@ -211,12 +244,11 @@ class ConsumerService:
             raise InvalidInput(f"target_url refused: {exc}", field="target_url") from None
 
     def _with_stats(self, spec: ConsumerSpec) -> dict[str, Any]:
-        return {**view(spec), **self.health.views([spec.id])[spec.id], "stats": self.store.stats(spec.id)}
+        return {**view(spec), "stats": self.store.stats(spec.id)}
 
     def _views(self, specs: list[ConsumerSpec]) -> list[dict[str, Any]]:
         stats = self.store.stats_of(spec.id for spec in specs)
-        health = self.health.views(spec.id for spec in specs)
-        return [{**view(spec), **health[spec.id], "stats": stats[spec.id]} for spec in specs]
+        return [{**view(spec), "stats": stats[spec.id]} for spec in specs]
 
 
 def _check_consistent(result: dict[str, Any], sent: dict[str, Any]) -> None:
@@ -262,6 +294,28 @@ def _check_subscription(result: dict[str, Any], sent: dict[str, Any]) -> None:
     if result.get("format", "raw") != "raw":
         field = named("batch", "format")
         raise InvalidInput(f"{field}: batch has its own encoding; format must be raw with it", field=field)
+
+
+def _check_source_change(current: ConsumerSpec, changes: dict[str, Any]) -> None:
+    """A consumer keeps its kind: one of a queue cannot take a source, nor one with a source
+    lose it or change its queue (wrmq.<name>, declared for it); its source may change."""
+    if current.source is None:
+        if changes.get("source") is not None:
+            raise InvalidInput(
+                "source: this consumer takes the queue it names; create a new consumer with the source",
+                field="source",
+            )
+        return
+    if "source" in changes and changes["source"] is None:
+        raise InvalidInput(
+            "source: it cannot be removed (the consumer's queue is its own); delete the consumer instead",
+            field="source",
+        )
+    if changes.get("queue") not in (None, current.queue):
+        raise InvalidInput(
+            f"queue: a consumer with a source takes its own queue {current.queue!r}; change source instead",
+            field="queue",
+        )
 
 
 def _check_queue_names(values: dict[str, Any]) -> None:

@@ -1,0 +1,99 @@
+"""A ``source`` consumer's own queue: declared, bound to its exchange, rebound when the
+source changes, and deleted only when asked.
+
+Fan-out in RabbitMQ is one queue per subscriber, each bound to the exchange: every
+consumer of one exchange then gets its own copy of every message its bindings match.
+The queue is ``wrmq.<consumer name>`` (:func:`workerrmq.core.consumer.source_queue_for`),
+a durable quorum queue; it belongs to the consumer, so its bindings are exactly those of
+the source (a binding added to it by hand is removed at the next change).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from workerrmq.broker.management import ManagementClient
+from workerrmq.core.consumer import source_queue_for
+from workerrmq.errors import InvalidInput, NotFound
+from workerrmq.services.names import check_name
+from workerrmq.services.queues import QueueService
+
+__all__ = ["SourceQueues", "bindings_of"]
+
+#: A binding as the broker lists it: exchange, routing key and arguments (as sorted JSON).
+Binding = tuple[str, str, str]
+
+
+def bindings_of(source: Mapping[str, Any]) -> dict[Binding, dict[str, Any]]:
+    """The bindings *source* asks for, each with the arguments it is made with."""
+    exchange = source["exchange"]
+    if "headers" in source:
+        arguments = {"x-match": source.get("match", "all"), **source["headers"]}
+        return {(exchange, "", _key(arguments)): arguments}
+    return {(exchange, key, _key({})): {} for key in source["binding_keys"]}
+
+
+def _key(arguments: Mapping[str, Any]) -> str:
+    return json.dumps(arguments, sort_keys=True)
+
+
+class SourceQueues:
+    """Declares and binds the queues of ``source`` consumers, over the management API."""
+
+    def __init__(self, management: ManagementClient, queues: QueueService) -> None:
+        self.management = management
+        self.queues = queues
+
+    @staticmethod
+    def queue_for(name: str) -> str:
+        """The queue of the source consumer *name*, or a 400 naming ``name`` when that is
+        no legal queue name (the consumer's name must be one, after ``wrmq.``)."""
+        queue = source_queue_for(name)
+        try:
+            return check_name(queue, field="name")
+        except InvalidInput as exc:
+            raise InvalidInput(
+                f"{exc.message}; a consumer with a source is named like a queue, as its queue "
+                f"is {queue[:80]!r}",
+                field="name",
+            ) from None
+
+    def check(self, source: Mapping[str, Any]) -> None:
+        """The exchange exists (else 404 naming it) and takes this kind of binding (else 400)."""
+        exchange = self.management.get_exchange(source["exchange"])
+        headers_exchange = exchange.get("type") == "headers"
+        if headers_exchange and "headers" not in source:
+            raise InvalidInput(
+                f"source: {source['exchange']!r} is a headers exchange; give match and headers "
+                "instead of binding_keys",
+                field="source",
+            )
+        if not headers_exchange and "headers" in source:
+            raise InvalidInput(
+                f"source: {source['exchange']!r} is a {exchange.get('type')} exchange, which "
+                "routes by key; give binding_keys instead of headers",
+                field="source",
+            )
+
+    def declare(self, queue: str, source: Mapping[str, Any]) -> None:
+        """Declare *queue* (durable, quorum) and bind it as *source* says, removing the
+        bindings it no longer asks for."""
+        self.check(source)
+        self.queues.create(queue, durable=True, type="quorum")
+        wanted = bindings_of(source)
+        for found in self.management.queue_bindings(queue):
+            if not found.get("source"):
+                continue  # the default exchange's implicit binding
+            binding = (found["source"], found["routing_key"], _key(found.get("arguments") or {}))
+            if wanted.pop(binding, None) is None:
+                self.management.unbind_queue(queue, found["source"], found["properties_key"])
+        for (exchange, routing_key, _), arguments in wanted.items():
+            self.management.bind_queue(queue, exchange, routing_key, arguments)
+
+    def delete(self, queue: str) -> None:
+        """Delete *queue* with its messages; one already gone is no error."""
+        with contextlib.suppress(NotFound):
+            self.management.delete_queue(queue, if_empty=False, if_unused=False)
