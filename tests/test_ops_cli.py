@@ -517,6 +517,15 @@ def test_what_happened_to_message_x(cli, api, settings, start_engine, endpoint, 
     assert {a["status"] for a in found} == {503} and found[0]["outcome"] == "dead_lettered"
     table = cli("messages", "attempts", message_id)
     assert name in table.stdout and "dead_lettered" in table.stdout and "upstream down" in table.stdout
+    by_consumer = json.loads(
+        cli("messages", "attempts", "--consumer", name, "--status", "503", "--json").stdout
+    )
+    assert [a["message_id"] for a in by_consumer["items"]] == [message_id] * 2 and by_consumer["total"] == 2
+    newest = json.loads(
+        cli("messages", "attempts", message_id, "--consumer", name, "--limit", "1", "--json").stdout
+    )
+    assert [a["attempt"] for a in newest["items"]] == [2] and newest["total"] == 2
+    assert "MESSAGE_ID" in cli("messages", "attempts", code=1).stderr
     shown = cli("dlq", "show", name, message_id)
     assert "order 42" in shown.stdout and "dead_lettered" in shown.stdout
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,7 +19,16 @@ from rich.text import Text
 from workerrmq.client.config import ConfigProblem, resolve
 from workerrmq.client.http import EXIT, ApiClient, ApiError
 
-__all__ = ["ALIASES", "Context", "ClientCommand", "ClientGroup", "api_command", "fail", "name_values"]
+__all__ = [
+    "ALIASES",
+    "Context",
+    "ClientCommand",
+    "ClientGroup",
+    "api_command",
+    "fail",
+    "name_values",
+    "time_value",
+]
 
 
 class CommandFailed(click.ClickException):
@@ -87,6 +98,28 @@ class ClientGroup(click.Group):
 
 
 ClientGroup.group_class = ClientGroup
+
+
+_RELATIVE = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def time_value(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An ISO 8601 time (UTC when it names no zone), or an age such as 30m, 2h or 1d."""
+    if value is None:
+        return None
+    relative = _RELATIVE.match(value.strip())
+    if relative:
+        delta = dt.timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
+        return (dt.datetime.now(dt.UTC) - delta).isoformat()
+    try:
+        stamp = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is neither an ISO 8601 time (2024-05-01T12:00:00Z) nor an age (30m, 2h, 1d)",
+            param=param,
+        ) from None
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)).isoformat()
 
 
 def name_values(items: Iterable[str], option: str) -> dict[str, str]:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
-import re
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from workerrmq.client.base import ClientGroup, Context, api_command
+from workerrmq.client.base import ClientGroup, Context, api_command, time_value
 from workerrmq.client.http import EXIT, ApiError, segment
 from workerrmq.client.messages import attempts_table
 from workerrmq.client.progress import chunks
@@ -19,8 +17,6 @@ __all__ = ["dlq"]
 
 _PAYLOAD_WIDTH = 60
 _PAGE = 500  # the API's largest dead-letter page
-_RELATIVE = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 @click.group(cls=ClientGroup)
@@ -43,24 +39,6 @@ def _path(consumer: str, action: str = "") -> str:
     return f"/api/v1/consumers/{segment(consumer)}/dead-letters{action}"
 
 
-def _time(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """An ISO 8601 time (UTC when it names no zone), or an age such as 30m, 2h or 1d."""
-    if value is None:
-        return None
-    relative = _RELATIVE.match(value.strip())
-    if relative:
-        delta = dt.timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
-        return (dt.datetime.now(dt.UTC) - delta).isoformat()
-    try:
-        stamp = dt.datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is neither an ISO 8601 time (2024-05-01T12:00:00Z) nor an age (30m, 2h, 1d)",
-            param=param,
-        ) from None
-    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)).isoformat()
-
-
 _SELECTORS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option(
         "--id",
@@ -71,14 +49,14 @@ _SELECTORS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     ),
     click.option(
         "--since",
-        callback=_time,
+        callback=time_value,
         metavar="TIME",
         help="only those dead-lettered at or after TIME: ISO 8601 (UTC if no zone) or an age "
         "such as 30m, 2h, 1d (default: no lower bound)",
     ),
     click.option(
         "--until",
-        callback=_time,
+        callback=time_value,
         metavar="TIME",
         help="only those dead-lettered before TIME, written as for --since (default: no upper bound)",
     ),
