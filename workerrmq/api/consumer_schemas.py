@@ -374,6 +374,14 @@ class ConsumerStatsView(Schema):
     failed = fields.Integer(metadata={"description": "failed attempts"})
     retried = fields.Integer()
     dead_lettered = fields.Integer()
+    filtered = fields.Integer(
+        metadata={"description": "messages the filter was false for: acked, not delivered"}
+    )
+    filter_errors = fields.Integer(
+        metadata={"description": "messages the filter failed on (a type mismatch, say): acked, not delivered"}
+    )
+    replies = fields.Integer(metadata={"description": "answers published to the messages' reply_to"})
+    replies_unroutable = fields.Integer(metadata={"description": "answers no queue took"})
     in_flight = fields.Integer()
     workers = fields.Integer()
     running_on = fields.List(fields.String(), metadata={"description": "ids of the workers"})
@@ -391,6 +399,20 @@ class Consumer(ConsumerFields):
     version = fields.Integer()
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
+    health = fields.String(
+        dump_only=True,
+        metadata={
+            "description": "degraded: its circuit stayed open, or its dead-letter queue grew, "
+            "for longer than degraded_after; else ok",
+            "enum": ["ok", "degraded"],
+        },
+    )
+    degraded_reason = fields.String(
+        dump_only=True, allow_none=True, metadata={"description": "why it is degraded"}
+    )
+    degraded_since = fields.String(
+        dump_only=True, allow_none=True, metadata={"description": "when it was marked degraded (ISO 8601)"}
+    )
     stats = fields.Nested(ConsumerStatsView)
 
 

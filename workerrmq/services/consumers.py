@@ -29,6 +29,7 @@ from workerrmq.services.names import check_name
 from workerrmq.services.queues import QueueService
 from workerrmq.services.subscriptions import SourceQueues
 from workerrmq.store.consumers import ConsumerStore
+from workerrmq.store.health import HealthStore
 
 __all__ = ["ConsumerService"]
 
@@ -59,6 +60,7 @@ class ConsumerService:
     ) -> None:
         self.block_private_targets = block_private_targets
         self.store = store
+        self.health = HealthStore(store.db)  # what the workers' health watch found
         self.queues = queues
         self.management = management
         self.publisher = publisher
@@ -244,11 +246,12 @@ class ConsumerService:
             raise InvalidInput(f"target_url refused: {exc}", field="target_url") from None
 
     def _with_stats(self, spec: ConsumerSpec) -> dict[str, Any]:
-        return {**view(spec), "stats": self.store.stats(spec.id)}
+        return {**view(spec), **self.health.views([spec.id])[spec.id], "stats": self.store.stats(spec.id)}
 
     def _views(self, specs: list[ConsumerSpec]) -> list[dict[str, Any]]:
         stats = self.store.stats_of(spec.id for spec in specs)
-        return [{**view(spec), "stats": stats[spec.id]} for spec in specs]
+        health = self.health.views(spec.id for spec in specs)
+        return [{**view(spec), **health[spec.id], "stats": stats[spec.id]} for spec in specs]
 
 
 def _check_consistent(result: dict[str, Any], sent: dict[str, Any]) -> None:
