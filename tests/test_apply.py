@@ -110,7 +110,9 @@ def consumers_of(api: Api) -> dict[str, dict]:
 
 
 def active_keys(cli) -> dict[str, dict]:
-    return {k["name"]: k for k in json.loads(cli("api-keys", "ls", "--json").stdout) if not k["revoked_at"]}
+    return {
+        k["name"]: k for k in json.loads(cli("keys", "ls", "--json").stdout)["items"] if not k["revoked_at"]
+    }
 
 
 # -- the routes apply uses -----------------------------------------------------------------
@@ -209,7 +211,7 @@ def test_dry_run_prints_the_diff_and_changes_nothing(cli, names, tmp_path, mgmt,
 def test_prune_deletes_only_managed_objects(cli, names, tmp_path, mgmt, queue_name, api):
     foreign = queue_name("foreign")  # another application's queue, made without apply
     cli("queues", "create", foreign)
-    cli("api-keys", "create", "stray", "--scope", "read")
+    cli("keys", "create", "stray", "--scope", "read")
     cli("apply", "-f", write(tmp_path, config(names)), env=ENV)
     # Without --prune nothing goes; with it, what the file dropped.
     smaller = write(tmp_path, config(names, audit=False, consumer=False, keys=()))
