@@ -164,8 +164,10 @@ def test_store_writes_once_of_two_watchers_and_claims_once(health):
     assert (
         wait_for(lambda: store.claim(lease=0), what="the claim to lapse")[0].consumer_id == claim.consumer_id
     )
+    store.release(claim.consumer_id)  # a send stopped: taken again at once
+    assert [c.consumer_id for c in store.claim(lease=300)] == [claim.consumer_id]
     store.notified(claim.consumer_id, Health.DEGRADED)
-    assert store.claim(lease=0) == []
+    assert store.claim(lease=300) == []
     view = store.views([claim.consumer_id])[claim.consumer_id]
     assert view == {
         "health": "degraded",
@@ -175,6 +177,20 @@ def test_store_writes_once_of_two_watchers_and_claims_once(health):
 
     consumers.delete("orders")
     assert store.watched() == [] and store.claim(lease=0) == []
+
+
+def test_store_a_lapsed_claim_sends_the_state_as_it_is_now(health):
+    """A sender died after claiming "degraded"; the consumer recovered meanwhile, back to
+    the health last notified. The recovery is still sent once the claim lapses."""
+    store, _ = health
+    [first] = store.watched()
+    store.save(first, HealthRecord(health=Health.DEGRADED, reason="x", changed_at=at(1)), notify=True)
+    [_claim] = store.claim(lease=300)  # ... and its sender dies
+    [watched] = store.watched()
+    store.save(watched, HealthRecord(reason="x", changed_at=at(2)), notify=True)  # ok == notified
+    assert store.claim(lease=300) == []  # still held
+    [again] = wait_for(lambda: store.claim(lease=0), what="the claim to lapse")
+    assert again.record.health is Health.OK and again.record.changed_at == at(2)
 
 
 def test_store_without_notifications_owes_none(health):
@@ -368,6 +384,7 @@ def test_open_circuit_degrades_notifies_once_and_recovers(
         assert degraded["at"] == view["degraded_since"]
 
         # A restart changes nothing: still degraded, nothing sent again.
+        wait_for(lambda: worker.engine.health_watch.sending == 0, what="the send to be recorded")
         worker.stop()
         worker = start_engine(notifying, health_interval=0.2)
         more_looks(worker)

@@ -171,14 +171,20 @@ class HealthStore:
             )
 
     def claim(self, *, lease: float) -> list[Claim]:
-        """Take the changes not yet notified for sending, each by one caller only. A claim
-        older than *lease* seconds (its sender died) may be taken again."""
+        """Take the changes not yet notified for sending, each by one caller only.
+
+        A claim older than *lease* seconds was left by a sender that died, maybe after
+        its event arrived: the consumer's current health is sent again then, even if it
+        equals the one last notified (a receiver that got the event drops the repeat by
+        its ``webhook-id``; one that did not gets the state as it is now).
+        """
         now = utcnow()
-        free = or_(
-            ConsumerHealth.notify_claimed_at.is_(None),
+        pending = or_(
+            and_(
+                ConsumerHealth.notified != ConsumerHealth.health, ConsumerHealth.notify_claimed_at.is_(None)
+            ),
             ConsumerHealth.notify_claimed_at < now - dt.timedelta(seconds=lease),
         )
-        pending = and_(ConsumerHealth.notified != ConsumerHealth.health, free)
         claims = []
         with self.db.session() as session:
             ids = list(session.scalars(select(ConsumerHealth.consumer_id).where(pending)))
@@ -196,6 +202,15 @@ class HealthStore:
                 if row is not None and name is not None:
                     claims.append(Claim(consumer_id=consumer_id, consumer_name=name, record=_record(row)))
         return claims
+
+    def release(self, consumer_id: str) -> None:
+        """Free the claim of a send that was stopped: the next look sends it again."""
+        with self.db.session() as session:
+            session.execute(
+                update(ConsumerHealth)
+                .where(ConsumerHealth.consumer_id == consumer_id)
+                .values(notify_claimed_at=None)
+            )
 
     def notified(self, consumer_id: str, health: Health) -> None:
         """Record that *health* was notified (or given up on) and free the claim."""

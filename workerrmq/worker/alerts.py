@@ -209,9 +209,20 @@ class HealthWatch:
             else:
                 log.info("consumer %s recovered", item.name)
 
+    @property
+    def sending(self) -> int:
+        """Notifications being sent now."""
+        return len(self._sends)
+
     async def _notify(self, claim: Claim) -> None:
         assert self.notifier is not None and self._http is not None
-        await self.notifier.send(self._http, claim)
+        try:
+            await self.notifier.send(self._http, claim)
+        except asyncio.CancelledError:
+            # The worker stops: hand the change back at once rather than when the claim lapses.
+            with contextlib.suppress(WorkerRMQError):
+                await asyncio.to_thread(self.store.release, claim.consumer_id)
+            raise
         try:
             await asyncio.to_thread(self.store.notified, claim.consumer_id, claim.record.health)
         except WorkerRMQError as exc:
