@@ -626,7 +626,7 @@ def test_deploy_docs_give_the_steps() -> None:
     for text in (
         "docker compose up",
         "kubectl apply -k deploy/kubernetes",
-        "workerrmq keys create",
+        "workerrmq keys db create",
         "workerrmq-metrics-reader",
         "bearer_token_file",
         "set_permissions",
