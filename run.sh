@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # WorkerRMQ in one command.
 #   ./run.sh              set up .venv if needed, then run the API and a worker on $BIND (0.0.0.0:5000)
-#   ./run.sh test [ARGS]  the same set-up with the test tools, then the test suite (ARGS go to pytest)
+#   ./run.sh test [ARGS]  the same set-up with the test tools, then the static checks and the test suite
+#                         (with ARGS: the checks are skipped and ARGS go to pytest)
+#   ./run.sh check        the static checks alone: ruff check, ruff format --check, mypy
 #   ./run.sh soak         the long fault runs: 100,000 messages per kind of fault
 #   ./run.sh bench        the benchmark; writes docs/PERFORMANCE.md and docs/performance.png
 #   ./run.sh COMMAND      any other workerrmq command, e.g. ./run.sh keys list
@@ -37,11 +39,22 @@ setup() {  # setup [EXTRAS], e.g. setup test,bench
   fi
 }
 
+check() {  # each fails on any finding
+  "$venv/bin/ruff" check .
+  "$venv/bin/ruff" format --check .
+  "$venv/bin/mypy"
+}
+
 case "${1:-}" in
   test)
     shift
     setup test,bench
+    if [ $# -eq 0 ]; then check; fi
     exec "$venv/bin/python" -m pytest "$@"
+    ;;
+  check)
+    setup test,bench
+    check
     ;;
   soak)
     shift

@@ -122,7 +122,7 @@ class BufferedWSGI:
             spool.write(chunk)
             if not message.get("more_body"):
                 spool.seek(0)
-                return spool  # type: ignore[return-value]
+                return spool
 
     def _call(self, environ: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """Run the WSGI app (on a pool thread); its whole response."""
@@ -150,11 +150,11 @@ class BufferedWSGI:
 
 def _environ(scope: dict[str, Any], body: IO[bytes]) -> dict[str, Any]:
     """The WSGI environ of a request whose body is read: a chunked body gets its length."""
-    environ = build_environ(scope, body)  # type: ignore[arg-type]
+    environ: dict[str, Any] = dict(build_environ(scope, body))  # type: ignore[arg-type]
     environ.pop("HTTP_TRANSFER_ENCODING", None)
     environ["CONTENT_LENGTH"] = str(body.seek(0, os.SEEK_END))
     body.seek(0)
-    return dict(environ)
+    return environ
 
 
 async def _send_error(send: Callable[..., Any], status: int, message: str) -> None:
@@ -176,7 +176,7 @@ async def _lifespan(receive: Callable[..., Any], send: Callable[..., Any]) -> No
     await send({"type": "lifespan.shutdown.complete"})
 
 
-class _Protocol(ASGIProtocol):  # type: ignore[misc]
+class _Protocol(ASGIProtocol):
     """Gunicorn's HTTP protocol with a deadline for the first request's headers (later
     requests on the connection have the keep-alive timeout), and JSON errors."""
 
@@ -219,9 +219,11 @@ class _Protocol(ASGIProtocol):  # type: ignore[misc]
         self._safe_write(head.encode("latin-1") + body)
 
 
-class ApiWorker(gasgi.ASGIWorker):  # type: ignore[misc]
+class ApiWorker(gasgi.ASGIWorker):
     """Gunicorn's asyncio worker, serving a WSGI app through :class:`BufferedWSGI` on
     ``threads`` threads, with a header deadline and JSON errors."""
+
+    asgi: Any  # the app Gunicorn loaded, then wrapped by load_wsgi
 
     @classmethod
     def check_config(cls, cfg: Any, log: Any) -> None:
@@ -259,8 +261,8 @@ class ApiWorker(gasgi.ASGIWorker):  # type: ignore[misc]
         again for them."""
         for sig, handler in self._loop_handlers.items():
             signal.signal(sig, handler)
-        for sig in self._early_signals:
-            signal.raise_signal(sig)
+        for signum in self._early_signals:
+            signal.raise_signal(signum)
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
@@ -269,7 +271,7 @@ class ApiWorker(gasgi.ASGIWorker):  # type: ignore[misc]
         self.asgi = BufferedWSGI(app, threads=self.cfg.threads, max_body=limit, body_timeout=BODY_TIMEOUT)
 
 
-class _GunicornLog(GunicornLogger):  # type: ignore[misc]
+class _GunicornLog(GunicornLogger):
     """Gunicorn's own messages go through WorkerRMQ's handler, so LOG_FORMAT applies to them."""
 
     def setup(self, cfg: Any) -> None:
@@ -301,7 +303,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-class Gunicorn(BaseApplication):  # type: ignore[misc]
+class Gunicorn(BaseApplication):
     """The API of ``workerrmq api``: Gunicorn without a configuration file."""
 
     def __init__(self, settings: Settings) -> None:

@@ -18,7 +18,7 @@ class FullMatch(validate.Regexp):
     """``validate.Regexp`` over the whole value: ``re.match`` with ``$`` lets a trailing
     newline through. apispec still documents the pattern."""
 
-    def __call__(self, value: str) -> str:
+    def __call__(self, value: Any) -> Any:
         if self.regex.fullmatch(value) is None:
             raise ValidationError(self._format_error(value))
         return value

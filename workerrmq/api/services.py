@@ -11,4 +11,5 @@ __all__ = ["services"]
 
 def services() -> Services:
     """The services of the app handling the current request."""
-    return current_app.extensions["workerrmq"]  # type: ignore[no-any-return]
+    found: Services = current_app.extensions["workerrmq"]
+    return found

@@ -197,7 +197,7 @@ class Publisher:
                             routing_key=m.routing_key,
                             properties=m.properties(),
                             mandatory=True,
-                            wait=False,
+                            wait=False,  # type: ignore[call-arg]  # aiormq's Channel takes it; the ABC omits it
                         )
                         for m in messages
                     ),

@@ -332,7 +332,8 @@ async def move(
             return_exceptions=True,
         )
         for message, result in zip(batch, results, strict=True):
-            tag = message.delivery.delivery_tag
+            tag = message.delivery_tag
+            assert tag is not None  # a delivery (not a return) always has one
             if result is None:
                 await channel.basic_ack(tag)
                 moved += 1

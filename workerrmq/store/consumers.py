@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Mapping
@@ -169,7 +170,7 @@ class ConsumerStore:
 
     def page(
         self, *, queue: str | None = None, offset: int = 0, limit: int | None = None
-    ) -> tuple[list[ConsumerSpec], int]:
+    ) -> tuple[builtins.list[ConsumerSpec], int]:
         """*limit* consumers (of *queue*) from *offset*, oldest first, and how many there are."""
         with self.db.session() as session:
             query = select(ConsumerDef).order_by(ConsumerDef.created_at, ConsumerDef.id)

@@ -117,7 +117,8 @@ class Cipher:
 
     def _open_uncached(self, token: str) -> dict[str, Any]:
         try:
-            return orjson.loads(self._fernet.decrypt(token))  # type: ignore[no-any-return]
+            opened: dict[str, Any] = orjson.loads(self._fernet.decrypt(token))
+            return opened
         except InvalidToken:
             raise self._mismatch() from None
 

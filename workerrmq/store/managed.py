@@ -56,4 +56,4 @@ class ManagedStore:
             result = session.execute(
                 delete(ManagedObject).where(ManagedObject.kind == kind, ManagedObject.name == name)
             )
-            return bool(result.rowcount)
+            return bool(result.rowcount)  # type: ignore[attr-defined]  # a DELETE's CursorResult

@@ -272,7 +272,7 @@ class ConsumerRunner:
             self._on_trouble()
 
     async def _on_message(self, message: DeliveredMessage) -> None:
-        settler, tag = self._settler, message.delivery.delivery_tag
+        settler, tag = self._settler, message.delivery_tag
         assert settler is not None and tag is not None
         settler.track(tag)
         if not self._accepting:

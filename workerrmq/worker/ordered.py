@@ -128,7 +128,9 @@ class AttemptLedger:
         message = await self._channel.basic_get(self.name, no_ack=False, timeout=10)
         if not isinstance(message.delivery, Basic.GetOk):
             return None
-        await self._channel.basic_nack(message.delivery.delivery_tag, requeue=True)
+        tag = message.delivery.delivery_tag
+        assert tag is not None  # a GetOk always has one
+        await self._channel.basic_nack(tag, requeue=True)
         self.last = Progress.from_bytes(message.body)
         return self.last
 
