@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import ssl
 import tempfile
@@ -14,13 +15,17 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote_plus
 
 import aiohttp
+import pika
 import pytest
 import trustme
 from aiohttp import web
 
 from tests.endpoint import Endpoint, Received
+from tests.support import json_error, wait_for
+from workerrmq.api import create_app
 from workerrmq.core.endpoint_auth import AuthInvalid, check_auth
 from workerrmq.worker.auth import AuthFailed, OAuth2ClientCredentials, client_tls, endpoint_auth
 
@@ -85,8 +90,6 @@ class TokenEndpoint(Endpoint):
     def _client_ok(self, authorization: str, form: dict[str, Any]) -> bool:
         if "basic" in self.accepts and authorization.startswith("Basic "):
             user, _, password = base64.b64decode(authorization[6:]).decode().partition(":")
-            from urllib.parse import unquote_plus
-
             return (unquote_plus(user), unquote_plus(password)) == (self.client_id, SECRET)
         if "body" in self.accepts and not authorization:
             return (form.get("client_id"), form.get("client_secret")) == (self.client_id, SECRET)
@@ -399,3 +402,192 @@ def test_mtls_leaves_no_key_file_behind(client_cert: trustme.LeafCert, ca: trust
         target = os.readlink(f"/proc/self/fd/{fd}") if os.path.islink(f"/proc/self/fd/{fd}") else ""
         assert "workerrmq-client-key" not in target
     assert key and threading.active_count() == threads_before
+
+
+# -- end to end: through the API, the worker and the broker ---------------------------------
+
+FAST_RETRY = {"initial_delay": 0.05, "max_delay": 0.25}
+
+
+def publish(amqp, queue: str, *bodies: bytes) -> None:
+    amqp.confirm_delivery()
+    for body in bodies:
+        amqp.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2), mandatory=True)
+
+
+def demanding(authorization: Callable[[], str]) -> Callable[[Received], tuple[int, dict[str, str]]]:
+    """An endpoint's answer: 200 only for a request with the Authorization it demands."""
+    return lambda r: (200, {}) if r.headers.get("Authorization") == authorization() else (401, {})
+
+
+def stored_bytes(settings) -> bytes:
+    """Everything the SQLite store holds on disk (database and write-ahead log)."""
+    path = settings.database_url.removeprefix("sqlite:///")
+    return b"".join(open(p, "rb").read() for p in (path, path + "-wal") if os.path.exists(p))
+
+
+def _stats(client, admin, consumer_id: str) -> dict[str, Any]:
+    return client.get(f"/api/v1/consumers/{consumer_id}", headers=admin).json["stats"]
+
+
+@pytest.mark.parametrize(
+    ("auth", "expected", "secret"),
+    [
+        ({"type": "bearer", "token": "tok-Zx81"}, "Bearer tok-Zx81", "tok-Zx81"),
+        (
+            {"type": "basic", "username": "relay", "password": "pw-Qy72"},
+            "Basic " + base64.b64encode(b"relay:pw-Qy72").decode(),
+            "pw-Qy72",
+        ),
+    ],
+    ids=["bearer", "basic"],
+)
+def test_bearer_and_basic_reach_an_endpoint_that_demands_them(
+    settings, start_engine, endpoint, make_consumer, client, admin, amqp, caplog, auth, expected, secret
+):
+    caplog.set_level(logging.DEBUG)
+    endpoint.respond = demanding(lambda: expected)
+    worker = start_engine(settings)
+    consumer, queue = make_consumer(endpoint.url, auth=auth)
+    assert consumer["auth"] == {**auth, ("token" if "token" in auth else "password"): "***"}
+    worker.runner(consumer["id"])
+    publish(amqp, queue, b"one", b"two")
+    wait_for(lambda: sorted(endpoint.bodies()) == [b"one", b"two"], what="two deliveries")
+    assert [r.status for r in endpoint.received] == [200, 200]
+    shown = json.dumps(
+        [
+            client.get(f"/api/v1/consumers/{consumer['id']}", headers=admin).json,
+            client.get("/api/v1/consumers", headers=admin).json,
+        ]
+    )
+    assert secret not in shown
+    assert secret.encode() not in stored_bytes(settings)
+    assert secret not in caplog.text and secret not in worker.log_text()
+
+
+def test_oauth2_token_is_fetched_cached_renewed_on_401_and_failures_retry(
+    settings, start_engine, endpoint, make_consumer, client, admin, amqp, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    with TokenEndpoint() as token:
+        valid = ["token-1"]
+        endpoint.respond = demanding(lambda: f"Bearer {valid[0]}")
+        worker = start_engine(settings)
+        auth = {
+            "type": "oauth2",
+            "token_url": token.url,
+            "client_id": token.client_id,
+            "client_secret": SECRET,
+        }
+        consumer, queue = make_consumer(endpoint.url, auth={**auth, "scope": "hooks"}, **FAST_RETRY)
+        assert consumer["auth"]["client_secret"] == "***" and consumer["auth"]["scope"] == "hooks"
+        worker.runner(consumer["id"])
+
+        publish(amqp, queue, b"1", b"2", b"3")
+        wait_for(lambda: len(endpoint.delivered_ids()) == 3, what="three deliveries")
+        assert token.count() == 1  # one token for all three
+
+        valid[0] = "token-2"  # the endpoint no longer takes token-1: one 401, a new token, one retry
+        publish(amqp, queue, b"4")
+        wait_for(lambda: len(endpoint.delivered_ids()) == 4, what="the fourth delivery")
+        assert token.count() == 2
+        assert [r.status for r in endpoint.received[3:]] == [401, 200]
+        assert _stats(client, admin, consumer["id"])["retried"] == 0  # retried in place, not re-queued
+
+        # The token endpoint fails (and echoes the secret): the delivery fails as "auth" and is retried.
+        token.answer = lambda _r: (500, json.dumps({"error": "down", "echo": SECRET}).encode())
+        valid[0] = "token-3"
+        publish(amqp, queue, b"5")
+        stats = wait_for(
+            lambda: (s := _stats(client, admin, consumer["id"]))["retried"] >= 1 and s, what="a retry"
+        )
+        assert stats["last_error"].startswith("auth: oauth2 token endpoint: HTTP 500")
+        assert SECRET not in stats["last_error"]
+        token.answer = None  # back up: the retry gets a token and is delivered
+        wait_for(lambda: b"5" in [r.body for r in endpoint.received if r.status == 200], what="delivery of 5")
+        assert SECRET not in caplog.text and SECRET not in worker.log_text()
+        assert SECRET.encode() not in stored_bytes(settings)
+
+
+def test_oauth2_token_url_must_be_allowed_by_the_guard(make_settings, make_queue, admin):
+    app = create_app(make_settings(block_private_targets=True))
+    try:
+        response = app.test_client().post(
+            "/api/v1/consumers",
+            json={
+                "queue": make_queue("g"),
+                "target_url": "http://93.184.215.14/hook",
+                "auth": {
+                    "type": "oauth2",
+                    "token_url": "http://127.0.0.1:9/t",
+                    "client_id": "c",
+                    "client_secret": "s",
+                },
+            },
+            headers=admin,
+        )
+    finally:
+        app.extensions["workerrmq"].close()
+    assert "non-public" in json_error(response, 400, field="auth.token_url")["message"]
+
+
+def test_mtls_reaches_an_endpoint_that_demands_a_client_certificate(
+    settings, start_engine, make_consumer, client, admin, amqp, ca, client_cert
+):
+    worker = start_engine(settings)
+    with TlsEndpoint(_server_context(ca)) as server:
+        consumer, queue = make_consumer(server.url, auth=_mtls(client_cert, ca), **FAST_RETRY)
+        assert consumer["auth"]["key_pem"] == "***"
+        assert consumer["auth"]["cert_pem"].startswith("-----BEGIN CERTIFICATE-----")
+        # The same endpoint, with a certificate from a CA the server does not trust: refused.
+        stranger = _mtls(trustme.CA().issue_cert("client@elsewhere.test"), ca)
+        refused, refused_queue = make_consumer(server.url, auth=stranger, **FAST_RETRY)
+        worker.runner(consumer["id"]), worker.runner(refused["id"])
+        publish(amqp, queue, b"over mtls")
+        publish(amqp, refused_queue, b"no entry")
+        wait_for(lambda: server.bodies() == [b"over mtls"], what="the mTLS delivery")
+        stats = wait_for(
+            lambda: (s := _stats(client, admin, refused["id"]))["failed"] >= 1 and s, what="the refusal"
+        )
+        assert stats["last_error"].startswith("connection: ")
+        assert server.bodies() == [b"over mtls"]
+    key = client_cert.private_key_pem.bytes().decode().splitlines()[1]
+    assert key.encode() not in stored_bytes(settings)
+
+
+@pytest.mark.parametrize(
+    ("auth", "field"),
+    [
+        ({"type": "mtls", "cert_pem": "nope", "key_pem": "nope"}, "auth.cert_pem"),
+        ({"type": "bearer", "token": "a\nb"}, "auth.token"),
+        ({"type": "basic", "username": "a:b", "password": "p"}, "auth.username"),
+    ],
+)
+def test_api_refuses_bad_auth_naming_the_field(make_queue, client, admin, auth, field):
+    response = client.post(
+        "/api/v1/consumers",
+        json={"queue": make_queue("b"), "target_url": "https://h.test/", "auth": auth},
+        headers=admin,
+    )
+    json_error(response, 400, field=field)
+
+
+def test_api_refuses_auth_with_another_authorization(make_queue, client, admin):
+    queue = make_queue("x")
+    bearer = {"type": "bearer", "token": "t"}
+    for body in (
+        {"target_url": "https://h.test/", "headers": {"authorization": "Bearer other"}, "auth": bearer},
+        {"target_url": "https://u:p@h.test/", "auth": bearer},
+    ):
+        response = client.post("/api/v1/consumers", json={"queue": queue, **body}, headers=admin)
+        message = json_error(response, 400)["message"]
+        assert message.startswith("auth: bearer auth sets the Authorization header"), message
+
+
+def test_api_refuses_mtls_to_a_plain_http_target(make_queue, client, admin, ca, client_cert):
+    response = client.post(
+        "/api/v1/consumers",
+        json={"queue": make_queue("m"), "target_url": "http://h.test/", "auth": _mtls(client_cert, ca)},
+        headers=admin,
+    )
+    assert "https" in json_error(response, 400, field="target_url")["message"]

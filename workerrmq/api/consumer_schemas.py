@@ -37,7 +37,7 @@ from workerrmq.core.dead_letters import DeadLetterSelector
 from workerrmq.core.endpoint_auth import AuthInvalid, check_auth
 from workerrmq.core.headers import refused_header
 from workerrmq.core.policy import RETRY_ON_PATTERN
-from workerrmq.core.signing import secret_bytes
+from workerrmq.core.signing import ROTATION_GRACE, ROTATION_GRACE_MAX, secret_bytes
 
 _RETRY_TOKEN = re.compile(RETRY_ON_PATTERN)
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
@@ -70,7 +70,9 @@ def _signing_secret(value: str) -> None:
 def _documented(name: str, extra: str = "") -> dict[str, Any]:
     """The OpenAPI description and default of consumer field *name*."""
     rule = FIELDS[name]
-    described = {"description": rule.description + (f" ({rule.unit})" if rule.unit else "") + extra}
+    described: dict[str, Any] = {
+        "description": rule.description + (f" ({rule.unit})" if rule.unit else "") + extra
+    }
     if name in DEFAULTS and DEFAULTS[name] != "":
         default = DEFAULTS[name]
         described["default"] = list(default) if isinstance(default, tuple) else default
@@ -396,6 +398,12 @@ class ConsumerStatsView(Schema):
 class Consumer(ConsumerFields):
     id = fields.String(required=True)
     signing = fields.Boolean(metadata={"description": "requests are signed"})
+    signing_previous_until = fields.DateTime(
+        attribute="signing_secret_previous_until",
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "until when requests also carry the replaced secret's signature"},
+    )
     version = fields.Integer()
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
@@ -414,6 +422,40 @@ class Consumer(ConsumerFields):
         dump_only=True, allow_none=True, metadata={"description": "when it was marked degraded (ISO 8601)"}
     )
     stats = fields.Nested(ConsumerStatsView)
+
+
+class SecretRotation(JsonBody):
+    grace_seconds = StrictInteger(
+        load_default=ROTATION_GRACE,
+        validate=validate.Range(0, ROTATION_GRACE_MAX),
+        metadata={
+            "description": "how long requests also carry the replaced secret's signature, in seconds "
+            f"(0 to {ROTATION_GRACE_MAX}; default {ROTATION_GRACE})"
+        },
+    )
+    secret = fields.String(
+        validate=_signing_secret,
+        metadata={"description": "the new secret (whsec_<base64>); default: 32 random bytes"},
+    )
+
+    @validates_schema
+    def _whsec(self, data: dict[str, Any], **_: Any) -> None:
+        secret = data.get("secret")
+        if secret == PLACEHOLDER:
+            raise ValidationError(f"{PLACEHOLDER!r} stands for a stored secret; give the new one", "secret")
+        if secret and not secret.isprintable():
+            raise ValidationError("must not contain control characters", "secret")
+        if secret and secret.startswith("whsec_"):
+            try:
+                secret_bytes(secret)
+            except ValueError as exc:
+                raise ValidationError(str(exc), "secret") from None
+
+
+class ConsumerWithSecret(Consumer):
+    signing_secret = fields.String(
+        dump_only=True, metadata={"description": "the new signing secret; shown in this answer only"}
+    )
 
 
 class ConsumerListArgs(Strict):

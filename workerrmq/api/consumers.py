@@ -67,6 +67,19 @@ def delete_consumer(args: dict[str, Any], ref: str) -> Response:
     return Response(status=204)
 
 
+@blp.route("/<ref>/signing-secret/rotate", methods=["POST"])
+@blp.arguments(schemas.SecretRotation)
+@blp.response(200, schemas.ConsumerWithSecret)
+@blp.alt_response(404, schema=Error, description="no such consumer")
+def rotate_signing_secret(body: dict[str, Any], ref: str) -> dict[str, Any]:
+    """Sign with a new secret (random, or `secret`), shown in this answer only.
+
+    For `grace_seconds` (default a day) requests also carry the signature of the secret
+    it replaces, in the same `webhook-signature` header, so receivers can switch over.
+    """
+    return services().consumers.rotate_signing_secret(ref, **body)
+
+
 @blp.route("/<ref>/pause", methods=["POST"])
 @blp.response(200, schemas.Consumer)
 def pause_consumer(ref: str) -> dict[str, Any]:

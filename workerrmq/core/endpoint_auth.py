@@ -23,7 +23,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-__all__ = ["AUTH_TYPES", "SECRET_FIELDS", "AuthInvalid", "check_auth", "check_pems"]
+__all__ = ["AUTH_TYPES", "SECRET_FIELDS", "AuthInvalid", "check_auth", "check_pems", "target_conflict"]
 
 #: Each type's fields: (required, optional).
 _SHAPES: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -118,6 +118,37 @@ def check_pems(cert_pem: str, key_pem: str, ca_pem: str | None) -> None:
             x509.load_pem_x509_certificates(ca_pem.encode())
         except ValueError:
             raise AuthInvalid("ca_pem", "is not a PEM certificate") from None
+
+
+def target_conflict(
+    auth: Mapping[str, Any], target_url: str, headers: Mapping[str, str]
+) -> tuple[str, str] | None:
+    """Why *auth* cannot go with this *target_url* and *headers*, as (the field at fault,
+    the message), or None.
+
+    Bearer, Basic and OAuth2 set the Authorization header, so an Authorization in *headers*
+    or credentials in *target_url* (which the HTTP client turns into one) would compete
+    with it. A client certificate is presented in a TLS handshake: mTLS needs https.
+    """
+    if auth.get("type") == "mtls":
+        if urlsplit(target_url).scheme != "https":
+            return (
+                "target_url",
+                "target_url: mtls auth needs an https target_url (the certificate goes in TLS)",
+            )
+        return None
+    if any(name.lower() == "authorization" for name in headers):
+        return (
+            "headers",
+            f"auth: {auth.get('type')} auth sets the Authorization header; remove it from headers",
+        )
+    if "@" in urlsplit(target_url).netloc:
+        return (
+            "target_url",
+            f"auth: {auth.get('type')} auth sets the Authorization header; it cannot go with "
+            "credentials in target_url (user:password@)",
+        )
+    return None
 
 
 def _text(name: str, value: Any) -> str:

@@ -87,9 +87,11 @@ def classify(status: int | None, error: str | None, retry_on: Sequence[str]) -> 
     *error* is ``"connection"`` or ``"timeout"`` when no response came.
     2xx is delivered; listed outcomes retry; everything else (other 4xx,
     redirects, unknown transport errors) is permanent and dead-letters at once.
+    ``"auth"`` (no credentials could be had, e.g. the OAuth2 token endpoint failed)
+    always retries: the endpoint never saw the message, so it has not refused it.
     """
     if status is None:
-        return Verdict.RETRY if error in retry_on else Verdict.DEAD_LETTER
+        return Verdict.RETRY if error in retry_on or error == "auth" else Verdict.DEAD_LETTER
     if 200 <= status < 300:
         return Verdict.DELIVERED
     if str(status) in retry_on or (status >= 500 and "5xx" in retry_on):

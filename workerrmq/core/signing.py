@@ -18,11 +18,22 @@ import hmac
 import secrets
 from collections.abc import Sequence
 
-__all__ = ["SIGNATURE_HEADERS", "new_secret", "secret_bytes", "sign", "signature_headers"]
+__all__ = [
+    "ROTATION_GRACE",
+    "ROTATION_GRACE_MAX",
+    "SIGNATURE_HEADERS",
+    "new_secret",
+    "secret_bytes",
+    "sign",
+    "signature_headers",
+]
 
 _PREFIX = "whsec_"
 #: The headers of a signed request: the message id, the time, the signature.
 SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+#: How long, in seconds, a rotated secret still signs by default (a day), and at most (a week).
+ROTATION_GRACE = 86_400
+ROTATION_GRACE_MAX = 7 * 86_400
 
 
 @functools.lru_cache(maxsize=4096)  # decoded once per consumer, not once per message

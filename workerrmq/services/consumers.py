@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
+import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +23,9 @@ from workerrmq.core.credentials import (
     restore_url,
 )
 from workerrmq.core.dead_letters import DeadLetterSelector
+from workerrmq.core.endpoint_auth import AuthInvalid, check_pems, target_conflict
 from workerrmq.core.protocol import dead_letter_view
+from workerrmq.core.signing import new_secret
 from workerrmq.core.status import ConsumerState
 from workerrmq.errors import Conflict, InvalidInput, NotFound
 from workerrmq.guard import TargetBlocked, check_target
@@ -95,6 +99,7 @@ class ConsumerService:
             )
         _check_consistent(values, values)
         self._check_target(values["target_url"])
+        self._check_token_url(values.get("auth"))
         if source is not None:
             self._check_name_free(values["name"])  # its queue may be another consumer's
             self.sources.declare(values["queue"], source)
@@ -143,6 +148,8 @@ class ConsumerService:
         _check_consistent({**dataclasses.asdict(current), **changes}, changes)
         if changes.get("target_url"):
             self._check_target(changes["target_url"])
+        if changes.get("auth"):
+            self._check_token_url(changes["auth"])
         if "queue" in changes and not self.queues.exists(changes["queue"]):
             raise NotFound(f"queue {changes['queue']!r} not found")
         if "initial_delay" in changes or "max_delay" in changes:
@@ -160,6 +167,32 @@ class ConsumerService:
         spec = self.store.update(ref, changes)
         announce_change(self.publisher, spec.id, "updated")
         return self._with_stats(spec)
+
+    def rotate_signing_secret(
+        self, ref: str, *, grace_seconds: int, secret: str | None = None
+    ) -> dict[str, Any]:
+        """Sign with *secret* (a new random one if None) from now on; requests carry the
+        current secret's signature too for *grace_seconds*, so receivers can switch over.
+
+        Answers the consumer with the new secret, shown this once. Rotating again within
+        the grace keeps only the secret being replaced, not the one before it.
+        """
+        current = self.store.get(_ref(ref))
+        secret = secret or new_secret()
+        if secret in (current.signing_secret, current.signing_secret_previous):
+            raise InvalidInput("secret: must differ from the current and the previous secret", field="secret")
+        keep = current.signing_secret if grace_seconds > 0 else None
+        until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=grace_seconds) if keep else None
+        spec = self.store.update(
+            ref,
+            {
+                "signing_secret": secret,
+                "signing_secret_previous": keep,
+                "signing_secret_previous_until": until,
+            },
+        )
+        announce_change(self.publisher, spec.id, "updated")
+        return {**self._with_stats(spec), "signing_secret": secret}
 
     def set_state(self, ref: str, state: ConsumerState) -> dict[str, Any]:
         return self.update(ref, {"state": state})
@@ -237,18 +270,23 @@ class ConsumerService:
             raise
         return {"matched": done.matched, "discarded": done.moved, "remaining": done.remaining}
 
-    def _check_target(self, url: str) -> None:
+    def _check_target(self, url: str, field: str = "target_url") -> None:
         if not self.block_private_targets:
             return
         try:
             check_target(url)
         except TargetBlocked as exc:
-            raise InvalidInput(f"target_url refused: {exc}", field="target_url") from None
+            raise InvalidInput(f"{field} refused: {exc}", field=field) from None
+
+    def _check_token_url(self, auth: dict[str, Any] | None) -> None:
+        """An OAuth2 token endpoint is a target too: the guard refuses the same addresses."""
+        if auth and auth.get("type") == "oauth2":
+            self._check_target(auth["token_url"], "auth.token_url")
 
     def _with_stats(self, spec: ConsumerSpec) -> dict[str, Any]:
         return {**view(spec), **self.health.views([spec.id])[spec.id], "stats": self.store.stats(spec.id)}
 
-    def _views(self, specs: list[ConsumerSpec]) -> list[dict[str, Any]]:
+    def _views(self, specs: builtins.list[ConsumerSpec]) -> builtins.list[dict[str, Any]]:
         stats = self.store.stats_of(spec.id for spec in specs)
         health = self.health.views(spec.id for spec in specs)
         return [{**view(spec), **health[spec.id], "stats": stats[spec.id]} for spec in specs]
@@ -264,6 +302,7 @@ def _check_consistent(result: dict[str, Any], sent: dict[str, Any]) -> None:
             field="dead_letter_queue" if "dead_letter_queue" in sent else "queue",
         )
     _check_subscription(result, sent)
+    _check_auth(result, sent)
     if auth_conflict(result["target_url"], result.get("headers") or {}):
         field = "headers" if "headers" in sent else "target_url"
         raise InvalidInput(
@@ -271,6 +310,23 @@ def _check_consistent(result: dict[str, Any], sent: dict[str, Any]) -> None:
             "(user:password@); keep one of them",
             field=field,
         )
+
+
+def _check_auth(result: dict[str, Any], sent: dict[str, Any]) -> None:
+    """Refuse an ``auth`` that cannot go with the target or headers, or an mTLS key that is
+    not its certificate's (checked here, as the key may be a stored one kept by ``***``)."""
+    auth = result.get("auth")
+    if not auth:
+        return
+    conflict = target_conflict(auth, result["target_url"], result.get("headers") or {})
+    if conflict is not None:
+        field, message = conflict
+        raise InvalidInput(message, field=field if field in sent else "auth")
+    if auth["type"] == "mtls":
+        try:
+            check_pems(auth["cert_pem"], auth["key_pem"], auth.get("ca_pem"))
+        except AuthInvalid as exc:
+            raise InvalidInput(exc.message, field=exc.field) from None
 
 
 def _check_subscription(result: dict[str, Any], sent: dict[str, Any]) -> None:

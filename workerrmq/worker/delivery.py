@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import ssl
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,17 +16,20 @@ import aiohttp
 import orjson
 import yarl
 from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
 
 from workerrmq import __version__
 from workerrmq.core import protocol
 from workerrmq.core.consumer import ConsumerSpec
 from workerrmq.core.credentials import auth_conflict
+from workerrmq.core.endpoint_auth import AuthInvalid, check_auth, target_conflict
 from workerrmq.core.filter import FilterError, compile_filter
 from workerrmq.core.headers import first_refused
 from workerrmq.core.policy import parse_retry_after
 from workerrmq.core.signing import secret_bytes, signature_headers
 from workerrmq.guard import TargetBlocked, check_literal
 from workerrmq.worker import formats
+from workerrmq.worker.auth import AuthFailed, endpoint_auth
 
 __all__ = ["REPLY_MAX", "Attempt", "DeliveryResult", "Target", "definition_problem"]
 
@@ -65,8 +69,8 @@ class Attempt:
             content_type=properties.content_type,
             headers=headers,
             correlation_id=properties.correlation_id,
-            routing_key=message.delivery.routing_key or "",
-            redelivered=bool(message.delivery.redelivered),
+            routing_key=message.routing_key or "",
+            redelivered=isinstance(message.delivery, Basic.Deliver) and bool(message.delivery.redelivered),
             timestamp=properties.timestamp,
             message_type=properties.message_type,
         )
@@ -86,6 +90,13 @@ def definition_problem(spec: ConsumerSpec) -> str | None:
             problem = f"filter: {exc}"
     if problem is None and auth_conflict(spec.target_url, spec.headers):
         problem = "an Authorization header cannot go with credentials in target_url"
+    if problem is None and spec.auth is not None:
+        try:
+            check_auth(spec.auth)
+        except AuthInvalid as exc:
+            problem = exc.message
+        if problem is None and (conflict := target_conflict(spec.auth, spec.target_url, spec.headers)):
+            problem = conflict[1]
     return problem
 
 
@@ -125,7 +136,14 @@ class Target:
         self._fixed = {"User-Agent": USER_AGENT}
         self._fixed.update({str(k): _header_value(v) for k, v in spec.headers.items()})
         self._fixed[protocol.HTTP_QUEUE] = queue
-        self._key = secret_bytes(spec.signing_secret) if spec.signing_secret else None
+        # While a secret is rotated, requests are signed with the new and the previous one.
+        secrets = (spec.signing_secret, spec.signing_secret_previous) if spec.signing_secret else ()
+        self._keys = tuple(secret_bytes(secret) for secret in secrets if secret)
+        until = spec.signing_secret_previous_until
+        self._previous_until = until.timestamp() if until is not None and len(self._keys) > 1 else 0.0
+        self._auth = endpoint_auth(spec.auth, timeout=spec.timeout, guard=guard)
+        #: What ``session.request(ssl=...)`` takes: the mTLS context, or True (verified as usual).
+        self.ssl: ssl.SSLContext | bool = self._auth.ssl if self._auth is not None else True
         self._timeout = aiohttp.ClientTimeout(total=spec.timeout)
         self._renderer = formats.renderer_for(spec.format, ce_source=spec.ce_source, queue=queue)
         self._blocked: str | None = None
@@ -152,12 +170,42 @@ class Target:
                 continue
             headers[protocol.forwarded_header_name(name)] = _header_value(value)[:4096]
         headers.update(rendered.headers)
-        if self._key is not None:
-            headers.update(signature_headers(self._key, attempt.message_id, now, rendered.body))
+        if self._keys:
+            keys = self._keys if now < self._previous_until else self._keys[:1]
+            headers.update(signature_headers(keys, attempt.message_id, now, rendered.body))
         return headers
 
     async def send(self, session: aiohttp.ClientSession, attempt: Attempt) -> DeliveryResult:
         """POST (or PUT) *attempt* to the endpoint once. Never raises for HTTP trouble."""
+        return await self.authorized(session, lambda credentials: self._send(session, attempt, credentials))
+
+    async def authorized(
+        self,
+        session: aiohttp.ClientSession,
+        request: Callable[[Mapping[str, str]], Awaitable[DeliveryResult]],
+    ) -> DeliveryResult:
+        """*request* made with the headers that authenticate it (the consumer's ``auth``);
+        it sends them, and :attr:`ssl` as its TLS context.
+
+        With OAuth2, a 401 drops the token the request carried, and *request* is made once
+        more with a new one. No token to be had is an ``auth`` failure, which is retried.
+        """
+        if self._auth is None:
+            return await request({})
+        started = time.perf_counter()
+        for tries_left in (1, 0):
+            try:
+                credentials = await self._auth.headers(session)
+            except AuthFailed as exc:
+                return _failed("auth", str(exc), started)
+            result = await request(credentials)
+            if result.status != 401 or not tries_left or not self._auth.reject(credentials):
+                break
+        return result
+
+    async def _send(
+        self, session: aiohttp.ClientSession, attempt: Attempt, credentials: Mapping[str, str]
+    ) -> DeliveryResult:
         started = time.perf_counter()
         if self._blocked is not None:
             return _failed("blocked", self._blocked, started)
@@ -167,7 +215,8 @@ class Target:
                 self.spec.method,
                 self._url,
                 data=rendered.body,
-                headers=self.headers(attempt, int(time.time()), rendered),
+                headers={**self.headers(attempt, int(time.time()), rendered), **credentials},
+                ssl=self.ssl,
                 allow_redirects=False,
                 timeout=self._timeout,
             ) as response:
