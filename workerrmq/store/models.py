@@ -32,6 +32,7 @@ __all__ = [
     "ConsumerHealth",
     "ConsumerStats",
     "ManagedObject",
+    "StatsSample",
     "WorkerRecord",
 ]
 
@@ -165,6 +166,20 @@ class ConsumerHealth(Base):
     notified: Mapped[str] = mapped_column(String(16))  # the health last notified
     notify_claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     version: Mapped[int] = mapped_column(Integer)  # bumped by each write: compare-and-set
+
+
+class StatsSample(Base):
+    """Every consumer's totals and every queue's figures at one moment, as one worker took
+    them (:mod:`workerrmq.store.history`). The moment is the key: a second worker that
+    takes the same one cannot write it twice."""
+
+    __tablename__ = "stats_samples"
+
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    step: Mapped[float] = mapped_column(Float)  # seconds between samples when it was taken
+    worker: Mapped[str] = mapped_column(String(64))
+    consumers: Mapped[dict[str, list[int]]] = mapped_column(JSON)  # id -> totals, as HISTORY_COUNTERS
+    queues: Mapped[dict[str, list[float]]] = mapped_column(JSON)  # name -> figures, as QUEUE_FIGURES
 
 
 class KeyCheck(Base):

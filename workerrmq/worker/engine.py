@@ -33,6 +33,7 @@ from aiormq.abc import DeliveredMessage
 
 from workerrmq import __version__, metrics
 from workerrmq.broker.control import CONTROL_EXCHANGE
+from workerrmq.broker.management import ManagementClient
 from workerrmq.core.consumer import ConsumerSpec
 from workerrmq.core.credentials import redact_url
 from workerrmq.core.status import ConsumerState, RunnerStatus
@@ -44,12 +45,14 @@ from workerrmq.store import Database
 from workerrmq.store.attempts import AttemptStore
 from workerrmq.store.consumers import ConsumerStore, StatsReport
 from workerrmq.store.crypto import Cipher
+from workerrmq.store.history import HistoryStore
 from workerrmq.store.workers import WorkerIdentity, WorkerRegistry
 from workerrmq.worker.alerts import HealthWatch, Notifier
 from workerrmq.worker.attempt_log import AttemptLog
 from workerrmq.worker.connections import ConnectionPool, Link, NoCapacity
 from workerrmq.worker.consumer import ConsumerRunner
 from workerrmq.worker.delivery import SKIP_AUTO_HEADERS, definition_problem
+from workerrmq.worker.history import HistorySampler
 from workerrmq.worker.placement import chosen_workers, share_of
 
 __all__ = ["Engine"]
@@ -79,6 +82,7 @@ class Engine:
         report_interval: float = 2.0,
         reconnect_delay: float = 1.0,
         health_interval: float = 2.0,
+        history_step: float = 10.0,
     ) -> None:
         self.settings = settings
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -113,6 +117,16 @@ class Engine:
         self._writing: asyncio.Future[None] | None = None  # the statistics write under way
         self.connected = asyncio.Event()
         self.health_port: int | None = None
+        # The dashboard's 15 minutes of statistics, one sample every *history_step* seconds.
+        management = ManagementClient(
+            settings.rabbitmq_management_url,
+            settings.vhost,
+            timeout=settings.broker_timeout,
+            ca_file=settings.rabbitmq_management_ca_file,
+        )
+        self.history = HistorySampler(
+            HistoryStore(self.db), worker_id=self.worker_id, management=management, step=history_step
+        )
         notifier = Notifier(settings.notify_url, settings.notify_secret) if settings.notify_url else None
         self.health_watch = HealthWatch(
             worker_id=self.worker_id,
@@ -161,11 +175,13 @@ class Engine:
             # The attempt log's writer: deliveries only append to its buffer.
             writer = asyncio.create_task(self.attempt_log.run()) if self.attempt_log else None
             watch = asyncio.create_task(self.health_watch.run())
+            sampler = asyncio.create_task(self.history.run())
             try:
                 await self._connect_forever()
             finally:
                 reporter.cancel()
                 watch.cancel()
+                sampler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reporter
                 if writer is not None:
@@ -174,6 +190,8 @@ class Engine:
                         await asyncio.wait_for(writer, 15)
                 with contextlib.suppress(asyncio.CancelledError):
                     await watch
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampler
                 await self._report()
                 if site is not None:
                     await site.cleanup()
