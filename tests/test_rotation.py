@@ -7,15 +7,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from typing import Any
 
 import pika
 import pytest
+from click.testing import CliRunner
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from werkzeug.serving import make_server
 
 from tests.endpoint import Received
 from tests.support import json_error, wait_for
+from workerrmq.cli import main
 from workerrmq.core.signing import new_secret, secret_bytes, signature_headers
 
 OLD = "whsec_" + "b2xkLXNlY3JldC1vbGQtc2VjcmV0LW9sZC0xMjM0NTY="
@@ -150,3 +154,33 @@ def test_rotation_needs_admin_and_an_existing_consumer(make_consumer, client, ad
         assert rotate(client, make_key(scope), consumer["id"]).status_code == 403
     assert rotate(client, admin, "no-such-consumer").status_code == 404
     assert client.post(f"/api/v1/consumers/{consumer['id']}/signing-secret/rotate").status_code == 401
+
+
+def test_cli_rotate_secret_prints_the_new_secret_once(app, admin, make_consumer, endpoint, tmp_path):
+    consumer, _ = make_consumer(endpoint.url, signing_secret=OLD)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    env = {
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": None,
+        "WORKERRMQ_CONFIG": None,
+        "WORKERRMQ_URL": f"http://127.0.0.1:{server.server_port}",
+        "WORKERRMQ_KEY": admin["Authorization"].split()[1],
+    }
+    try:
+        runner = CliRunner()
+        result = runner.invoke(
+            main, ["consumers", "rotate-secret", consumer["name"], "--grace", "60"], env=env
+        )
+        assert result.exit_code == 0, result.output
+        new = result.stdout.strip()
+        assert new.startswith("whsec_") and len(secret_bytes(new)) == 32
+        assert "also signs until" in result.stderr and new not in result.stderr
+        shown = runner.invoke(main, ["consumers", "show", consumer["name"], "--json"], env=env)
+        assert shown.exit_code == 0 and new not in shown.output and OLD not in shown.output
+        bad = runner.invoke(main, ["consumers", "rotate-secret", consumer["name"], "--grace", "-1"], env=env)
+        assert bad.exit_code != 0 and "'--grace'" in bad.output and "604800" in bad.output
+    finally:
+        server.shutdown()
+        thread.join(10)

@@ -1,4 +1,4 @@
-"""``workerrmq consumers ls|create|update|show|pause|resume|rm``."""
+"""``workerrmq consumers ls|create|update|show|rotate-secret|pause|resume|rm``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import click
 from workerrmq.client.base import ClientGroup, Context, api_command, name_values
 from workerrmq.client.http import segment
 from workerrmq.core.consumer import DEFAULTS, FIELDS
+from workerrmq.core.signing import ROTATION_GRACE, ROTATION_GRACE_MAX
 from workerrmq.core.status import ConsumerState
 
 __all__ = ["consumers"]
@@ -301,6 +302,42 @@ def consumers_update(
     if not body:
         raise click.UsageError("nothing to change: give at least one option (see --help)")
     _show(ops, ops.client.patch(_path(consumer), body), "updated")
+
+
+@api_command(consumers, "rotate-secret")
+@click.argument("consumer")
+@click.option(
+    "--grace",
+    type=click.IntRange(0, ROTATION_GRACE_MAX),
+    default=ROTATION_GRACE,
+    show_default=True,
+    metavar="SECONDS",
+    help="how long requests also carry the replaced secret's signature",
+)
+@click.option("--secret", metavar="SECRET", help="the new secret, whsec_<base64> (default: 32 random bytes)")
+def consumers_rotate_secret(ops: Context, consumer: str, grace: int, secret: str | None) -> None:
+    """Sign CONSUMER's requests with a new secret, printed (on stdout) this once.
+
+    During the grace period each request carries the new and the replaced secret's
+    signature, so receivers can switch to the new secret before the old one stops.
+
+    \b
+    Example:
+      workerrmq consumers rotate-secret orders-relay --grace 3600 > new-secret.txt
+    """
+    body: dict[str, Any] = {"grace_seconds": grace}
+    if secret is not None:
+        body["secret"] = secret
+    answer = ops.client.post(_path(consumer, "/signing-secret/rotate"), body)
+    if ops.as_json:
+        ops.print_json(answer)
+        return
+    until = answer.get("signing_previous_until")
+    ops.note(
+        f"rotated the signing secret of consumer {answer.get('name')!r}; "
+        + (f"the replaced one also signs until {until}" if until else "the replaced one no longer signs")
+    )
+    click.echo(answer["signing_secret"])
 
 
 @api_command(consumers, "pause")
