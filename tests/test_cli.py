@@ -48,7 +48,8 @@ def test_keys_db_create_list_revoke(cli_env):
 
     default = invoke(cli_env, "keys", "db", "create", "reader")  # the file exists now: no --create
     assert default.exit_code == 0, default.output
-    assert f"database: {cli_env['DATABASE_URL']}\n" in default.stderr
+    path = cli_env["DATABASE_URL"].removeprefix("sqlite:///")
+    assert f"database: {cli_env['DATABASE_URL']} ({path})\n" in default.stderr
     assert store.authenticate(default.stdout.strip()).scope == "read"
 
     for spelling in ("ls", "list"):
@@ -86,7 +87,12 @@ def test_keys_db_refuses_to_start_a_new_sqlite_file_unless_asked(cli_env, tmp_pa
     made = invoke(elsewhere, "keys", "db", "create", "ops-admin", "--scope", "admin", "--create")
     assert made.exit_code == 0, made.output
     assert (tmp_path / "var" / "workerrmq.sqlite3").exists()
-    assert "database: sqlite:///var/workerrmq.sqlite3 (new file" in made.stderr
+    assert (
+        f"database: sqlite:///var/workerrmq.sqlite3 (new file {tmp_path}/var/workerrmq.sqlite3)"
+        in made.stderr
+    )
+    listed = invoke(elsewhere, "keys", "db", "ls")  # the relative path, resolved where it ran
+    assert f"database: sqlite:///var/workerrmq.sqlite3 ({tmp_path}/var/workerrmq.sqlite3)" in listed.stderr
 
 
 def test_keys_db_names_a_postgres_database_without_its_password(cli_env, postgres_url):

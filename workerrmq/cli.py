@@ -171,21 +171,23 @@ def _key_store(create: bool = False) -> tuple[KeyStore, Database]:
 
     settings = load_settings()
     url = settings.database_url
-    new_file = _missing_sqlite_file(url)
-    if new_file is not None and not create:
+    file = _sqlite_file(url)
+    new = file is not None and not file.exists()
+    if new and not create:
         raise click.ClickException(
-            f"no database at {new_file} (DATABASE_URL={redact_url(url)}); the API you mean may use "
+            f"no database at {file} (DATABASE_URL={redact_url(url)}); the API you mean may use "
             "another DATABASE_URL (set it, or run this where its .env is), or give --create to start "
             "a new one"
         )
-    click.echo(f"database: {redact_url(url)}" + (f" (new file {new_file})" if new_file else ""), err=True)
+    where = f" ({'new file ' if new else ''}{file})" if file is not None else ""
+    click.echo(f"database: {redact_url(url)}{where}", err=True)
     db = Database(url)
     db.migrate()
     return KeyStore(db), db
 
 
-def _missing_sqlite_file(url: str) -> Path | None:
-    """The absolute path of the SQLite file *url* names, when that file does not exist yet."""
+def _sqlite_file(url: str) -> Path | None:
+    """The absolute path of the SQLite file *url* names (None for another database)."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -195,8 +197,7 @@ def _missing_sqlite_file(url: str) -> Path | None:
         raise click.ClickException(f"configuration: DATABASE_URL {redact_url(url)!r} is not a URL") from None
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
-    path = Path(parsed.database).absolute()
-    return None if path.exists() else path
+    return Path(parsed.database).absolute()
 
 
 _CREATE = click.option(
