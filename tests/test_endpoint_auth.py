@@ -27,6 +27,7 @@ from tests.endpoint import Endpoint, Received
 from tests.support import json_error, wait_for
 from workerrmq.api import create_app
 from workerrmq.core.endpoint_auth import AuthInvalid, check_auth
+from workerrmq.core.policy import Verdict, classify
 from workerrmq.worker.auth import AuthFailed, OAuth2ClientCredentials, client_tls, endpoint_auth
 
 SECRET = "s3cr3t-client-Secret/+="
@@ -591,3 +592,8 @@ def test_api_refuses_mtls_to_a_plain_http_target(make_queue, client, admin, ca, 
         headers=admin,
     )
     assert "https" in json_error(response, 400, field="target_url")["message"]
+
+
+def test_an_auth_failure_is_retried_whatever_retry_on_lists():
+    assert classify(None, "auth", ()) is Verdict.RETRY  # the endpoint never saw the message
+    assert classify(None, "connection", ()) is Verdict.DEAD_LETTER
