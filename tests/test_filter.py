@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from workerrmq.core.filter import (
     MAX_EXPRESSION,
     MAX_JSON_BODY,
+    PROPERTIES,
     FilterError,
     FilterEvalError,
     compile_filter,
@@ -139,3 +140,21 @@ def test_compile_of_deep_nesting_is_refused_not_hung() -> None:
     for expression in ("(" * 2000 + "1" + ")" * 2000, "!" * MAX_EXPRESSION, "[" * 2000 + "]" * 2000):
         with pytest.raises(FilterError):
             compile_filter(expression)
+
+
+@pytest.mark.parametrize(
+    ("expression", "built"),
+    [
+        ('properties.content_type == "application/json"', ("content_type",)),
+        ('has(properties.reply_to) || properties["type"] == "x"', ("reply_to", "type")),
+        ('"priority" in properties', PROPERTIES),  # the map as a whole: every property
+        ('routing_key == "a"', ()),  # not read at all
+    ],
+)
+def test_only_the_properties_read_by_name_are_built(expression: str, built: tuple[str, ...]) -> None:
+    assert set(compile_filter(expression).properties) == set(built)
+
+
+def test_an_absent_property_read_by_name_is_null() -> None:
+    assert matches("properties.reply_to == null && properties.priority == 3")
+    assert matches('!("reply_to" in properties) || properties.reply_to == null')

@@ -106,6 +106,9 @@ class CompiledFilter:
     _program: Any = dataclasses.field(repr=False)
     #: The variables the expression names: only those are built for each message.
     uses: frozenset[str] = frozenset(VARIABLES)
+    #: The properties the expression reads (all when it uses ``properties`` otherwise than by
+    #: name): only those go into the map, since the library converts each entry at some cost.
+    properties: tuple[str, ...] = PROPERTIES
 
     def matches(
         self,
@@ -124,7 +127,7 @@ class CompiledFilter:
             context["headers"] = _cel_value(dict(headers or {}))
         if "properties" in uses:
             given = properties or {}
-            context["properties"] = {name: _cel_value(given.get(name)) for name in PROPERTIES}
+            context["properties"] = {name: _cel_value(given.get(name)) for name in self.properties}
         if "body" in uses:
             context["body"] = decode_body(body)
         try:
@@ -174,7 +177,12 @@ def compile_filter(expression: str) -> CompiledFilter:
             line=line,
             column=column,
         )
-    return CompiledFilter(expression, program, frozenset(names & set(VARIABLES)))
+    read = (
+        tuple(name for name in PROPERTIES if name in scan.properties)
+        if scan.properties is not None
+        else PROPERTIES
+    )
+    return CompiledFilter(expression, program, frozenset(names & set(VARIABLES)), read)
 
 
 def decode_body(body: bytes) -> Any:
@@ -242,11 +250,14 @@ _TOKEN = re.compile(
 @dataclasses.dataclass
 class _Scan:
     """What the tokens show: the names comprehensions bind, where each other name is
-    first used (not after a ``.``), and where a comprehension opens inside another."""
+    first used (not after a ``.``), where a comprehension opens inside another, and which
+    properties are read by name (``properties.type``, ``properties["type"]``; None when
+    ``properties`` is used any other way)."""
 
     bound: set[str]
     first: dict[str, int]
     nested: int | None
+    properties: set[str] | None
 
     @classmethod
     def of(cls, expression: str) -> _Scan:
@@ -254,9 +265,13 @@ class _Scan:
         bound: set[str] = set()
         first: dict[str, int] = {}
         nested: int | None = None
+        properties: set[str] | None = set()
         stack: list[bool] = []  # per open "(": does it open a comprehension's arguments?
         for i, (kind, text, offset) in enumerate(tokens):
             after_dot = i > 0 and tokens[i - 1][1] == "."
+            if kind == "ident" and not after_dot and text == "properties" and properties is not None:
+                named = _property_named(tokens, i + 1)
+                properties = None if named is None else properties | {named}
             if kind == "ident" and not after_dot:
                 first.setdefault(text, offset)
             if text == "(":
@@ -269,7 +284,7 @@ class _Scan:
                 stack.append(macro)
             elif text == ")" and stack:
                 stack.pop()
-        return cls(bound, first, nested)
+        return cls(bound, first, nested, properties)
 
 
 def _tokens(expression: str) -> Iterator[tuple[str, str, int]]:
@@ -287,3 +302,21 @@ def _bound_names(tokens: list[tuple[str, str, int]], start: int) -> list[str]:
         names.append(tokens[i][1])
         i += 2
     return names
+
+
+def _property_named(tokens: list[tuple[str, str, int]], start: int) -> str | None:
+    """The name in ``properties.<name>`` or ``properties["<name>"]`` whose ``properties``
+    ends before *start*, or None when the map is used otherwise."""
+    following = [text for _, text, _ in tokens[start : start + 3]]
+    if len(following) >= 2 and following[0] == "." and tokens[start + 1][0] == "ident":
+        return following[1]
+    if (
+        len(following) == 3
+        and following[0] == "["
+        and following[2] == "]"
+        and tokens[start + 1][0] == "string"
+    ):
+        literal = following[1]
+        if literal[:1] in "\"'" and literal[-1:] == literal[:1] and len(literal) >= 2 and "\\" not in literal:
+            return literal[1:-1]
+    return None
