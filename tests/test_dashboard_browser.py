@@ -259,6 +259,8 @@ def test_script_keeps_the_key_out_of_durable_storage_and_html() -> None:
 @pytest.mark.timeout(240)
 def test_dashboard_end_to_end(
     browser_page,
+    open_page,
+    live_server,
     app,
     settings,
     start_engine,
@@ -270,7 +272,7 @@ def test_dashboard_end_to_end(
     from playwright.sync_api import expect
 
     page = browser_page
-    start_engine(settings)
+    start_engine(settings, history_step=1.0)  # the charts' history: a sample each second
     token = _token(admin)
     queue = queue_name("dash")
     status = page.get_by_role("status")
@@ -384,6 +386,26 @@ def test_dashboard_end_to_end(
     expect(charts.locator('[data-chart="throughput"] .figures')).to_contain_text(
         re.compile(r"[12] delivered")
     )
+
+    # A page opened now draws them at once, from the workers' samples (GET
+    # /api/v1/stats/history): its own samples alone would count none of the deliveries above.
+    fresh = open_page(live_server)
+    _sign_in(fresh, token)
+    expect(fresh.locator("#charts")).to_have_attribute("data-history-samples", re.compile(r"^[1-9]\d*$"))
+    expect(fresh.locator("#charts-note")).to_contain_text(
+        "sampled by the workers every 1 s, then by this page"
+    )
+    fresh_card = (
+        fresh.get_by_role("list", name="Consumer charts")
+        .get_by_role("listitem")
+        .filter(has=fresh.get_by_role("heading", name=f"Consumer {queue}", exact=True))
+    )
+    expect(fresh_card.locator('[data-chart="throughput"] .figures')).to_contain_text(
+        re.compile(r"in the window [12] delivered, [12] failed attempts")
+    )
+    fresh_line = fresh_card.locator('[data-chart="throughput"] path[data-series="delivered"]')
+    expect(fresh_line).to_have_attribute("d", re.compile(r"^M[\d.]+ [\d.]+ L"))
+    fresh.close()
 
     # The key is in this tab's session storage only: not in local storage, not in a cookie.
     assert page.evaluate("k => sessionStorage.getItem(k)", KEY_STORAGE) == token

@@ -25,6 +25,10 @@
   const CHART_WINDOW_MS = 15 * 60 * 1000;
   const consumerSamples = new Map(); // consumer id -> [{t, delivered, failed}]
   const queueSamples = new Map(); // queue name -> [{t, publish, deliver, ready}]
+  // The workers' samples of the last 15 minutes (GET /api/v1/stats/history), read once per sign-in
+  // so the charts are full on load; the page's own samples follow them.
+  let historyAsked = false;
+  let historyStep = null; // seconds between the workers' samples; null: no history read
   let consumerSchema = null; // components.schemas.ConsumerUpdate of /openapi.json
 
   // -- the API -------------------------------------------------------------------------------
@@ -260,6 +264,8 @@
     $("dead-letters").hidden = true;
     consumerSamples.clear();
     queueSamples.clear();
+    historyAsked = false;
+    historyStep = null;
     $("consumer-charts").replaceChildren();
     $("queue-charts").replaceChildren();
     for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
@@ -301,18 +307,23 @@
   async function refreshAll() {
     const filter = $("queue-filter").value.trim();
     const queuePath = "/api/v1/queues?page_size=500" + (filter ? "&name=" + enc(filter) : "");
-    const [queues, consumers, connections, workers] = await Promise.allSettled([
+    const askHistory = !historyAsked;
+    historyAsked = true;
+    const [queues, consumers, connections, workers, history] = await Promise.allSettled([
       api("GET", queuePath),
       api("GET", "/api/v1/consumers?page_size=500"),
       api("GET", "/api/v1/connections"),
       workersApi === false ? Promise.resolve(null) : api("GET", "/api/v1/workers"),
+      askHistory ? api("GET", "/api/v1/stats/history?minutes=15") : Promise.resolve(null),
     ]);
-    const results = [queues, consumers, connections, workers];
+    const results = [queues, consumers, connections, workers, history];
     const refused = results.find((r) => r.status === "rejected" && r.reason.status === 401);
     if (refused) {
       signOut("Signed out: the API refused the key (" + refused.reason.message + ").");
       return;
     }
+    // Without the history (an older API, or an error) the charts start from this page's samples.
+    if (history.status === "fulfilled" && history.value) applyHistory(history.value);
 
     const queueList = queues.status === "fulfilled" ? queues.value : null;
     sectionError("queues", queues);
@@ -891,6 +902,7 @@
   // -- charts ------------------------------------------------------------------------------------------
 
   const MAX_CHARTS = 12;
+  const SAMPLE_GAP_S = 60; // more than this between two samples: a gap in the line, not a rate
 
   function keepWindow(list, now) {
     while (list.length && list[0].t < now - CHART_WINDOW_MS) list.shift();
@@ -917,8 +929,36 @@
     }
   }
 
+  /** Put the workers' samples (GET /api/v1/stats/history) before the page's own. Their times
+   *  are the server's clock, in seconds. */
+  function applyHistory(history) {
+    const columns = history.columns || {};
+    const at = (list, name) => (list || []).indexOf(name);
+    const merge = (samples, key, past) => {
+      const own = samples.get(key) || [];
+      const firstOwn = own.length ? own[0].t : Infinity;
+      samples.set(key, past.filter((s) => s.t < firstOwn).concat(own));
+    };
+    const [delivered, failed] = ["delivered", "failed"].map((n) => at(columns.consumers, n));
+    let count = 0;
+    for (const [id, series] of Object.entries(history.consumers || {})) {
+      const points = series.points || [];
+      count = Math.max(count, points.length);
+      merge(consumerSamples, id, points.map((p) => ({ t: p[0] * 1000, delivered: p[delivered], failed: p[failed] })));
+    }
+    const [ready, publish, deliver] = ["messages_ready", "publish_rate", "deliver_rate"]
+      .map((n) => at(columns.queues, n));
+    for (const [name, series] of Object.entries(history.queues || {})) {
+      const points = series.points || [];
+      count = Math.max(count, points.length);
+      merge(queueSamples, name, points.map((p) => ({ t: p[0] * 1000, publish: p[publish], deliver: p[deliver], ready: p[ready] })));
+    }
+    historyStep = typeof history.step === "number" ? history.step : null;
+    $("charts").dataset.historySamples = String(count);
+  }
+
   /** Per-second rates between consecutive samples of the counters; a counter that went down
-   *  (a worker restarted) gives no point. */
+   *  (a worker restarted), or samples too far apart (no worker sampled meanwhile), give no point. */
   function consumerRates(samples) {
     const delivered = [];
     const failed = [];
@@ -929,7 +969,7 @@
       const seconds = (b.t - a.t) / 1000;
       const d = b.delivered - a.delivered;
       const f = b.failed - a.failed;
-      if (seconds <= 0 || d < 0 || f < 0) {
+      if (seconds <= 0 || seconds > SAMPLE_GAP_S || d < 0 || f < 0) {
         delivered.push([b.t, null]);
         failed.push([b.t, null]);
         errorRate.push([b.t, null]);
@@ -977,7 +1017,10 @@
     const now = Date.now();
     const first = consumerSamples.size ? Math.min(...Array.from(consumerSamples.values(), (l) => (l[0] || { t: now }).t)) : now;
     const minutes = Math.min(15, Math.floor((now - first) / 60000));
-    setText($("charts-note"), "sampled by this page every " + REFRESH_MS / 1000 + " s while it is open" +
+    const sampled = historyStep
+      ? "sampled by the workers every " + historyStep + " s, then by this page every " + REFRESH_MS / 1000 + " s"
+      : "sampled by this page every " + REFRESH_MS / 1000 + " s while it is open";
+    setText($("charts-note"), sampled +
       (minutes < 15 ? " (" + (minutes ? minutes + " min so far" : "since less than a minute") + ")" : ""));
 
     const consumerBox = $("consumer-charts");
