@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -48,6 +49,7 @@ _REQUIRED = ("id", "source", "type")
 _NOT_FROM_HEADERS = frozenset({"specversion", "data", "data_base64"})
 #: Characters a binary-mode header value keeps as they are: printable ASCII but space, '"' and '%'.
 _HEADER_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
+_HEADER_UNSAFE = re.compile(r'[^\x21-\x7e]|["%]')
 _JSON_TYPE = re.compile(r"^(application|text)/([a-z0-9!#$&^_.+-]+\+)?json\s*(;.*)?$", re.IGNORECASE)
 
 
@@ -131,6 +133,7 @@ class _Binary(_CloudEvents):
     def __init__(self, source: str) -> None:
         super().__init__(source)
         self._fixed = {"ce-specversion": "1.0"}
+        self._source = _header_text(source)
 
     def render(self, message: _Message) -> Rendered:
         headers = self._fixed.copy()
@@ -138,8 +141,10 @@ class _Binary(_CloudEvents):
         for name, value in self.attributes(message).items():
             if name == "datacontenttype":
                 content_type = _text(value)  # binary mode: the attribute is the Content-Type
+            elif name == "source" and value is self.source:
+                headers["ce-source"] = self._source
             elif name != "specversion":
-                headers[f"ce-{name}"] = quote(_text(value), safe=_HEADER_SAFE)
+                headers[f"ce-{name}"] = _header_text(_text(value))
         headers.update(trace_headers(message.headers))
         return Rendered(message.body, content_type or _OCTETS, headers)
 
@@ -186,6 +191,7 @@ def trace_headers(headers: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
+@functools.lru_cache(maxsize=1024)  # a publisher's header names repeat message after message
 def _ce_attribute(header: str) -> str | None:
     """The CloudEvents attribute AMQP header *header* carries, or None."""
     lowered = header.lower()
@@ -194,6 +200,11 @@ def _ce_attribute(header: str) -> str | None:
             name = lowered[len(prefix) :]
             return name if _ATTRIBUTE_NAME.fullmatch(name) else None
     return None
+
+
+def _header_text(value: str) -> str:
+    """*value* as a binary-mode header value: percent-encoded where the binding says."""
+    return quote(value, safe=_HEADER_SAFE) if _HEADER_UNSAFE.search(value) else value
 
 
 def _default_type(message: _Message) -> str:
