@@ -158,3 +158,39 @@ def test_only_the_properties_read_by_name_are_built(expression: str, built: tupl
 def test_an_absent_property_read_by_name_is_null() -> None:
     assert matches("properties.reply_to == null && properties.priority == 3")
     assert matches('!("reply_to" in properties) || properties.reply_to == null')
+
+
+# The library has no cost limit and holds the GIL while it evaluates, on the worker's event
+# loop: an expression whose cost grows faster than the message is refused when it is saved.
+# Each of these ran for more than 30 s on a message of at most 1 MiB before (map() over 3,000
+# items took 1 s; filter(x, x in body) over 150,000 never ended).
+@pytest.mark.parametrize(
+    ("expression", "column", "why"),
+    [
+        ("body.items.map(i, i.sku).size() > 0", 12, "map() is not allowed"),
+        ('size(body.items.filter(i, i.sku == "a")) > 1', 17, "filter() is not allowed"),
+        ("body.items.all(i, i in body.items)", 24, "body inside a comprehension"),
+        ('body.items.exists(i, headers.x == "a")', 22, "headers inside a comprehension"),
+        (" || ".join(["body.l.size() < 0"] * 33), 1 + 32 * 21, "more than 32 mentions"),
+        (" && ".join(["[1].all(x, x > 0)"] * 5), 4 * 21 + 5, "more than 4 comprehensions"),
+        ("size(" + " + ".join(["body.s"] * 18) + ") > 0", 5 + 16 * 9 + 8, "more than 16 '+'"),
+    ],
+)
+def test_an_expression_whose_cost_grows_faster_than_the_message_is_refused(
+    expression: str, column: int, why: str
+) -> None:
+    with pytest.raises(FilterError) as caught:
+        compile_filter(expression)
+    assert (caught.value.line, caught.value.column) == (1, column), str(caught.value)
+    assert why in str(caught.value)
+
+
+def test_the_cost_rules_leave_ordinary_expressions_alone() -> None:
+    items = b'{"items": [{"sku": "a", "n": 2}, {"sku": "b", "n": 1}], "total": 3}'
+    for expression in (
+        'body.items.exists(i, i.sku == "b" && i.n + 1 > 1) && body.total == 3',
+        'body.items.all(i, i.n > 0) && body.items.exists_one(i, i.sku == "a") && routing_key != ""',
+        " || ".join(["body.total == 3"] * 32),
+        "body.total + 1 + 1 == 5",
+    ):
+        assert matches(expression, body=items), expression
