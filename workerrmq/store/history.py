@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 
+import orjson
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -75,8 +76,8 @@ class HistoryStore:
                         at=sample.at,
                         step=sample.step,
                         worker=worker,
-                        consumers=dict(sample.consumers),
-                        queues=dict(sample.queues),
+                        consumers=orjson.dumps(dict(sample.consumers)).decode(),
+                        queues=orjson.dumps(dict(sample.queues)).decode(),
                     )
                 )
                 session.flush()
@@ -91,7 +92,9 @@ class HistoryStore:
             rows = session.scalars(
                 select(StatsSample).where(StatsSample.at >= moment).order_by(StatsSample.at)
             )
-            return [Sample(as_utc(r.at), r.step, r.consumers, r.queues) for r in rows]
+            return [
+                Sample(as_utc(r.at), r.step, orjson.loads(r.consumers), orjson.loads(r.queues)) for r in rows
+            ]
 
     def consumer_names(self) -> dict[str, str]:
         """Every defined consumer's name by id (deleted ones are not charted)."""

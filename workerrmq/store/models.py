@@ -178,8 +178,9 @@ class StatsSample(Base):
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     step: Mapped[float] = mapped_column(Float)  # seconds between samples when it was taken
     worker: Mapped[str] = mapped_column(String(64))
-    consumers: Mapped[dict[str, list[int]]] = mapped_column(JSON)  # id -> totals, as HISTORY_COUNTERS
-    queues: Mapped[dict[str, list[float]]] = mapped_column(JSON)  # name -> figures, as QUEUE_FIGURES
+    # JSON text, read with orjson (several times faster than the JSON type's decoder here):
+    consumers: Mapped[str] = mapped_column(Text)  # {id: totals, as HISTORY_COUNTERS}
+    queues: Mapped[str] = mapped_column(Text)  # {name: figures, as QUEUE_FIGURES}
 
 
 class KeyCheck(Base):

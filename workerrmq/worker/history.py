@@ -68,6 +68,8 @@ class HistorySampler:
                 await asyncio.to_thread(self.sample)
             except WorkerRMQError as exc:
                 log.debug("statistics history: no sample (%s)", exc.message)
+            except Exception:  # noqa: BLE001 - the history is not worth stopping the worker for
+                log.exception("statistics history: no sample")
 
     def sample(self) -> bool:
         """Take the current moment unless another worker has; True if this one stored it."""

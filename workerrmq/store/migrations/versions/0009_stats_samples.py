@@ -20,8 +20,8 @@ def upgrade() -> None:
         sa.Column("at", sa.DateTime(timezone=True), primary_key=True),
         sa.Column("step", sa.Float, nullable=False),
         sa.Column("worker", sa.String(64), nullable=False),
-        sa.Column("consumers", sa.JSON, nullable=False),
-        sa.Column("queues", sa.JSON, nullable=False),
+        sa.Column("consumers", sa.Text, nullable=False),
+        sa.Column("queues", sa.Text, nullable=False),
     )
 
 
