@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiohttp
 import orjson
@@ -20,8 +20,8 @@ from pamqp.commands import Basic
 
 from workerrmq import __version__
 from workerrmq.core import protocol
-from workerrmq.core.consumer import ConsumerSpec
-from workerrmq.core.credentials import auth_conflict
+from workerrmq.core.consumer import AUTH_SECRETS, ConsumerSpec
+from workerrmq.core.credentials import PLACEHOLDER, auth_conflict, looks_secret, secret_headers
 from workerrmq.core.endpoint_auth import AuthInvalid, check_auth, target_conflict
 from workerrmq.core.filter import FilterError, compile_filter
 from workerrmq.core.headers import first_refused
@@ -142,6 +142,7 @@ class Target:
         until = spec.signing_secret_previous_until
         self._previous_until = until.timestamp() if until is not None and len(self._keys) > 1 else 0.0
         self._auth = endpoint_auth(spec.auth, timeout=spec.timeout, guard=guard)
+        self._secrets = _secrets_of(spec)
         #: What ``session.request(ssl=...)`` takes: the mTLS context, or True (verified as usual).
         self.ssl: ssl.SSLContext | bool = self._auth.ssl if self._auth is not None else True
         self._timeout = aiohttp.ClientTimeout(total=spec.timeout)
@@ -226,6 +227,7 @@ class Target:
                         return await _with_answer(response, started)
                     return DeliveryResult(status, None, "", None, time.perf_counter() - started)
                 detail = (await response.content.read(_ERROR_TEXT_MAX)).decode("utf-8", "replace")
+                detail = _redacted(detail, self._secrets, credentials)
                 return DeliveryResult(
                     status=status,
                     error=f"HTTP {status}" if status >= 300 else None,
@@ -272,6 +274,31 @@ async def _with_answer(response: aiohttp.ClientResponse, started: float) -> Deli
 def _too_large(status: int, size: int | None) -> str:
     told = f"{size} bytes" if size is not None else "more"
     return f"HTTP {status} with an answer of {told}; a reply takes at most {REPLY_MAX} bytes"
+
+
+def _secrets_of(spec: ConsumerSpec) -> tuple[str, ...]:
+    """The credentials a request to *spec*'s endpoint carries, as an answer could echo them:
+    ``auth``'s secrets, the credential headers and the target URL's password and secret
+    query values."""
+    found: list[str] = [str(v) for k, v in (spec.auth or {}).items() if k in AUTH_SECRETS and v]
+    found += [_header_value(v) for v in secret_headers(spec.headers).values()]
+    parts = urlsplit(spec.target_url)
+    found += [unquote(v) for v in (parts.password, parts.username if parts.password is None else None) if v]
+    found += [v for k, v in parse_qsl(parts.query) if v and looks_secret(k)]
+    return tuple(found)
+
+
+def _redacted(text: str, secrets: tuple[str, ...], credentials: Mapping[str, str]) -> str:
+    """*text* (an endpoint's error answer, kept in the attempt log and ``last_error``) with
+    every credential the request carried replaced by ``***``: a gateway or a debugging
+    endpoint that echoes the request's headers must not publish them to every reader of
+    the consumer's errors."""
+    for secret in (*secrets, *credentials.values()):
+        # The whole header value, then its token alone ("Bearer <token>", "Basic <b64>").
+        for form in (secret, secret.rpartition(" ")[2]):
+            if len(form) >= 4 and form in text:
+                text = text.replace(form, PLACEHOLDER)
+    return text
 
 
 def _failed(error: str, detail: str, started: float) -> DeliveryResult:

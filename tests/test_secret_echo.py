@@ -1,0 +1,105 @@
+"""An endpoint that echoes the request it got (a gateway's error page, a debugging endpoint)
+must not put the consumer's credentials into its error text: that text is kept as the
+attempt log's ``response`` and the consumer's ``last_error``, shown to every reader.
+
+Real parts: a local HTTP endpoint (tests/endpoint.py) that answers with the request's
+headers and line, and the worker's :class:`Target` sending to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import json
+
+import aiohttp
+import pytest
+
+from tests.endpoint import Endpoint, Received
+from workerrmq.core.consumer import ConsumerSpec
+from workerrmq.worker.delivery import Attempt, Target
+
+TOKEN = "tok-3b1f9c2e7d"
+PASSWORD = "pw-8e2a71c4"
+CLIENT_SECRET = "cs-5d0b6a91f3"
+ACCESS_TOKEN = "at-19c7e0d24b"
+API_KEY = "key-4f1e8a7c"
+URL_PASSWORD = "up-6c3d2b19"
+QUERY_TOKEN = "qt-2e9f4a61"
+
+
+def echo(received: Received) -> tuple[int, dict[str, str], bytes]:
+    if received.path == "/token":
+        answer = {"access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 3600}
+        return 200, {"Content-Type": "application/json"}, json.dumps(answer).encode()
+    # What a debugging endpoint answers: everything it was sent (the query arrives in the path
+    # here only as the endpoint saw it, so the test appends the secret query value too).
+    seen = {"headers": received.headers, "query": QUERY_TOKEN}
+    return 401, {"Content-Type": "application/json"}, json.dumps(seen).encode()
+
+
+def attempt() -> Attempt:
+    return Attempt(
+        message_id="m-1",
+        number=1,
+        body=b"{}",
+        content_type="application/json",
+        headers={},
+        correlation_id=None,
+        routing_key="rk",
+        redelivered=False,
+        timestamp=dt.datetime(2026, 1, 1),
+    )
+
+
+def send(url: str, **fields) -> str:
+    spec = ConsumerSpec(id="c1", name="c1", queue="q", target_url=url, **fields)
+
+    async def go() -> str:
+        async with aiohttp.ClientSession() as session:
+            result = await Target(spec, "q").send(session, attempt())
+        assert result.status == 401
+        return result.detail
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    ("fields", "secrets"),
+    [
+        ({"auth": {"type": "bearer", "token": TOKEN}}, [TOKEN]),
+        (
+            {"auth": {"type": "basic", "username": "u", "password": PASSWORD}},
+            [PASSWORD, base64.b64encode(f"u:{PASSWORD}".encode()).decode()],
+        ),
+        (
+            {
+                "auth": {
+                    "type": "oauth2",
+                    "token_url": "TOKEN_URL",
+                    "client_id": "c",
+                    "client_secret": CLIENT_SECRET,
+                }
+            },
+            [CLIENT_SECRET, ACCESS_TOKEN],
+        ),
+        ({"headers": {"X-Api-Key": API_KEY}}, [API_KEY]),
+        ({"url_password": True}, [URL_PASSWORD, QUERY_TOKEN]),
+    ],
+)
+def test_an_echoed_request_keeps_no_credential_in_the_error_text(fields: dict, secrets: list[str]) -> None:
+    with Endpoint() as endpoint:
+        endpoint.respond = echo
+        url = endpoint.url
+        if fields.pop("url_password", False):
+            url = f"http://user:{URL_PASSWORD}@127.0.0.1:{endpoint.port}/hook?token={QUERY_TOKEN}"
+        auth = fields.get("auth")
+        if auth and auth.get("token_url") == "TOKEN_URL":
+            auth["token_url"] = f"http://127.0.0.1:{endpoint.port}/token"
+        detail = send(url, **fields)
+    assert "***" in detail
+    for secret in secrets:
+        assert secret not in detail
+    # Everything else the endpoint said is kept.
+    assert "X-WorkerRMQ-Message-Id" in detail
