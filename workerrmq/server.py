@@ -10,17 +10,23 @@ takes over :data:`HEADER_TIMEOUT` for its headers or :data:`BODY_TIMEOUT` for it
 408 and is disconnected; a body over ``MAX_REQUEST_BYTES`` gets 413, chunked or not, before
 the app sees it. Errors Gunicorn answers itself (a request line or headers over its limits,
 a malformed request) are JSON in the API's error shape.
+
+Plain publish requests take no thread at all: :class:`~workerrmq.api.native.PublishLane`
+answers them on the event loop, which is also the loop the process publishes from
+(``Publisher.serve_on``); every other request, and any publish request the lane leaves,
+runs in Flask on a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import IO, Any
@@ -65,17 +71,30 @@ class _BodyTooLarge(Exception):
     pass
 
 
+#: Serves a request on the event loop, given its scope, its whole body and ``send``; False
+#: (nothing sent) leaves it to the WSGI app.
+NativeHandler = Callable[[dict[str, Any], bytes, Callable[..., Any]], Awaitable[bool]]
+
+
 class BufferedWSGI:
     """An ASGI app that serves a WSGI *app*: it reads the whole body on the event loop
     (at most *max_body* bytes within *body_timeout* seconds), then runs *app* on one of
-    *threads* threads, and sends its response."""
+    *threads* threads, and sends its response. A request with a body held in memory is
+    first offered to *native*, which may answer it on the loop instead."""
 
     def __init__(
-        self, app: Callable[..., Any], *, threads: int, max_body: int | None, body_timeout: float
+        self,
+        app: Callable[..., Any],
+        *,
+        threads: int,
+        max_body: int | None,
+        body_timeout: float,
+        native: NativeHandler | None = None,
     ) -> None:
         self.app = app
         self.max_body = max_body
         self.body_timeout = body_timeout
+        self.native = native
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="api")
 
     async def __call__(
@@ -87,7 +106,8 @@ class BufferedWSGI:
         if scope["type"] != "http":
             return
         try:
-            body = await asyncio.wait_for(self._read_body(scope, receive), self.body_timeout)
+            async with asyncio.timeout(self.body_timeout):
+                body = await self._read_body(scope, receive)
         except _BodyTooLarge:
             await _send_error(send, 413, "request body is too large")
             return
@@ -96,6 +116,10 @@ class BufferedWSGI:
             return
         if body is None:  # the client went away
             return
+        if isinstance(body, bytes):
+            if self.native is not None and await self.native(scope, body, send):
+                return
+            body = io.BytesIO(body)
         with body:
             environ = _environ(scope, body)
             loop = asyncio.get_running_loop()
@@ -103,26 +127,42 @@ class BufferedWSGI:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
-    async def _read_body(self, scope: dict[str, Any], receive: Callable[..., Any]) -> IO[bytes] | None:
+    async def _read_body(
+        self, scope: dict[str, Any], receive: Callable[..., Any]
+    ) -> bytes | IO[bytes] | None:
+        """The whole body: bytes up to :data:`BODY_IN_MEMORY`, a temporary file beyond;
+        None if the client went away."""
         declared = dict(scope["headers"]).get(b"content-length")
         if self.max_body is not None and declared is not None and int(declared) > self.max_body:
             raise _BodyTooLarge
-        spool = tempfile.SpooledTemporaryFile(max_size=BODY_IN_MEMORY)  # noqa: SIM115 (returned)
+        chunks: list[bytes] = []
+        spool: IO[bytes] | None = None
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if self.max_body is not None and size > self.max_body:
+                    raise _BodyTooLarge
+                if spool is None and size > BODY_IN_MEMORY:
+                    spool = tempfile.TemporaryFile()  # noqa: SIM115 (returned)
+                    spool.writelines(chunks)
+                if spool is not None:
+                    spool.write(chunk)
+                else:
+                    chunks.append(chunk)
+                if not message.get("more_body"):
+                    if spool is None:
+                        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                    spool.seek(0)
+                    body, spool = spool, None
+                    return body
+        finally:
+            if spool is not None:  # not returned: the client went, or sent too much
                 spool.close()
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if self.max_body is not None and size > self.max_body:
-                spool.close()
-                raise _BodyTooLarge
-            spool.write(chunk)
-            if not message.get("more_body"):
-                spool.seek(0)
-                return spool
 
     def _call(self, environ: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """Run the WSGI app (on a pool thread); its whole response."""
@@ -268,7 +308,23 @@ class ApiWorker(gasgi.ASGIWorker):
         super().load_wsgi()
         app = self.asgi
         limit = getattr(app, "config", {}).get("MAX_CONTENT_LENGTH")
-        self.asgi = BufferedWSGI(app, threads=self.cfg.threads, max_body=limit, body_timeout=BODY_TIMEOUT)
+        self.asgi = BufferedWSGI(
+            app,
+            threads=self.cfg.threads,
+            max_body=limit,
+            body_timeout=BODY_TIMEOUT,
+            native=_publish_lane(app, self.loop),
+        )
+
+
+def _publish_lane(app: Any, loop: asyncio.AbstractEventLoop) -> NativeHandler | None:
+    """WorkerRMQ's publish lane for *app*, publishing from *loop*; None for another app."""
+    if "workerrmq" not in getattr(app, "extensions", {}):
+        return None
+    from workerrmq.api.native import PublishLane
+
+    app.extensions["workerrmq"].publisher.serve_on(loop)
+    return PublishLane(app).serve
 
 
 class _GunicornLog(GunicornLogger):

@@ -9,8 +9,9 @@ from flask import Flask, g, request
 from flask.wrappers import Response
 from flask_smorest import Api
 
-from workerrmq import __version__, metrics
+from workerrmq import __version__
 from workerrmq.api import (
+    access,
     attempts,
     connections,
     consumers,
@@ -42,7 +43,6 @@ class _Api(Api):
 
 
 log = logging.getLogger("workerrmq.api")
-access_log = logging.getLogger("workerrmq.access")
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -102,24 +102,7 @@ def _start_timer() -> None:
 
 def _log_request(response: Response) -> Response:
     elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-    elapsed_ms = elapsed * 1000
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-    metrics.HTTP_DURATION.labels(request.method, route).observe(elapsed)
-    key = g.get("key")
-    access_log.info(
-        "%s %s %s %.1fms key=%s",
-        request.method,
-        request.path,
-        response.status_code,
-        elapsed_ms,
-        key.name if key else "-",
-        extra={
-            "method": request.method,
-            "path": request.path,
-            "status": response.status_code,
-            "duration_ms": round(elapsed_ms, 2),
-            "key_name": key.name if key else None,
-        },
-    )
+    key_name = key.name if (key := g.get("key")) else None
+    access.record(request.method, request.path, route, response.status_code, elapsed, key_name)
     return response

@@ -17,13 +17,19 @@ from workerrmq.api.services import services
 blp = Blueprint("messages", __name__, url_prefix="/api/v1", description="Publishing")
 
 
+def answer(results: list[dict[str, Any]], batch: bool) -> tuple[int, bytes]:
+    """A publish's status and JSON body: 201 with the one message's outcome, or 200 with
+    a batch's counts and outcomes (what the response schemas document)."""
+    if not batch:
+        return 201, orjson.dumps(results[0])
+    failed = sum(r["status"] != "published" for r in results)
+    return 200, orjson.dumps({"published": len(results) - failed, "failed": failed, "results": results})
+
+
 def _answer(results: list[dict[str, Any]], batch: bool) -> Response:
     # A Response passes flask-smorest's response schema by; it is what the schema documents.
-    if not batch:
-        return Response(orjson.dumps(results[0]), 201, mimetype="application/json")
-    failed = sum(r["status"] != "published" for r in results)
-    body = {"published": len(results) - failed, "failed": failed, "results": results}
-    return Response(orjson.dumps(body), 200, mimetype="application/json")
+    status, body = answer(results, batch)
+    return Response(body, status, mimetype="application/json")
 
 
 @blp.route("/queues/<name>/messages", methods=["POST"])

@@ -1,10 +1,13 @@
-"""Publishing over AMQP with publisher confirms, for the synchronous API.
+"""Publishing over AMQP with publisher confirms, for the API.
 
-Flask handlers run in threads; the AMQP client (aio-pika) runs on one event
-loop in a background thread per process. A handler hands its messages to that
-loop and waits for the broker's confirms, so every publish the API reports as
-done is one the broker has taken responsibility for. The connection is opened
-on first use and again after it drops, so a broker restart needs no API restart.
+The AMQP client (aio-pika) runs on one event loop per process: the loop the API's
+server runs on (:meth:`Publisher.serve_on`), or else one in a background thread of
+its own. Flask handlers run in threads: they hand their messages to that loop and
+wait for the broker's confirms (:meth:`Publisher.publish`); code on the loop awaits
+them (:meth:`Publisher.publish_async`), with no thread in between. Either way, every
+publish the API reports as done is one the broker has taken responsibility for. The
+connection is opened on first use and again after it drops, so a broker restart
+needs no API restart.
 """
 
 from __future__ import annotations
@@ -74,6 +77,21 @@ class Publisher:
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._lock: asyncio.Lock | None = None
+        self._own_loop = True  # False once serve_on gave it the server's loop
+
+    def serve_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Publish from *loop*, the event loop this process serves on (run by the
+        calling thread), instead of from a thread of its own: the server awaits
+        :meth:`publish_async` there, and the other threads' calls hop to it.
+
+        Call it before the loop runs, once per process (after any fork).
+        """
+        with self._guard:
+            self._pid = os.getpid()
+            self._loop = loop
+            self._own_loop = False
+            self._connection = self._channel = None
+            self._lock = None
 
     # -- public, called from any thread ------------------------------------------------
 
@@ -86,6 +104,10 @@ class Publisher:
         when the broker cannot be reached in time.
         """
         return self._run(self._publish(exchange, messages))
+
+    async def publish_async(self, exchange: str, messages: Sequence[OutgoingMessage]) -> list[Outcome]:
+        """:meth:`publish`, awaited on the loop given to :meth:`serve_on`."""
+        return await self._publish(exchange, messages)
 
     def broadcast(self, exchange: str, body: bytes) -> None:
         """Publish *body* to the fanout *exchange* (declared if missing); no queue needed."""
@@ -138,13 +160,21 @@ class Publisher:
             loop, self._loop = self._loop, None
         if loop is None or self._pid != os.getpid():
             return
+        if not self._own_loop:  # the server's loop: it ends with the server
+            if loop.is_running() and not _runs_on(loop):
+                asyncio.run_coroutine_threadsafe(self._close(), loop).result(self.timeout)
+            return
         asyncio.run_coroutine_threadsafe(self._close(), loop).result(self.timeout)
         loop.call_soon_threadsafe(loop.stop)
 
     # -- event-loop side ------------------------------------------------------------------
 
     def _run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, self._get_loop())
+        loop = self._get_loop()
+        if _runs_on(loop):
+            coro.close()
+            raise RuntimeError("a blocking publisher call on the publisher's own loop would never return")
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
             return future.result(timeout or self.timeout * 2)
         except TimeoutError:
@@ -157,6 +187,7 @@ class Publisher:
                 self._pid = os.getpid()
                 self._connection = self._channel = None
                 self._loop = new_event_loop()
+                self._own_loop = True
                 self._lock = None
                 threading.Thread(
                     target=self._loop.run_forever, name="workerrmq-publisher", daemon=True
@@ -329,3 +360,11 @@ class Publisher:
 
     async def _close(self) -> None:
         await self._drop_connection()
+
+
+def _runs_on(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the calling thread is the one running *loop*."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

@@ -116,6 +116,14 @@ class KeyStore:
             self._cache[wanted] = (info, time.monotonic() + CACHE_SECONDS)
         return info
 
+    def remembered(self, token: str) -> KeyInfo | None:
+        """:meth:`authenticate`'s answer while it is remembered, without asking the
+        database: None also when the key is not remembered (ask :meth:`authenticate`)."""
+        cached = self._cache.get(digest(token))
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        return None
+
     def _lookup(self, wanted: str) -> KeyInfo | None:
         with self.db.session() as session:
             row = session.scalar(select(ApiKey).where(ApiKey.digest == wanted))

@@ -1,0 +1,37 @@
+"""The access log line and the request metrics, the same for every request however it
+was served (through Flask, or by the publish lane on the event loop)."""
+
+from __future__ import annotations
+
+import logging
+
+from workerrmq import metrics
+
+__all__ = ["access_log", "record"]
+
+access_log = logging.getLogger("workerrmq.access")
+
+
+def record(method: str, path: str, route: str, status: int, elapsed: float, key_name: str | None) -> None:
+    """Count the request under *route* (the URL rule, or ``unmatched``), time it, and log
+    its line: ``METHOD PATH STATUS 1.2ms key=NAME``, with the same fields as extras."""
+    elapsed_ms = elapsed * 1000
+    metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
+    metrics.HTTP_DURATION.labels(method, route).observe(elapsed)
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    access_log.info(
+        "%s %s %s %.1fms key=%s",
+        method,
+        path,
+        status,
+        elapsed_ms,
+        "-" if key_name is None else key_name,
+        extra={
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round(elapsed_ms, 2),
+            "key_name": key_name,
+        },
+    )
