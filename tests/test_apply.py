@@ -362,3 +362,169 @@ def test_readme_example_is_a_valid_file():
         "target_url",
         "dead_letter_queue",
     }
+
+
+# -- subscriptions: source consumers and the subscription fields --------------------------------
+
+
+def subscriptions(n: Names, *, consumers: bool = True) -> str:
+    """A topic exchange and two consumers of it with a source, between them every
+    subscription field, their secrets from ENV."""
+    doc: dict = {"version": 1, "exchanges": [{"name": n.exchange, "type": "topic"}], "consumers": []}
+    if consumers:
+        doc["consumers"] = [
+            {
+                "name": f"{n.orders}-events",
+                "source": {"exchange": n.exchange, "binding_keys": ["orders.*", "refunds.#"]},
+                "target_url": TARGET,
+                "filter": 'routing_key != "orders.test" && headers["tenant"] == "acme"',
+                "format": "cloudevents-binary",
+                "ce_source": "/shop/orders",
+                "auth": {"type": "bearer", "token": "${T_TOKEN}"},
+                "reply": True,
+                "degraded_after": 60,
+                "state": "paused",
+            },
+            {
+                "name": f"{n.orders}-batches",
+                "source": {"exchange": n.exchange, "binding_keys": ["#"]},
+                "target_url": TARGET,
+                "auth": {"type": "basic", "username": "shop", "password": "${T_PASSWORD}"},
+                "batch": {"max_messages": 10},  # the other batch keys at their defaults
+                "state": "paused",
+            },
+        ]
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+@pytest.fixture
+def source_queues(names, mgmt) -> Iterator[None]:
+    """The queues the API makes for the source consumers of :func:`subscriptions`, deleted after."""
+    yield
+    for consumer in (f"{names.orders}-events", f"{names.orders}-batches"):
+        for queue in (f"wrmq.{consumer}", f"wrmq.{consumer}.dlq"):
+            with contextlib.suppress(NotFound):
+                mgmt.delete_queue(queue, if_empty=False, if_unused=False)
+
+
+def test_apply_source_consumers_with_every_subscription_field(cli, names, tmp_path, mgmt, api, source_queues):
+    events, batches = f"{names.orders}-events", f"{names.orders}-batches"
+    path = write(tmp_path, subscriptions(names))
+    first = cli("apply", "-f", path, env=ENV)
+    assert f"+ create exchange {names.exchange!r}" in first.stdout
+    assert f"+ create consumer {events!r}: source exchange {names.exchange!r}, queue 'wrmq.{events}'" in (
+        first.stdout
+    )
+    assert "create queue" not in first.stdout  # the API makes a source consumer's queue
+    for secret in ENV.values():
+        assert secret not in first.output
+    # The consumers' own queues, declared and bound by the API.
+    assert mgmt.get_queue(f"wrmq.{events}")["type"] == "quorum"
+    assert {
+        (b["source"], b["routing_key"]) for b in mgmt.queue_bindings(f"wrmq.{events}") if b["source"]
+    } == {
+        (names.exchange, "orders.*"),
+        (names.exchange, "refunds.#"),
+    }
+    have = consumers_of(api)
+    assert have[events]["queue"] == f"wrmq.{events}"
+    assert have[events]["auth"] == {"type": "bearer", "token": "***"}
+    assert have[events]["format"] == "cloudevents-binary" and have[events]["reply"] is True
+    assert have[events]["filter"].startswith("routing_key") and have[events]["degraded_after"] == 60
+    assert have[batches]["batch"]["max_messages"] == 10
+
+    # Again: nothing differs, the hidden secrets included, and the queues are nobody's to prune.
+    assert cli("apply", "-f", path, env=ENV).stdout.strip() == "no changes"
+    pruning = cli("apply", "-f", path, "--prune", "--dry-run", env=ENV).stdout
+    assert "wrmq." not in pruning and "consumer" not in pruning
+    # A secret cannot be compared: a changed one is no change until --update-secrets resends it.
+    other = {**ENV, "T_TOKEN": "tok-rotated-987"}
+    assert cli("apply", "-f", path, env=other).stdout.strip() == "no changes"
+    resent = cli("apply", "-f", path, "--update-secrets", env=other)
+    assert f"~ update consumer {events!r}: auth (resent)" in resent.stdout
+    assert "tok-rotated-987" not in resent.output
+    # A change beside a secret is shown with the secret masked.
+    changed = yaml.safe_load(subscriptions(names))
+    changed["consumers"][1]["auth"]["username"] = "shop2"
+    changed["consumers"][0]["source"]["binding_keys"] = ["orders.*"]
+    shown = cli("apply", "-f", write(tmp_path, yaml.safe_dump(changed)), env=ENV).stdout
+    assert "'username': 'shop2'" in shown and "'password': '***'" in shown
+    assert ENV["T_PASSWORD"] not in shown
+    assert {
+        (b["source"], b["routing_key"]) for b in mgmt.queue_bindings(f"wrmq.{events}") if b["source"]
+    } == {(names.exchange, "orders.*")}
+
+
+def test_export_of_source_consumers_round_trips(cli, names, tmp_path, mgmt, api, source_queues):
+    events, batches = f"{names.orders}-events", f"{names.orders}-batches"
+    cli("apply", "-f", write(tmp_path, subscriptions(names)), env=ENV)
+    exported = cli("export")
+    assert "***" not in exported.stdout and "wrmq." not in exported.stdout
+    doc = yaml.safe_load(exported.stdout)
+    items = {c["name"]: c for c in doc["consumers"]}
+    assert "queue" not in items[events] and "dead_letter_queue" not in items[events]
+    assert items[events]["source"] == {"exchange": names.exchange, "binding_keys": ["orders.*", "refunds.#"]}
+    assert items[events]["auth"] == {"type": "bearer", "token": f"${{WORKERRMQ_{_env(events)}_AUTH_TOKEN}}"}
+    assert items[batches]["auth"]["password"] == f"${{WORKERRMQ_{_env(batches)}_AUTH_PASSWORD}}"
+    assert items[batches]["auth"]["username"] == "shop"
+    assert items[events]["format"] == "cloudevents-binary" and items[events]["ce_source"] == "/shop/orders"
+    assert items[batches]["batch"]["max_messages"] == 10
+    variables = {line.split()[1] for line in exported.stderr.splitlines() if line.startswith("set ")}
+    assert variables == {f"WORKERRMQ_{_env(events)}_AUTH_TOKEN", f"WORKERRMQ_{_env(batches)}_AUTH_PASSWORD"}
+    env = {
+        f"WORKERRMQ_{_env(events)}_AUTH_TOKEN": ENV["T_TOKEN"],
+        f"WORKERRMQ_{_env(batches)}_AUTH_PASSWORD": ENV["T_PASSWORD"],
+    }
+    out = tmp_path / "exported.yaml"
+    out.write_text(exported.stdout)
+    assert cli("apply", "-f", str(out), env=env).stdout.strip() == "no changes"
+
+    # Pruned, a source consumer goes with its own queue (no one would take its messages).
+    pruned = cli("apply", "-f", write(tmp_path, subscriptions(names, consumers=False)), "--prune", env=ENV)
+    assert f"- delete consumer {events!r}: and its own queue 'wrmq.{events}'" in pruned.stdout
+    with pytest.raises(NotFound):
+        mgmt.get_queue(f"wrmq.{events}")
+    assert consumers_of(api) == {}
+
+
+def bound(mgmt, queue: str) -> set[tuple[str, str]]:
+    return {(b["source"], b["routing_key"]) for b in mgmt.queue_bindings(queue) if b["source"]}
+
+
+def _env(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name.upper())
+
+
+def test_a_source_consumer_s_file_problems(names):
+    from workerrmq.client.declared import FileProblem, load
+
+    doc = yaml.safe_load(subscriptions(names))
+    inline = yaml.safe_load(subscriptions(names))
+    inline["consumers"][1]["auth"]["password"] = "hunter2"
+    with pytest.raises(FileProblem, match=r"consumers\[1\]\.auth\.password: a secret must not be written"):
+        load(yaml.safe_dump(inline), ENV)
+    doc["queues"] = [{"name": f"wrmq.{names.orders}-events"}]
+    with pytest.raises(FileProblem, match=r"queues\[0\]\.name: .* has a source"):
+        load(yaml.safe_dump(doc), ENV)
+
+
+def test_a_consumer_cannot_change_between_a_queue_and_a_source(names):
+    from workerrmq.client.declared import load
+    from workerrmq.client.plan import State, plan
+
+    want = load(subscriptions(names), ENV)
+    events = f"{names.orders}-events"
+    have = State(
+        exchanges={names.exchange: {"name": names.exchange, "type": "topic", "durable": True}},
+        queues={},
+        managed={("exchange", names.exchange)},
+        consumers={events: {"name": events, "queue": names.orders, "source": None}},
+        keys=[],
+    )
+    todo = plan(want, have)
+    assert todo.conflicts == [
+        f"consumer {events!r} exists with queue {names.orders!r}, the file gives source exchange "
+        f"{names.exchange!r}, queue 'wrmq.{events}'; a consumer cannot change between a queue and a "
+        f"source: delete it (workerrmq consumers rm {events}) and apply again, or give the new one "
+        "another name"
+    ]

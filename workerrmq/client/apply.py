@@ -32,6 +32,7 @@ from workerrmq.client.declared import (
 )
 from workerrmq.client.http import EXIT, ApiError, segment
 from workerrmq.client.plan import HIDDEN, Change, Plan, State, plan
+from workerrmq.core.consumer import AUTH_SECRETS, dead_letter_queue_for
 
 __all__ = ["apply", "export"]
 
@@ -218,7 +219,7 @@ def _execute(ops: Context, todo: Plan) -> tuple[list[str], dict[str, str]]:
                 elif change.action == "update":
                     client.patch(f"/api/v1/consumers/{name}", body)
                 else:
-                    client.delete(f"/api/v1/consumers/{name}")
+                    client.delete(f"/api/v1/consumers/{name}", **body)
             elif change.action == "create":
                 tokens[change.name] = client.post("/api/v1/keys", body)["key"]
             else:
@@ -242,7 +243,8 @@ def _execute(ops: Context, todo: Plan) -> tuple[list[str], dict[str, str]]:
 )
 def export(ops: Context, output: str | None) -> None:
     """Write what the API holds as an apply file (YAML): the queues and exchanges an apply
-    declared, every consumer, every active API key. Secrets are left out: each becomes a
+    declared, every consumer, every active API key. Secrets are left out (the signing secret,
+    a password in target_url, credential headers, the secrets of auth): each becomes a
     ${...} reference, and the variables to set are listed on stderr.
 
     \b
@@ -294,8 +296,10 @@ def exported(have: State) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def _exported_consumer(c: dict[str, Any], variables: dict[str, str]) -> dict[str, Any]:
-    defaults = {**consumer_defaults(), "dead_letter_queue": f"{c['queue']}.dlq"}
-    item: dict[str, Any] = {"name": c["name"], "queue": c["queue"]}
+    defaults = {**consumer_defaults(), "dead_letter_queue": dead_letter_queue_for(c["queue"])}
+    item: dict[str, Any] = {"name": c["name"]}
+    if c.get("source") is None:
+        item["queue"] = c["queue"]  # else the API makes the queue, wrmq.<name>, from source
     for field in ["target_url", *defaults]:
         if field in ("signing_secret", "create_queue") or field not in c:
             continue
@@ -311,6 +315,14 @@ def _exported_consumer(c: dict[str, Any], variables: dict[str, str]) -> dict[str
             ref = env_name(name, header)
             variables[ref] = f"consumer {name!r} header {header}"
             item["headers"][header] = f"${{{ref}}}"
+    auth = item.get("auth")
+    if isinstance(auth, dict):
+        item["auth"] = {k: v for k, v in auth.items() if v is not None}
+        for key in AUTH_SECRETS:
+            if key in item["auth"]:  # shown as ***: the API never gives a secret back
+                ref = env_name(name, "auth", key)
+                variables[ref] = f"consumer {name!r} auth.{key}"
+                item["auth"][key] = f"${{{ref}}}"
     if c.get("signing") or c.get("signing_secret"):
         ref = env_name(name, "signing_secret")
         variables[ref] = f"consumer {name!r} signing_secret"

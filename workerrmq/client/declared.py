@@ -1,9 +1,10 @@
 """The ``workerrmq apply`` file: read, checked against its JSON Schema, secrets resolved.
 
 Checks run before anything is sent, in this order: the YAML parses; no secret is written
-inline (a signing secret, a password in ``target_url`` or a credential-looking header value
-must be a ``${ENV_NAME}`` reference); the file matches ``apply-schema.json``; names are unique;
-every reference names a set variable. Each error names its place, e.g. ``consumers[0].timeout``.
+inline (a signing secret, a password in ``target_url``, a credential-looking header value or
+a secret of ``auth`` must be a ``${ENV_NAME}`` reference); the file matches
+``apply-schema.json``; names are unique; every reference names a set variable; no queue
+declared is a ``source`` consumer's own. Each error names its place, e.g. ``consumers[0].timeout``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import jsonschema
 import yaml
 
 from workerrmq.core import credentials
+from workerrmq.core.consumer import AUTH_SECRETS, source_queue_for
 
 __all__ = [
     "Declared",
@@ -91,12 +93,26 @@ def load(text: str, environ: Mapping[str, str] | None = None) -> Declared:
     if errors:
         raise FileProblem("\n".join(f"{_path(e.absolute_path)}: {e.message}" for e in errors))
     resolved = _resolve(raw, os.environ if environ is None else environ, ())
-    return Declared(
+    declared = Declared(
         exchanges=_by_name(resolved, "exchanges"),
         queues=_by_name(resolved, "queues"),
         consumers=_by_name(resolved, "consumers"),
         api_keys={k["name"]: k["scope"] for k in _by_name(resolved, "api_keys").values()},
     )
+    _refuse_source_queues(declared)
+    return declared
+
+
+def _refuse_source_queues(declared: Declared) -> None:
+    """A ``source`` consumer's queue is made and bound by the API from its source: declaring
+    it as a queue too would give it two owners, and bindings apply would fight over."""
+    for i, name in enumerate(declared.queues):
+        for consumer, spec in declared.consumers.items():
+            if spec.get("source") is not None and source_queue_for(consumer) == name:
+                raise FileProblem(
+                    f"queues[{i}].name: {name!r} is the own queue of consumer {consumer!r}, which "
+                    "has a source; the API declares and binds it from the source: leave it out of queues"
+                )
 
 
 def _path(parts: Any) -> str:
@@ -138,6 +154,12 @@ def _refuse_inline_secrets(raw: Any) -> None:
                 password = None
             if password and not _WHOLE_REFERENCE.match(password):
                 raise FileProblem(f"{where}.target_url: the password must not be written in the file; {hint}")
+        auth = consumer.get("auth")
+        if isinstance(auth, dict):
+            for key in AUTH_SECRETS:
+                value = auth.get(key)
+                if isinstance(value, str) and not _WHOLE_REFERENCE.match(value):
+                    raise FileProblem(f"{where}.auth.{key}: a secret must not be written in the file; {hint}")
         headers = consumer.get("headers")
         if isinstance(headers, dict):
             for name, value in headers.items():

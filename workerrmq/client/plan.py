@@ -8,6 +8,10 @@ which RabbitMQ cannot change) is a conflict, and nothing is changed.
 Secrets: the API never shows them (the signing secret shows as ``signing: true``, others as
 ``***``), so a hidden value counts as unchanged. Whether a secret is set or not is compared;
 ``--update-secrets`` sends every secret of the file again.
+
+A consumer with a ``source`` takes its own queue ``wrmq.<name>``, which the API declares and
+binds: the plan never declares it, never prunes it as a queue, and deletes it only with its
+consumer (it would otherwise fill from its exchange with no one to take the messages).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from workerrmq.client.declared import Declared, consumer_defaults, looks_secret
+from workerrmq.core.consumer import batch_settings, dead_letter_queue_for, redact_auth, source_queue_for
 from workerrmq.core.credentials import PLACEHOLDER
 
 __all__ = ["HIDDEN", "Change", "Plan", "State", "plan"]
@@ -138,11 +143,30 @@ def _binding(exchange: str, routing_key: str) -> str:
     return f"from exchange {exchange!r} with routing key {routing_key!r}"
 
 
+def queue_of(spec: dict[str, Any]) -> str:
+    """The queue a consumer of the file takes: the one it names, or its own for a ``source``."""
+    queue = spec.get("queue")
+    return str(queue) if queue is not None else source_queue_for(spec["name"])
+
+
 def desired_consumer(spec: dict[str, Any]) -> dict[str, Any]:
     """A consumer of the file with every field it left out at its default."""
-    full = {**consumer_defaults(), "dead_letter_queue": f"{spec['queue']}.dlq", **spec}
+    queue = queue_of(spec)
+    full = {**consumer_defaults(), "dead_letter_queue": dead_letter_queue_for(queue), **spec, "queue": queue}
     full.pop("create_queue", None)
     return full
+
+
+def _normalized(field: str, value: Any) -> Any:
+    """*value* of *field* in the form the API keeps it, so that what a file leaves to its
+    default (a headers source's ``match``, a batch's keys, an OAuth2 ``scope``) is no change."""
+    if field == "source" and isinstance(value, dict) and "headers" in value:
+        return {"match": "all", **value}
+    if field == "batch" and isinstance(value, dict):
+        return batch_settings(value)
+    if field == "auth" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if v is not None}
+    return value
 
 
 def _consumers(want: Declared, have: State, result: Plan, update_secrets: bool) -> None:
@@ -151,19 +175,26 @@ def _consumers(want: Declared, have: State, result: Plan, update_secrets: bool) 
         current = have.consumers.get(name)
         if current is None:
             body = {k: v for k, v in spec.items() if v is not None}
-            result.changes.append(Change("create", "consumer", name, f"queue {spec['queue']!r}", body))
+            result.changes.append(Change("create", "consumer", name, _takes(spec), body))
+            continue
+        if (spec.get("source") is None) != (current.get("source") is None):
+            result.conflicts.append(
+                f"consumer {name!r} exists with {_takes(current)}, the file gives {_takes(spec)}; a "
+                "consumer cannot change between a queue and a source: delete it "
+                f"(workerrmq consumers rm {name}) and apply again, or give the new one another name"
+            )
             continue
         body, shown = {}, []
         for field, value in full.items():
             if field in ("name", "signing_secret"):
                 continue
-            have_value = current.get(field)
+            have_value = _normalized(field, current.get(field))
             hidden = _hidden(have_value)
-            if not _same(value, have_value) or (update_secrets and hidden):
+            if not _same(_normalized(field, value), have_value) or (update_secrets and hidden):
                 body[field] = value
                 shown.append(
                     f"{field} {_show(field, have_value)} → {_show(field, value)}"
-                    if not hidden or not _same(value, have_value)
+                    if not hidden or not _same(_normalized(field, value), have_value)
                     else f"{field} (resent)"
                 )
         secret = full.get("signing_secret")
@@ -175,6 +206,14 @@ def _consumers(want: Declared, have: State, result: Plan, update_secrets: bool) 
             )
         if body:
             result.changes.append(Change("update", "consumer", name, "; ".join(shown), body))
+
+
+def _takes(consumer: dict[str, Any]) -> str:
+    """Where a consumer (of the file or the API) takes its messages from, as printed."""
+    source = consumer.get("source")
+    if source is None:
+        return f"queue {consumer['queue']!r}"
+    return f"source exchange {source['exchange']!r}, queue {source_queue_for(consumer['name'])!r}"
 
 
 def _hidden(value: Any) -> bool:
@@ -203,6 +242,8 @@ def _show(field: str, value: Any) -> str:
     """A value as printed, with credentials masked."""
     if field == "headers" and isinstance(value, dict):
         value = {k: HIDDEN if looks_secret(k, v) else v for k, v in value.items()}
+    elif field == "auth" and isinstance(value, dict):
+        value = redact_auth(value)
     elif field == "target_url" and isinstance(value, str):
         parts = urlsplit(value)
         if parts.password and parts.password != HIDDEN:
@@ -229,9 +270,21 @@ def _keys(want: Declared, have: State, result: Plan) -> None:
 
 
 def _prune(want: Declared, have: State, result: Plan) -> None:
-    for name in have.consumers:
-        if name not in want.consumers:
+    for name, current in have.consumers.items():
+        if name in want.consumers:
+            continue
+        if current.get("source") is None:
             result.changes.append(Change("delete", "consumer", name))
+        else:
+            result.changes.append(
+                Change(
+                    "delete",
+                    "consumer",
+                    name,
+                    f"and its own queue {current['queue']!r} with the messages in it",
+                    {"delete_queue": True},
+                )
+            )
     for name, current in have.queues.items():
         if name in want.queues:
             declared = {
