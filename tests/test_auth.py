@@ -9,7 +9,16 @@ from tests.support import wait_for
 
 # The only routes open without a key: health, the API's description, and the dashboard
 # page with its static files (the page asks for a key before it calls the API).
-PUBLIC_PATHS = {"/healthz", "/readyz", "/openapi.json", "/docs", "/", "/static/<path:filename>"}
+PUBLIC_PATHS = {
+    "/healthz",
+    "/readyz",
+    "/openapi.json",
+    "/docs",
+    "/docs/assets/<path:filename>",
+    "/",
+    "/favicon.ico",
+    "/static/<path:filename>",
+}
 PUBLISH_ENDPOINTS = {
     "messages.publish_to_queue",
     "messages.publish_to_exchange",
@@ -167,7 +176,9 @@ def test_bearer_scheme_is_case_insensitive(client, admin):
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/openapi.json", "/docs"])
+@pytest.mark.parametrize(
+    "path", ["/healthz", "/openapi.json", "/docs", "/favicon.ico", "/docs/assets/swagger-ui-bundle.js"]
+)
 def test_public_routes_need_no_key(client, path):
     response = client.get(path)
     assert response.status_code == 200
