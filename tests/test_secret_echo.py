@@ -18,6 +18,7 @@ import pytest
 
 from tests.endpoint import Endpoint, Received
 from workerrmq.core.consumer import ConsumerSpec
+from workerrmq.worker.auth import AuthFailed, OAuth2ClientCredentials
 from workerrmq.worker.delivery import Attempt, Target
 
 TOKEN = "tok-3b1f9c2e7d"
@@ -59,7 +60,7 @@ def send(url: str, **fields) -> str:
     async def go() -> str:
         async with aiohttp.ClientSession() as session:
             result = await Target(spec, "q").send(session, attempt())
-        assert result.status == 401
+        assert result.status in (401, 500)
         return result.detail
 
     return asyncio.run(go())
@@ -103,3 +104,34 @@ def test_an_echoed_request_keeps_no_credential_in_the_error_text(fields: dict, s
         assert secret not in detail
     # Everything else the endpoint said is kept.
     assert "X-WorkerRMQ-Message-Id" in detail
+
+
+def test_a_token_endpoint_that_echoes_its_request_leaves_no_credential_in_the_error() -> None:
+    def refuse(received: Received) -> tuple[int, dict[str, str], bytes]:
+        # The form first, the secret across the point where the error text is cut (200).
+        seen = {"form": "x" * 127 + received.body.decode(), "headers": received.headers}
+        return 400, {"Content-Type": "application/json"}, json.dumps(seen).encode()
+
+    with Endpoint() as endpoint:
+        endpoint.respond = refuse
+        auth = OAuth2ClientCredentials(endpoint.url, "cid", CLIENT_SECRET, timeout=5)
+
+        async def go() -> str:
+            async with aiohttp.ClientSession() as session:
+                with pytest.raises(AuthFailed) as caught:
+                    await auth.headers(session)
+            return str(caught.value)
+
+        text = asyncio.run(go())
+    assert "***" in text
+    assert CLIENT_SECRET not in text
+    assert base64.b64encode(f"cid:{CLIENT_SECRET}".encode()).decode() not in text
+
+
+def test_a_credential_across_the_cut_of_the_error_text_leaves_no_part() -> None:
+    with Endpoint() as endpoint:
+        # The token straddles the 1,024th byte, where the kept error text ends.
+        endpoint.respond = lambda _r: (500, {}, b"x" * 1018 + TOKEN.encode() + b" tail")
+        detail = send(endpoint.url, auth={"type": "bearer", "token": TOKEN})
+    assert TOKEN[:6] not in detail
+    assert "***" in detail

@@ -129,7 +129,8 @@ class OAuth2ClientCredentials(EndpointAuth):
                 self._in_body = True
             status, body = retry_status, retry_body
         if not 200 <= status < 300:
-            text = body[:_DETAIL_MAX].decode("utf-8", "replace")
+            # Cut after the secret is cut out: a cut through it would leave its start.
+            text = self._redact(body.decode("utf-8", "replace"))[:_DETAIL_MAX]
             raise self._failed(f"HTTP {status} {text}".strip())
         return self._parse(body)
 
@@ -188,10 +189,15 @@ class OAuth2ClientCredentials(EndpointAuth):
 
     def _failed(self, detail: str) -> AuthFailed:
         """The error for *detail*, with the client secret cut out wherever it was echoed."""
-        secret = self._client[1]
-        for form in {secret, quote_plus(secret)}:
+        return AuthFailed(f"oauth2 token endpoint: {self._redact(detail)}"[:300])
+
+    def _redact(self, detail: str) -> str:
+        client_id, secret = self._client
+        # Also the Basic credentials as sent, in case the endpoint echoes its request's headers.
+        basic = aiohttp.encode_basic_auth(quote_plus(client_id), quote_plus(secret)).partition(" ")[2]
+        for form in {secret, quote_plus(secret), basic}:
             detail = detail.replace(form, "***")
-        return AuthFailed(f"oauth2 token endpoint: {detail}"[:300])
+        return detail
 
 
 def endpoint_auth(

@@ -226,8 +226,10 @@ class Target:
                     if self.spec.reply:
                         return await _with_answer(response, started)
                     return DeliveryResult(status, None, "", None, time.perf_counter() - started)
-                detail = (await response.content.read(_ERROR_TEXT_MAX)).decode("utf-8", "replace")
-                detail = _redacted(detail, self._secrets, credentials)
+                # Read past the cut by the longest credential: cut after redacting, never through one.
+                longest = max(map(len, (*self._secrets, *credentials.values())), default=0)
+                detail = (await response.content.read(_ERROR_TEXT_MAX + longest)).decode("utf-8", "replace")
+                detail = _redacted(detail, self._secrets, credentials)[:_ERROR_TEXT_MAX]
                 return DeliveryResult(
                     status=status,
                     error=f"HTTP {status}" if status >= 300 else None,
