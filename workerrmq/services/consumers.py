@@ -69,7 +69,7 @@ class ConsumerService:
         self.management = management
         self.publisher = publisher
         self.default_target_url = default_target_url
-        self.sources = SourceQueues(management, queues)
+        self.sources = SourceQueues(management, queues, publisher.queue_counts)
 
     def create(self, values: dict[str, Any]) -> dict[str, Any]:
         values = dict(values)
@@ -374,6 +374,16 @@ def _check_source_change(current: ConsumerSpec, changes: dict[str, Any]) -> None
         raise InvalidInput(
             f"queue: a consumer with a source takes its own queue {current.queue!r}; change source instead",
             field="queue",
+        )
+    if changes.get("name") not in (None, current.name):
+        # Moving the queue would need a new queue bound beside the old one and the old one's
+        # messages moved over while both fill: messages twice, or a gap. Refusing keeps the
+        # rule "a source consumer's queue is wrmq.<its name>" true.
+        raise InvalidInput(
+            f"name: a consumer with a source cannot be renamed, as its queue {current.queue!r} is "
+            "named after it; create a consumer of the new name with the same source, then delete "
+            "this one (?delete_queue=true) once its queue is empty",
+            field="name",
         )
 
 

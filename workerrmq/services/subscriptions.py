@@ -6,13 +6,27 @@ consumer of one exchange then gets its own copy of every message its bindings ma
 The queue is ``wrmq.<consumer name>`` (:func:`workerrmq.core.consumer.source_queue_for`),
 a durable quorum queue; it belongs to the consumer, so its bindings are exactly those of
 the source (a binding added to it by hand is removed at the next change).
+
+Deleting the queue with its consumer (``?delete_queue=true``) first waits, a bounded
+time, until no one consumes from it: the workers, told of the delete, cancel their
+consumers at once and let the deliveries in flight finish on their own. A delivery
+whose queue is deleted under it still ends as it would have: its ack is a no-op (the
+broker forgets the deleted queue's unacked messages), a failure on the last attempt
+goes to the dead-letter queue (which is kept), and a retry goes to its delay queue.
+Without the wait, the broker's own cancel of a deleted queue's consumer could reach
+the worker first, which then stops the runner at once, cutting its requests in flight
+short with no outcome recorded. What the delete discards is the queue's messages: those
+ready in it, and its retries waiting in a delay queue, which come back to a queue that
+no longer exists and are dropped by the broker.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from workerrmq.broker.management import ManagementClient
@@ -21,7 +35,14 @@ from workerrmq.errors import InvalidInput, NotFound
 from workerrmq.services.names import check_name
 from workerrmq.services.queues import QueueService
 
-__all__ = ["SourceQueues", "bindings_of"]
+__all__ = ["DRAIN_WAIT", "SourceQueues", "bindings_of"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds a delete of a source consumer's queue waits for its consumers to leave.
+DRAIN_WAIT = 10.0
+#: Each queue's (ready messages, consumers) as the broker holds them now; absent when gone.
+QueueCounts = Callable[[Sequence[str]], dict[str, tuple[int, int]]]
 
 #: A binding as the broker lists it: exchange, routing key and arguments (as sorted JSON).
 Binding = tuple[str, str, str]
@@ -43,9 +64,18 @@ def _key(arguments: Mapping[str, Any]) -> str:
 class SourceQueues:
     """Declares and binds the queues of ``source`` consumers, over the management API."""
 
-    def __init__(self, management: ManagementClient, queues: QueueService) -> None:
+    def __init__(
+        self,
+        management: ManagementClient,
+        queues: QueueService,
+        counts: QueueCounts,
+        *,
+        drain_wait: float = DRAIN_WAIT,
+    ) -> None:
         self.management = management
         self.queues = queues
+        self.counts = counts
+        self.drain_wait = drain_wait
 
     @staticmethod
     def queue_for(name: str) -> str:
@@ -94,6 +124,19 @@ class SourceQueues:
             self.management.bind_queue(queue, exchange, routing_key, arguments)
 
     def delete(self, queue: str) -> None:
-        """Delete *queue* with its messages; one already gone is no error."""
+        """Delete *queue* with its messages once no one consumes from it (at most
+        :attr:`drain_wait` s: then anyway, with a warning); one already gone is no error."""
+        deadline = time.monotonic() + self.drain_wait
+        while (consumers := self.counts([queue]).get(queue, (0, 0))[1]) > 0:
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "deleting queue %r with %d consumer(s) still on it after %.0f s: their "
+                    "deliveries in flight may end without an outcome",
+                    queue,
+                    consumers,
+                    self.drain_wait,
+                )
+                break
+            time.sleep(0.05)
         with contextlib.suppress(NotFound):
             self.management.delete_queue(queue, if_empty=False, if_unused=False)
