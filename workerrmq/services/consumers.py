@@ -29,7 +29,7 @@ from workerrmq.core.signing import new_secret
 from workerrmq.core.status import ConsumerState
 from workerrmq.errors import Conflict, InvalidInput, NotFound
 from workerrmq.guard import TargetBlocked, check_target
-from workerrmq.services.names import check_name
+from workerrmq.services.names import check_name, check_unreserved
 from workerrmq.services.queues import QueueService
 from workerrmq.services.subscriptions import SourceQueues
 from workerrmq.store.consumers import ConsumerStore
@@ -108,7 +108,7 @@ class ConsumerService:
                 raise NotFound(
                     f"queue {values['queue']!r} not found; create it first or send create_queue: true"
                 )
-            self.queues.create(check_name(values["queue"], field="queue"))
+            self.queues.create(check_unreserved(check_name(values["queue"], field="queue"), field="queue"))
         spec = self.store.create(values)
         announce_change(self.publisher, spec.id, "created")
         return self._with_stats(spec)

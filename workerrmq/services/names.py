@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from workerrmq.core.consumer import SOURCE_QUEUE_PREFIX
 from workerrmq.errors import InvalidInput
 
 __all__ = ["check_name", "NAME_PATTERN", "NAME_MAX"]
@@ -31,4 +32,18 @@ def check_name(value: str, *, field: str = "name", kind: str = "queue") -> str:
         )
     if kind == "queue" and value.startswith("amq."):
         raise InvalidInput(f"{field} must not start with 'amq.' (reserved by RabbitMQ)", field=field)
+    return value
+
+
+def check_unreserved(value: str, *, field: str = "name") -> str:
+    """*value* if a queue of that name may be created other than as a ``source`` consumer's
+    own queue. A consumer with a source takes, rebinds and may delete the queue
+    ``wrmq.<its name>`` it finds: made under that name by hand, a queue would be taken over
+    (its bindings replaced, its messages relayed, deleted with the consumer)."""
+    if value.startswith(SOURCE_QUEUE_PREFIX):
+        raise InvalidInput(
+            f"{field} must not start with {SOURCE_QUEUE_PREFIX!r}: such queues are the own queues of "
+            "consumers with a source, declared by WorkerRMQ",
+            field=field,
+        )
     return value

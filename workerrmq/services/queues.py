@@ -17,7 +17,7 @@ from typing import Any
 
 from workerrmq.broker.management import ManagementClient
 from workerrmq.errors import BrokerUnavailable, NotFound
-from workerrmq.services.names import check_name
+from workerrmq.services.names import check_name, check_unreserved
 
 __all__ = ["QueueService", "QUEUE_ARGUMENTS", "LiveCounts"]
 
@@ -127,9 +127,13 @@ class QueueService:
         durable: bool = True,
         type: str = "classic",
         arguments: dict[str, Any] | None = None,
+        source_queue: bool = False,
     ) -> tuple[dict[str, Any], bool]:
-        """Declare a queue. Returns it and whether it was new; Conflict if it differs."""
+        """Declare a queue. Returns it and whether it was new; Conflict if it differs. Only
+        a *source_queue* (a source consumer's own) may be named ``wrmq.*``."""
         check_name(name)
+        if not source_queue:
+            check_unreserved(name)
         x_args: dict[str, Any] = {"x-queue-type": type}
         for key, value in (arguments or {}).items():
             if value is not None:

@@ -112,7 +112,7 @@ class SourceQueues:
         """Declare *queue* (durable, quorum) and bind it as *source* says, removing the
         bindings it no longer asks for."""
         self.check(source)
-        self.queues.create(queue, durable=True, type="quorum")
+        self.queues.create(queue, durable=True, type="quorum", source_queue=True)
         wanted = bindings_of(source)
         for found in self.management.queue_bindings(queue):
             if not found.get("source"):
