@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import uuid
 
+import pytest
+
 from workerrmq.errors import NotFound
 
 
@@ -56,3 +58,27 @@ def test_a_wrmq_queue_cannot_be_made_but_by_a_source_consumer(client, admin, mgm
                 mgmt.delete_queue(doomed, if_empty=False, if_unused=False)
         with contextlib.suppress(NotFound):
             mgmt.delete_exchange(exchange, if_unused=False)
+
+
+@pytest.mark.parametrize("exchange", ["workerrmq.delay.1000ms", "workerrmq.control", "amq.rabbitmq.trace"])
+def test_an_internal_exchange_is_no_source(client, admin, mgmt, exchange: str) -> None:
+    """A consumer bound to a delay tier would get a copy of every consumer's retries."""
+    name = f"tk-{uuid.uuid4().hex[:10]}"
+    try:
+        made = client.post(
+            "/api/v1/consumers",
+            json={
+                "name": name,
+                "source": {"exchange": exchange, "binding_keys": ["#"]},
+                "target_url": "http://127.0.0.1:9/",
+            },
+            headers=admin,
+        )
+        assert made.status_code == 400, made.json
+        assert (
+            made.json["error"]["field"] == "source" and "internal exchange" in made.json["error"]["message"]
+        )
+    finally:
+        for doomed in (f"wrmq.{name}", f"wrmq.{name}.dlq"):
+            with contextlib.suppress(NotFound):
+                mgmt.delete_queue(doomed, if_empty=False, if_unused=False)

@@ -57,6 +57,11 @@ def bindings_of(source: Mapping[str, Any]) -> dict[Binding, dict[str, Any]]:
     return {(exchange, key, _key({})): {} for key in source["binding_keys"]}
 
 
+#: Exchanges no source may name: WorkerRMQ's (``workerrmq.delay.*``, ``workerrmq.control``) and
+#: RabbitMQ's internal ones (``amq.rabbitmq.trace``, ``amq.rabbitmq.log``, ``amq.rabbitmq.event``).
+_INTERNAL_EXCHANGES = ("workerrmq.", "amq.rabbitmq.")
+
+
 def _key(arguments: Mapping[str, Any]) -> str:
     return json.dumps(arguments, sort_keys=True)
 
@@ -92,7 +97,15 @@ class SourceQueues:
             ) from None
 
     def check(self, source: Mapping[str, Any]) -> None:
-        """The exchange exists (else 404 naming it) and takes this kind of binding (else 400)."""
+        """The exchange exists (else 404 naming it) and takes this kind of binding (else 400).
+        WorkerRMQ's own exchanges (its delay tiers carry every consumer's retries) and
+        RabbitMQ's internal ones (the firehose) are no source (400)."""
+        if source["exchange"].startswith(_INTERNAL_EXCHANGES):
+            raise InvalidInput(
+                f"source: {source['exchange']!r} is an internal exchange (of WorkerRMQ's retries "
+                "and control, or of RabbitMQ itself); a source names an exchange of your messages",
+                field="source",
+            )
         exchange = self.management.get_exchange(source["exchange"])
         headers_exchange = exchange.get("type") == "headers"
         if headers_exchange and "headers" not in source:
