@@ -4,6 +4,7 @@ routes they use: the real CLI against the real API over HTTP, over the real brok
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import uuid
@@ -528,3 +529,40 @@ def test_a_consumer_cannot_change_between_a_queue_and_a_source(names):
         f"source: delete it (workerrmq consumers rm {events}) and apply again, or give the new one "
         "another name"
     ]
+
+
+def test_what_a_file_leaves_to_its_default_in_a_subscription_is_no_change(names):
+    from workerrmq.client.declared import load
+    from workerrmq.client.plan import State, plan
+
+    doc = yaml.safe_load(subscriptions(names))
+    events = doc["consumers"][0]
+    events["source"] = {"exchange": names.exchange, "headers": {"tenant": "acme"}}  # match: all
+    events["auth"] = {
+        "type": "oauth2",
+        "token_url": TARGET,
+        "client_id": "shop",
+        "client_secret": "${T_TOKEN}",
+    }
+    want = load(yaml.safe_dump(doc), ENV)
+    # What the API answers for the file's consumers: defaults filled in, secrets hidden.
+    shown = {name: {**consumer_defaults(), **copy.deepcopy(spec)} for name, spec in want.consumers.items()}
+    for name, consumer in shown.items():
+        consumer.update(queue=f"wrmq.{name}", dead_letter_queue=f"wrmq.{name}.dlq")
+    events_shown = shown[f"{names.orders}-events"]
+    events_shown["source"] = {**events["source"], "match": "all"}
+    events_shown["auth"] = {**events["auth"], "client_secret": "***", "scope": None}
+    batches_shown = shown[f"{names.orders}-batches"]
+    batches_shown["batch"] = {"max_messages": 10, "max_wait_ms": 50, "encoding": "json-array"}
+    batches_shown["auth"]["password"] = "***"
+    have = State(
+        exchanges={names.exchange: {"name": names.exchange, "type": "topic", "durable": True}},
+        queues={},
+        managed={("exchange", names.exchange)},
+        consumers=shown,
+        keys=[],
+    )
+    assert plan(want, have).changes == []
+    events_shown["source"]["match"] = "any"
+    (change,) = plan(want, have).changes
+    assert change.body == {"source": {"exchange": names.exchange, "headers": {"tenant": "acme"}}}
