@@ -20,7 +20,6 @@ import requests
 
 from tests.support import free_port, wait_for
 from tests.workers import stop_processes
-from workerrmq import server
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "wrmq_server-test-key-0123456789abcdef"
@@ -175,8 +174,8 @@ class SlowHeaderClients:
 
 
 def _latencies(url: str, count: int, seconds: float) -> list[float]:
-    """Sequential GETs of *url* on fresh connections, at least *count* of them and for at
-    least *seconds*; a failed request counts as 10 s."""
+    """Sequential GETs of *url* on fresh connections, one every 0.1 s or so, at least *count*
+    of them and for at least *seconds*; a failed request counts as 10 s."""
     latencies: list[float] = []
     deadline = time.monotonic() + seconds
     while len(latencies) < count or time.monotonic() < deadline:
@@ -188,16 +187,34 @@ def _latencies(url: str, count: int, seconds: float) -> list[float]:
         latencies.append(time.perf_counter() - started if ok else 10.0)
         if sum(t >= 10 for t in latencies) >= 3:
             break  # the server is not answering: no need to wait out every request
-        time.sleep(0.2)
+        time.sleep(0.1)  # pacing the samples, not waiting for a condition
     return sorted(latencies)
 
 
-def test_slow_header_clients_leave_the_api_answering(serve):
-    _, port = serve(API_COMMAND)
-    with SlowHeaderClients(port, SLOW_CLIENTS, interval=5.0) as slow:
+def _short_timeouts(tmp_path: Path, **timeouts: float) -> list[str]:
+    """A Gunicorn command serving the API with its own options, but *timeouts* (names of
+    :mod:`workerrmq.server` constants, e.g. ``BODY_TIMEOUT=2.0``) short, to keep a test short."""
+    config = tmp_path / "gunicorn_short_timeouts.py"
+    lines = [f"server.{name} = {seconds!r}\n" for name, seconds in timeouts.items()]
+    config.write_text(
+        "from workerrmq import server\n"
+        "from workerrmq.settings import Settings\n"
+        + "".join(lines)
+        + "globals().update(server.gunicorn_options(Settings.from_env()))\n"
+    )
+    return [sys.executable, "-m", "gunicorn", "-c", str(config), "wsgi:app"]
+
+
+def test_slow_header_clients_leave_the_api_answering(serve, tmp_path):
+    """A 3 s header deadline instead of 10 s: the same churn (every slow connection cut and
+    opened again) in a third of the time. ``test_slow_headers_get_a_json_408`` shows that
+    ``workerrmq api`` itself has the 10 s deadline."""
+    header_timeout = 3.0
+    _, port = serve(_short_timeouts(tmp_path, HEADER_TIMEOUT=header_timeout))
+    with SlowHeaderClients(port, SLOW_CLIENTS, interval=header_timeout / 2) as slow:
         # Past the header deadline and the next line, so the server has cut every slow
         # connection once (and the clients have opened them again).
-        seconds = server.HEADER_TIMEOUT + 2 * slow.interval + 1
+        seconds = header_timeout + 2 * slow.interval + 1
         latencies = _latencies(f"http://127.0.0.1:{port}/healthz", 50, seconds)
         held = slow.stop()
     p99 = latencies[int(len(latencies) * 0.99) - 1]
@@ -222,14 +239,7 @@ def test_slow_headers_get_a_json_408(api_port):
 
 
 def test_slow_body_is_cut_off_by_the_body_timeout(serve, tmp_path):
-    config = tmp_path / "gunicorn_short_body.py"
-    config.write_text(
-        "from workerrmq import server\n"
-        "from workerrmq.settings import Settings\n"
-        "server.BODY_TIMEOUT = 2.0  # the body read timeout under test, short to keep the test short\n"
-        "globals().update(server.gunicorn_options(Settings.from_env()))\n"
-    )
-    _, port = serve([sys.executable, "-m", "gunicorn", "-c", str(config), "wsgi:app"])
+    _, port = serve(_short_timeouts(tmp_path, BODY_TIMEOUT=2.0))
     head = (
         f"POST /api/v1/queues/any/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
         'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"body": '
