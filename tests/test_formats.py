@@ -19,6 +19,7 @@ import pika
 import pytest
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 from cloudevents.v1.http import from_http
+from prometheus_client import REGISTRY
 from standardwebhooks.webhooks import Webhook
 
 from tests.support import wait_for
@@ -233,14 +234,18 @@ def test_filtered_messages_are_acked_undelivered_and_counted(
     publish(amqp, queue, b'{"amount": 500}', message_id="big", content_type="application/json")
     publish(amqp, queue, b'{"amount": 700}', message_id="bigger")  # delivered after the failures
 
-    stats = wait_for(
-        lambda: (s := api_stats(client, admin, consumer["id"]))["delivered"] == 2 and s,
-        what="two deliveries in the API's statistics",
-    )
-    wait_for(lambda: api_stats(client, admin, consumer["id"])["filter_errors"] == 2, what="filter_errors")
-    stats = api_stats(client, admin, consumer["id"])
-    assert (stats["filtered"], stats["filter_errors"], stats["failed"]) == (1, 2, 0)
+    def counted() -> dict | None:
+        stats = api_stats(client, admin, consumer["id"])
+        counts = (stats["delivered"], stats["filtered"], stats["filter_errors"])
+        return stats if counts == (2, 1, 2) else None
+
+    stats = wait_for(counted, what="delivered 2, filtered 1, filter_errors 2 in the API's statistics")
+    assert stats["failed"] == 0
     assert sorted(endpoint.ids()) == ["big", "bigger"]
+    # The worker runs in this process: its Prometheus series are in the default registry.
+    for outcome, count in (("filtered", 1), ("filter_errors", 2)):
+        labels = {"consumer": consumer["name"], "outcome": outcome}
+        assert REGISTRY.get_sample_value("workerrmq_deliveries_total", labels) == count
     wait_for(lambda: queue_empty(mgmt, queue), what="every message acked")
     assert worker.engine.runners[consumer["id"]].healthy
 
