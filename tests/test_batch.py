@@ -10,6 +10,7 @@ import pika
 from standardwebhooks.webhooks import Webhook
 
 from tests.support import wait_for
+from workerrmq.worker.batch import BATCH_BYTES_MAX
 
 SECRET = "whsec_" + base64.b64encode(b"batch-test-secret-0123456789").decode()
 
@@ -153,3 +154,22 @@ def test_a_stop_sends_the_partial_batch(settings, start_engine, endpoint, make_c
     worker.stop()
     assert endpoint.count() == 1 and len(items(endpoint.received[0])) == 3
     assert drained(amqp, queue)
+
+
+def test_a_batch_is_sent_once_its_bodies_reach_the_byte_cap(
+    settings, start_engine, endpoint, make_consumer, amqp
+):
+    """Big bodies make several requests of at most about BATCH_BYTES_MAX, not one huge one."""
+    worker = start_engine(settings)
+    consumer, queue = make_consumer(
+        endpoint.url, batch={"max_messages": 1000, "max_wait_ms": 20_000}, concurrency=2
+    )
+    worker.runner(consumer["id"])
+    size = BATCH_BYTES_MAX // 4 + 1  # four of these pass the cap
+    ids = publish_many(amqp, queue, [bytes([65 + n]) * size for n in range(8)])
+
+    wait_for(lambda: sum(len(items(r)) for r in endpoint.received) == 8, what="every message sent")
+    wait_for(lambda: drained(amqp, queue), what="the messages acked")
+    assert all(is_batch(r) for r in endpoint.received)
+    assert [len(items(r)) for r in endpoint.received] == [4, 4]
+    assert sorted(item["id"] for r in endpoint.received for item in items(r)) == ids
