@@ -129,6 +129,7 @@ def test_a_message_sent_through_the_amqp_binding_keeps_its_attributes(fmt: str) 
             "ce-priorityclass": "gold",
             "cloudEvents:retries": 3,
             "cloudEvents:specversion": "0.3",  # not taken: the request is 1.0
+            "cloudEvents:time": "yesterday",  # not a time: the AMQP timestamp stands
         }
     )
     headers, body = request(fmt, attempt)
@@ -144,6 +145,7 @@ def test_a_message_sent_through_the_amqp_binding_keeps_its_attributes(fmt: str) 
     assert event["priorityclass"] == "gold"
     assert str(event["retries"]) == "3"
     assert event["specversion"] == "1.0"
+    assert core.get_time() == SENT_AT.replace(tzinfo=dt.UTC)
     assert not any(name.startswith("X-WorkerRMQ-Header-c") for name in headers)  # not forwarded twice
 
 

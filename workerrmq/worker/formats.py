@@ -87,9 +87,6 @@ class Renderer:
     """Makes the requests of one consumer's format; what every request shares is worked out
     once, when the consumer's :class:`~workerrmq.worker.delivery.Target` is made."""
 
-    #: True when the message's CloudEvents headers become attributes, and so are not forwarded.
-    cloudevents = False
-
     def render(self, message: _Message) -> Rendered:
         return Rendered(message.body, message.content_type or _OCTETS, trace_headers(message.headers))
 
@@ -99,8 +96,6 @@ class Renderer:
 
 
 class _CloudEvents(Renderer):
-    cloudevents = True
-
     def __init__(self, source: str) -> None:
         self.source = source
 
@@ -123,6 +118,8 @@ class _CloudEvents(Renderer):
                 continue
             if attribute in _REQUIRED and not _text(value):
                 continue  # an empty required attribute: the default stands
+            if attribute == "time" and not _is_time(value):
+                continue  # a receiver would refuse the event: the AMQP timestamp stands
             attributes[attribute] = value
         if message.content_type:
             attributes["datacontenttype"] = message.content_type
@@ -242,6 +239,16 @@ def _rfc3339(value: dt.datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return value.isoformat().replace("+00:00", "Z")
+
+
+def _is_time(value: Any) -> bool:
+    """Whether *value* is a time a ``time`` attribute can carry (RFC 3339 when a string)."""
+    if isinstance(value, dt.datetime):
+        return True
+    try:
+        return isinstance(value, str) and "T" in value.upper() and bool(dt.datetime.fromisoformat(value))
+    except ValueError:
+        return False
 
 
 def _is_json(content_type: Any) -> bool:
