@@ -30,6 +30,7 @@ from flask import Flask
 from werkzeug.serving import make_server
 
 from tests.conftest import MANAGEMENT_URL, RABBITMQ_URL
+from tests.endpoint import Endpoint
 from tests.support import put_dead_letters, wait_for
 from workerrmq.api import create_app
 from workerrmq.core.consumer import FIELDS
@@ -170,6 +171,14 @@ def open_page(browser: Any) -> Iterator[Callable[[str], Any]]:
 
 
 @pytest.fixture
+def down_endpoint() -> Iterator[Endpoint]:
+    """A real endpoint that answers every request 503."""
+    with Endpoint() as down:
+        down.respond = lambda _r: (503, {})
+        yield down
+
+
+@pytest.fixture
 def browser_page(open_page: Callable[[str], Any], live_server: str) -> Any:
     """A page on the module's app."""
     return open_page(live_server)
@@ -262,20 +271,37 @@ def test_dashboard_end_to_end(
     open_page,
     live_server,
     app,
+    client,
     settings,
     start_engine,
     endpoint,
     admin,
     queue_name,
+    make_consumer,
+    down_endpoint,
+    amqp,
     tmp_path,
 ) -> None:
     from playwright.sync_api import expect
 
     page = browser_page
-    start_engine(settings, history_step=1.0)  # the charts' history: a sample each second
+    # The charts' history: a sample each second; the health watch looks twice a second.
+    start_engine(settings, history_step=1.0, health_interval=0.5)
     token = _token(admin)
     queue = queue_name("dash")
     status = page.get_by_role("status")
+
+    # A consumer whose endpoint is down: its circuit opens at the first failure and it is
+    # degraded a second later, while the page is used for the rest.
+    sick, sick_queue = make_consumer(
+        down_endpoint.url,
+        circuit_threshold=1,
+        circuit_cooldown=30,
+        degraded_after=1,
+        initial_delay=0.05,
+        max_attempts=100,
+    )
+    amqp.basic_publish("", sick_queue, b"{}", pika.BasicProperties(message_id="sick-1"))
 
     _sign_in(page, token)
     assert token not in page.url
@@ -303,7 +329,12 @@ def test_dashboard_end_to_end(
     expect(cell("state")).to_contain_text("consuming", timeout=DELIVERY_TIMEOUT)
     expect(cell("state")).to_contain_text("running")
     expect(cell("circuit")).to_have_text("closed")
+    expect(cell("health")).to_be_hidden()  # healthy: no badge
     expect(cell("dead-letter-count")).to_have_text("0")
+    # The queue's ready and consumer counts were read live, and the row says so.
+    figures = queues.get_by_role("row").filter(has=page.get_by_role("rowheader", name=queue, exact=True))
+    expect(figures.locator('[data-col="figures"]')).to_have_text("live")
+    expect(figures.locator('[data-col="figures"] span')).to_have_attribute("title", re.compile("read live"))
     # Nothing to replay: no Replay button.
     expect(row.get_by_role("button", name=f"Replay the dead letters of {queue}")).to_be_hidden()
 
@@ -414,6 +445,19 @@ def test_dashboard_end_to_end(
     assert page.evaluate("() => document.cookie") == ""
     assert not [c for c in page.context.cookies() if token in c["value"]]
 
+    # The consumer whose endpoint is down is marked degraded on its row: since when, and why.
+    sick_row = _consumer_row(page, sick["name"])
+    badge = sick_row.locator('[data-col="health"]')
+    expect(badge).to_have_text(re.compile(r"^degraded since \d"), timeout=DELIVERY_TIMEOUT)
+    expect(badge).to_have_attribute("title", re.compile(r"^circuit open since "))
+    expect(sick_row.locator(".health-reason")).to_have_text(re.compile(r"^circuit open since "))
+    degraded = client.get(f"/api/v1/consumers/{sick['id']}", headers=admin).json
+    assert degraded["health"] == "degraded"
+    assert (
+        badge.get_attribute("title") == f"{degraded['degraded_reason']} (since {degraded['degraded_since']})"
+    )
+    expect(cell("health")).to_be_hidden()
+
     # Made for a laptop screen: nothing sticks out sideways at 1366 px.
     assert page.evaluate("() => document.documentElement.scrollWidth") <= VIEWPORT["width"]
     overflowing = page.evaluate("""() => Array.from(document.querySelectorAll('.table-wrap'))
@@ -428,6 +472,7 @@ def test_dashboard_end_to_end(
 
     _screenshot(page, "dashboard.png", tmp_path)
     _screenshot(page.locator("#charts"), "dashboard-charts.png", tmp_path)
+    client.delete(f"/api/v1/consumers/{sick['id']}", headers=admin)
 
     # Pause and resume from the page.
     row.get_by_role("button", name=f"Pause {queue}").click()
@@ -473,6 +518,17 @@ def test_dashboard_shows_api_errors_and_escapes_text(
         ),
     )
 
+    # The broker could not be asked live (stats_age_seconds null): the queue list is the
+    # management API's sample, and each row says so. The real answer, with that one field changed.
+    def sampled(route: Any) -> None:
+        answer = route.fetch()
+        body = answer.json()
+        for item in body.get("items", []):
+            item["stats_age_seconds"] = None
+        route.fulfill(response=answer, json=body)
+
+    page.route(re.compile(r"/api/v1/queues\?"), sampled)
+
     # A wrong key: refused, nothing stored.
     page.goto("/")
     page.get_by_label("API key").fill("wrmq_not-a-real-key")
@@ -495,6 +551,16 @@ def test_dashboard_shows_api_errors_and_escapes_text(
     _sign_in(page, _token(admin))
     expect(_consumer_row(page, evil)).to_have_count(1)
     assert page.evaluate("() => window.pwned") is None
+    page.get_by_label("Filter by name").fill(queue)
+    sampled_row = (
+        page.get_by_role("table", name="Queues", exact=True)
+        .get_by_role("row")
+        .filter(has=page.get_by_role("rowheader", name=queue, exact=True))
+    )
+    expect(sampled_row.locator('[data-col="figures"]')).to_have_text("sampled")
+    expect(sampled_row.locator('[data-col="figures"] span')).to_have_attribute(
+        "title", re.compile("management API's sample, up to 5 s old")
+    )
     by_consumer = page.get_by_role("table", name="Workers running each consumer")
     expect(
         by_consumer.get_by_role("row")
@@ -527,6 +593,7 @@ def test_dashboard_shows_api_errors_and_escapes_text(
     expect(_consumer_row(page, evil)).to_have_count(1)
     _consumer_row(page, evil).get_by_role("button", name=f"Pause {evil}").click()
     expect(alert).to_contain_text("failed: this needs a key with scope 'admin'")
+    page.unroute_all(behavior="ignoreErrors")  # the page refreshes on: no answer altered after the test
 
 
 def test_dashboard_warns_while_no_worker_runs_its_consumers(
@@ -741,6 +808,48 @@ def test_consumer_form_has_every_field_keeps_secrets_and_saves_changes(
     assert saved["headers"]["Authorization"] == "***" and saved["state"] == "paused"
     stored = client.application.extensions["workerrmq"].consumers.store.get(consumer_id)
     assert dict(stored.headers)["Authorization"] == f"Bearer {secret_header}"
+
+    # Object fields are JSON boxes. Auth secrets show as ***, never in plain text, and *** sent
+    # back keeps them; a box that is not JSON is refused at the page, naming the field.
+    password = "pw-" + uuid.uuid4().hex
+    auth_queue = make_queue("auth")
+    with_auth = client.post(
+        "/api/v1/consumers",
+        headers=admin,
+        json={
+            "queue": auth_queue,
+            "target_url": "http://127.0.0.1:9/hook",
+            "auth": {"type": "basic", "username": "ops", "password": password},
+            "batch": {"max_messages": 20},
+            "state": "paused",
+        },
+    )
+    assert with_auth.status_code == 201, with_auth.json
+    auth_id = with_auth.json["id"]
+    auth_row = _consumer_row(page, auth_queue)
+    auth_row.get_by_role("button", name=f"Edit {auth_queue}").click()
+    dialog = page.get_by_role("dialog", name=f"Edit consumer {auth_queue}")
+    auth_box = dialog.get_by_label("auth", exact=True)
+    expect(auth_box).to_have_value(re.compile(r'"password": "\*\*\*"'))
+    expect(dialog.get_by_label("batch", exact=True)).to_have_value(re.compile(r'"max_messages": 20'))
+    expect(dialog.get_by_label("source", exact=True)).to_have_value("")
+    assert password not in page.content()
+    dialog.get_by_role("button", name="Save changes").click()  # nothing changed: nothing sent
+    expect(page.get_by_role("status")).to_have_text(f"Nothing changed in {auth_queue}.")
+
+    auth_row.get_by_role("button", name=f"Edit {auth_queue}").click()
+    auth_box.fill('{"type": "basic", "username": "ops2", "password": "***"')
+    dialog.get_by_role("button", name="Save changes").click()
+    expect(dialog.locator("#edit-form-error")).to_contain_text("Saving failed: auth is not valid JSON")
+    expect(auth_box).to_have_attribute("aria-invalid", "true")
+    expect(auth_box).to_be_focused()
+    auth_box.fill('{"type": "basic", "username": "ops2", "password": "***"}')
+    dialog.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("status")).to_have_text(f"Saved {auth_queue}: auth changed.")
+    kept = client.application.extensions["workerrmq"].consumers.store.get(auth_id).auth
+    assert kept == {"type": "basic", "username": "ops2", "password": password}
+    assert client.get(f"/api/v1/consumers/{auth_id}", headers=admin).json["auth"]["password"] == "***"
+    assert client.delete(f"/api/v1/consumers/{auth_id}", headers=admin).status_code == 204
 
     # Delete, after a confirmation: Cancel keeps it.
     row.get_by_role("button", name=f"Delete consumer {queue}").click()

@@ -437,7 +437,8 @@
     return el("tr", {},
       el("th", { scope: "row", dataset: { col: "name" } }),
       cell("ready", "num"), cell("unacked", "num"), cell("consumers", "num"),
-      cell("publish-rate", "num"), cell("deliver-rate", "num"), cell("type"),
+      cell("publish-rate", "num"), cell("deliver-rate", "num"),
+      el("td", { dataset: { col: "figures" } }, el("span", { className: "age" })), cell("type"),
       el("td", { className: "actions" }, publish, " ", purge, " ", remove));
   }
 
@@ -449,12 +450,30 @@
     setText(c[3], num(q.consumers));
     setText(c[4], rate(q.publish_rate));
     setText(c[5], rate(q.deliver_rate));
-    setText(c[6], (q.type || "") + (q.durable === false ? ", transient" : ""));
+    const age = figuresAge(q.stats_age_seconds);
+    setText(c[6].firstChild, age.label);
+    setAttr(c[6].firstChild, "class", "age age-" + age.label);
+    setAttr(c[6].firstChild, "title", age.title);
+    setText(c[7], (q.type || "") + (q.durable === false ? ", transient" : ""));
     row.dataset.ready = typeof q.messages_ready === "number" ? q.messages_ready : "";
     row.dataset.messages = typeof q.messages === "number" ? q.messages : "";
     setAttr(row.querySelector("[data-action=publish]"), "aria-label", "Publish a message to " + q.name);
     setAttr(row.querySelector("[data-action=purge]"), "aria-label", "Purge " + q.name);
     setAttr(row.querySelector("[data-action=delete]"), "aria-label", "Delete queue " + q.name);
+  }
+
+  /** How old a queue's figures are: ready and consumers read live (stats_age_seconds 0), or
+   *  everything from the management API's sample (null), which RabbitMQ takes every 5 s. */
+  function figuresAge(seconds) {
+    if (typeof seconds !== "number") {
+      return { label: "sampled", title: "All figures are the management API's sample, up to 5 s old " +
+        "(the broker could not be asked live)." };
+    }
+    if (seconds <= 0) {
+      return { label: "live", title: "Ready and consumers were read live from the broker; unacked and " +
+        "the rates are the management API's sample, up to 5 s old." };
+    }
+    return { label: "sampled", title: "The figures are " + seconds + " s old." };
   }
 
   function messagesText(n) {
@@ -538,7 +557,9 @@
     const remove = el("button", { type: "button", className: "small", dataset: { action: "delete" } }, "Delete");
     remove.addEventListener("click", () => deleteConsumer(remove.closest("tr")));
     const state = cell("state");
-    state.append(el("span", { className: "state" }), el("span", { className: "sub" }));
+    state.append(el("span", { className: "state" }), " ",
+      el("span", { className: "badge health-degraded", dataset: { col: "health" }, hidden: true }),
+      el("span", { className: "sub health-reason", hidden: true }), el("span", { className: "sub" }));
     const lastError = cell("last-error", "error-cell");
     lastError.append(el("span", { className: "error-text" }), el("span", { className: "sub" }));
     const dead = cell("dead-letters", "dlq");
@@ -568,9 +589,19 @@
     const paused = consumer.state === "paused";
     setText(c[3].firstChild, consumer.state);
     setAttr(c[3].firstChild, "class", "state " + (paused ? "paused" : "running"));
-    const health = consumer.health === "degraded"
-      ? "degraded" + (consumer.degraded_reason ? ": " + consumer.degraded_reason : "") + "; " : "";
-    setText(c[3].lastChild, health + (stats.status || []).join(", ").replace(/_/g, " "));
+    // Degraded (circuit open, or dead letters growing, for longer than degraded_after): a badge
+    // saying since when, the reason on a line of its own and in the badge's tooltip.
+    const degraded = consumer.health === "degraded";
+    const healthBadge = c[3].querySelector("[data-col=health]");
+    const reasonLine = c[3].querySelector(".health-reason");
+    healthBadge.hidden = !degraded;
+    reasonLine.hidden = !degraded || !consumer.degraded_reason;
+    setText(healthBadge, degraded ? "degraded" + (consumer.degraded_since ? " since " + when(consumer.degraded_since) : "") : "");
+    setAttr(healthBadge, "title", degraded
+      ? (consumer.degraded_reason || "degraded") + (consumer.degraded_since ? " (since " + consumer.degraded_since + ")" : "")
+      : null);
+    setText(reasonLine, degraded ? consumer.degraded_reason || "" : "");
+    setText(c[3].lastChild, (stats.status || []).join(", ").replace(/_/g, " "));
 
     setText(c[4], num(stats.delivered));
     setText(c[5], num(stats.failed));
@@ -1078,11 +1109,16 @@
     if (!response.ok) throw new ApiError(response.status, "http_" + response.status, "cannot read /openapi.json");
     const doc = await response.json();
     const schemas = (doc.components && doc.components.schemas) || {};
+    // A field is a plain schema, a $ref (or allOf of one), or anyOf [$ref, {nullable}] (source, batch).
     const resolve = (prop) => {
-      const ref = prop.$ref || (prop.allOf && prop.allOf.length === 1 && prop.allOf[0].$ref);
+      const options = prop.anyOf || prop.oneOf || [];
+      const refOption = options.find((o) => o.$ref);
+      const ref = prop.$ref || (prop.allOf && prop.allOf.length === 1 && prop.allOf[0].$ref) ||
+        (refOption && refOption.$ref);
       if (!ref) return prop;
       const target = schemas[ref.split("/").pop()] || {};
-      return Object.assign({}, target, prop, { type: target.type || "object" });
+      const nullable = Boolean(prop.nullable || options.some((o) => o.nullable));
+      return Object.assign({}, target, prop, { type: target.type || "object", nullable });
     };
     const update = schemas.ConsumerUpdate || { properties: {} };
     consumerSchema = Object.entries(update.properties || {}).map(([name, prop]) => [name, resolve(prop)]);
@@ -1108,6 +1144,18 @@
     return String(value);
   }
 
+  // The auth values the API keeps write-only (core/endpoint_auth.py SECRET_FIELDS).
+  const AUTH_SECRETS = ["token", "password", "client_secret", "key_pem"];
+
+  /** *auth* with its secrets as "***": the API sends them so already; this page never shows one
+   *  in plain text, whatever a server answers. Sent back as "***", each keeps the stored secret. */
+  function maskedAuth(auth) {
+    if (!auth || typeof auth !== "object") return auth;
+    const copy = Object.assign({}, auth);
+    for (const key of AUTH_SECRETS) if (typeof copy[key] === "string" && copy[key]) copy[key] = "***";
+    return copy;
+  }
+
   function buildField(name, prop, consumer) {
     const kind = fieldKind(prop);
     const id = "edit-" + name;
@@ -1129,7 +1177,8 @@
       control = el("input", Object.assign({ type: kind === "secret" ? "password" : "text", autocomplete: "off",
         spellcheck: "false", maxlength: prop.maxLength }, common));
     }
-    const current = kind === "secret" ? "" : shown(kind, consumer[name]);
+    const value = name === "auth" ? maskedAuth(consumer.auth) : consumer[name];
+    const current = kind === "secret" ? "" : shown(kind, value);
     if (kind === "boolean") control.checked = current === "true";
     else control.value = current;
     if (kind === "secret") control.placeholder = consumer.signing || consumer[name] ? "*** (kept)" : "(none)";
@@ -1168,7 +1217,8 @@
         try {
           value = JSON.parse(trimmed);
         } catch (err) {
-          throw new ApiError(0, "invalid_input", "not valid JSON (" + err.message + ")", control.name);
+          throw new ApiError(0, "invalid_input", control.name + " is not valid JSON (" + err.message + ")",
+            control.name);
         }
       } else value = trimmed;
       body[control.name] = value;
