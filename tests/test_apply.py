@@ -505,7 +505,7 @@ def test_a_source_consumer_s_file_problems(names):
     with pytest.raises(FileProblem, match=r"consumers\[1\]\.auth\.password: a secret must not be written"):
         load(yaml.safe_dump(inline), ENV)
     doc["queues"] = [{"name": f"wrmq.{names.orders}-events"}]
-    with pytest.raises(FileProblem, match=r"queues\[0\]\.name: .* has a source"):
+    with pytest.raises(FileProblem, match=r"queues\[0\]\.name: .*the wrmq\. prefix is reserved"):
         load(yaml.safe_dump(doc), ENV)
 
 

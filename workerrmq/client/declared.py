@@ -2,9 +2,9 @@
 
 Checks run before anything is sent, in this order: the YAML parses; no secret is written
 inline (a signing secret, a password in ``target_url``, a credential-looking header value or
-a secret of ``auth`` must be a ``${ENV_NAME}`` reference); the file matches
-``apply-schema.json``; names are unique; every reference names a set variable; no queue
-declared is a ``source`` consumer's own. Each error names its place, e.g. ``consumers[0].timeout``.
+a secret of ``auth`` must be a ``${ENV_NAME}`` reference); no queue declared is a ``source``
+consumer's own (``wrmq.``); the file matches ``apply-schema.json``; names are unique; every
+reference names a set variable. Each error names its place, e.g. ``consumers[0].timeout``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import jsonschema
 import yaml
 
 from workerrmq.core import credentials
-from workerrmq.core.consumer import AUTH_SECRETS, source_queue_for
+from workerrmq.core.consumer import AUTH_SECRETS, SOURCE_QUEUE_PREFIX
 
 __all__ = [
     "Declared",
@@ -86,6 +86,7 @@ def load(text: str, environ: Mapping[str, str] | None = None) -> Declared:
     except yaml.YAMLError as exc:
         raise FileProblem(f"not valid YAML: {exc}") from None
     _refuse_inline_secrets(raw)
+    _refuse_source_queues(raw)
     errors = sorted(
         jsonschema.Draft202012Validator(schema()).iter_errors(raw),
         key=lambda e: list(map(str, e.absolute_path)),
@@ -99,20 +100,22 @@ def load(text: str, environ: Mapping[str, str] | None = None) -> Declared:
         consumers=_by_name(resolved, "consumers"),
         api_keys={k["name"]: k["scope"] for k in _by_name(resolved, "api_keys").values()},
     )
-    _refuse_source_queues(declared)
     return declared
 
 
-def _refuse_source_queues(declared: Declared) -> None:
-    """A ``source`` consumer's queue is made and bound by the API from its source: declaring
-    it as a queue too would give it two owners, and bindings apply would fight over."""
-    for i, name in enumerate(declared.queues):
-        for consumer, spec in declared.consumers.items():
-            if spec.get("source") is not None and source_queue_for(consumer) == name:
-                raise FileProblem(
-                    f"queues[{i}].name: {name!r} is the own queue of consumer {consumer!r}, which "
-                    "has a source; the API declares and binds it from the source: leave it out of queues"
-                )
+def _refuse_source_queues(raw: Any) -> None:
+    """The ``wrmq.`` queues are the own queues of ``source`` consumers, made and bound by the
+    API from the source (which refuses to create one otherwise): a file cannot declare one."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("queues"), list):
+        return
+    for i, queue in enumerate(raw["queues"]):
+        name = queue.get("name") if isinstance(queue, dict) else None
+        if isinstance(name, str) and name.startswith(SOURCE_QUEUE_PREFIX):
+            raise FileProblem(
+                f"queues[{i}].name: {name!r}: the {SOURCE_QUEUE_PREFIX} prefix is reserved for the own "
+                "queues of consumers with a source, which the API declares and binds from the "
+                "source: leave it out of queues"
+            )
 
 
 def _path(parts: Any) -> str:
