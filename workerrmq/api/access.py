@@ -3,7 +3,9 @@ was served (through Flask, or by the publish lane on the event loop)."""
 
 from __future__ import annotations
 
+import functools
 import logging
+from typing import Any
 
 from workerrmq import metrics
 
@@ -12,12 +14,22 @@ __all__ = ["access_log", "record"]
 access_log = logging.getLogger("workerrmq.access")
 
 
+@functools.lru_cache(maxsize=1024)
+def _series(method: str, route: str, status: int) -> tuple[Any, Any]:
+    """The request counter and duration histogram of one method, route and status, looked up
+    once (routes are URL rules, not paths, so there are few)."""
+    return metrics.HTTP_REQUESTS.labels(method, route, str(status)), metrics.HTTP_DURATION.labels(
+        method, route
+    )
+
+
 def record(method: str, path: str, route: str, status: int, elapsed: float, key_name: str | None) -> None:
     """Count the request under *route* (the URL rule, or ``unmatched``), time it, and log
     its line: ``METHOD PATH STATUS 1.2ms key=NAME``, with the same fields as extras."""
     elapsed_ms = elapsed * 1000
-    metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
-    metrics.HTTP_DURATION.labels(method, route).observe(elapsed)
+    count, duration = _series(method, route, status)
+    count.inc()
+    duration.observe(elapsed)
     if not access_log.isEnabledFor(logging.INFO):
         return
     access_log.info(

@@ -195,6 +195,9 @@ class Publisher:
             return self._loop
 
     async def _ensure_channel(self) -> aio_pika.abc.AbstractChannel:
+        channel = self._channel
+        if channel is not None and not channel.is_closed:  # the common case, without the lock
+            return channel
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -218,22 +221,27 @@ class Publisher:
         # aiormq's publish, without waiting for each frame to be written: the
         # confirms are what is waited for, all together, under one deadline.
         underlay = await channel.get_underlay_channel()
+
+        def publish(m: OutgoingMessage) -> Coroutine[Any, Any, Any]:
+            return underlay.basic_publish(
+                m.body,
+                exchange=exchange,
+                routing_key=m.routing_key,
+                properties=m.properties(),
+                mandatory=True,
+                wait=False,  # type: ignore[call-arg]  # aiormq's Channel takes it; the ABC omits it
+            )
+
+        results: list[Any]
         try:
             async with asyncio.timeout(self.timeout):
-                results = await asyncio.gather(
-                    *(
-                        underlay.basic_publish(
-                            m.body,
-                            exchange=exchange,
-                            routing_key=m.routing_key,
-                            properties=m.properties(),
-                            mandatory=True,
-                            wait=False,  # type: ignore[call-arg]  # aiormq's Channel takes it; the ABC omits it
-                        )
-                        for m in messages
-                    ),
-                    return_exceptions=True,
-                )
+                if len(messages) == 1:  # awaited here: no task for the one message
+                    try:
+                        results = [await publish(messages[0])]
+                    except Exception as exc:  # noqa: BLE001 - judged below, as gather hands them back
+                        results = [exc]
+                else:
+                    results = await asyncio.gather(*map(publish, messages), return_exceptions=True)
         except TimeoutError:
             await self._drop_connection()
             raise BrokerUnavailable("RabbitMQ did not confirm in time") from None
