@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from workerrmq.core.credentials import PLACEHOLDER, PlaceholderUnmatched
 from workerrmq.core.endpoint_auth import SECRET_FIELDS
@@ -119,7 +120,9 @@ def redact_auth(auth: Mapping[str, Any] | None) -> dict[str, Any] | None:
 def restore_auth(new: Mapping[str, Any] | None, old: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """*new* with each ``***`` secret replaced by the stored one of *old*, so a consumer read
     and sent back keeps its secrets. Raises :class:`PlaceholderUnmatched` where *old* holds
-    none of that ``type``: a placeholder cannot carry a token to another kind of auth."""
+    none of that ``type``: a placeholder cannot carry a token to another kind of auth, nor an
+    OAuth2 client secret to a ``token_url`` on another scheme, host or port (whoever may edit
+    the consumer but not read its secret would have it sent to a server of theirs)."""
     if new is None:
         return None
     restored = dict(new)
@@ -132,8 +135,26 @@ def restore_auth(new: Mapping[str, Any] | None, old: Mapping[str, Any] | None) -
                 f"type {new.get('type')!r}; send the secret itself",
                 field=f"auth.{key}",
             )
+        if key == "client_secret" and _origin(new.get("token_url")) != _origin(old.get("token_url")):
+            raise PlaceholderUnmatched(
+                f"auth.{key}: {PLACEHOLDER!r} keeps the stored secret only for a token_url on the "
+                "same scheme, host and port; send the secret itself",
+                field=f"auth.{key}",
+            )
         restored[key] = old[key]
     return restored
+
+
+def _origin(url: Any) -> tuple[str, str, int | None] | None:
+    """A URL's scheme, host and port (the default one filled in), or None if it has none."""
+    if not isinstance(url, str):
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:
+        return None
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
 
 
 def _number(value: Any) -> str:
