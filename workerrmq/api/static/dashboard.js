@@ -601,6 +601,7 @@
       ? (consumer.degraded_reason || "degraded") + (consumer.degraded_since ? " (since " + consumer.degraded_since + ")" : "")
       : null);
     setText(reasonLine, degraded ? consumer.degraded_reason || "" : "");
+    setAttr(reasonLine, "title", degraded && consumer.degraded_reason ? consumer.degraded_reason : null);
     setText(c[3].lastChild, (stats.status || []).join(", ").replace(/_/g, " "));
 
     setText(c[4], num(stats.delivered));
