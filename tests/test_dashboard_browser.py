@@ -14,6 +14,7 @@ no worker ever alive has an app of its own.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -740,7 +741,7 @@ def test_queue_table_shows_what_it_counts_purge_and_delete(browser_page, client,
 
 @pytest.mark.timeout(120)
 def test_consumer_form_has_every_field_keeps_secrets_and_saves_changes(
-    browser_page, client, admin, make_queue, tmp_path
+    browser_page, client, admin, make_queue, settings, start_engine, endpoint, amqp, tmp_path
 ) -> None:
     from playwright.sync_api import expect
 
@@ -818,7 +819,7 @@ def test_consumer_form_has_every_field_keeps_secrets_and_saves_changes(
         headers=admin,
         json={
             "queue": auth_queue,
-            "target_url": "http://127.0.0.1:9/hook",
+            "target_url": endpoint.url,
             "auth": {"type": "basic", "username": "ops", "password": password},
             "batch": {"max_messages": 20},
             "state": "paused",
@@ -849,6 +850,18 @@ def test_consumer_form_has_every_field_keeps_secrets_and_saves_changes(
     kept = client.application.extensions["workerrmq"].consumers.store.get(auth_id).auth
     assert kept == {"type": "basic", "username": "ops2", "password": password}
     assert client.get(f"/api/v1/consumers/{auth_id}", headers=admin).json["auth"]["password"] == "***"
+    # And the endpoint, which demands exactly that user and password, takes a delivery.
+    basic = "Basic " + base64.b64encode(f"ops2:{password}".encode()).decode()
+    endpoint.respond = lambda r: (200 if r.headers.get("Authorization") == basic else 401, {})
+    start_engine(settings)
+    assert client.post(f"/api/v1/consumers/{auth_id}/resume", headers=admin).status_code == 200
+    amqp.basic_publish("", auth_queue, b'{"after": "edit"}', pika.BasicProperties(message_id="auth-1"))
+    wait_for(
+        lambda: [r for r in endpoint.received if r.status == 200 and b'"after"' in r.body],
+        timeout=30,
+        what="a delivery the endpoint accepted",
+    )
+    assert not [r for r in endpoint.received if r.status != 200]
     assert client.delete(f"/api/v1/consumers/{auth_id}", headers=admin).status_code == 204
 
     # Delete, after a confirmation: Cancel keeps it.
