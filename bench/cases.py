@@ -33,6 +33,7 @@ from bench.common import (
     message_body,
     percentile,
 )
+from bench.endpoint import CLIENT_ID, CLIENT_SECRET
 
 #: A Standard Webhooks secret: signing is on for every WorkerRMQ consumer of the benchmark.
 SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -40,8 +41,11 @@ SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 #: one engine process (``--processes 1``), (a0) a consumer made by the seed's ``/createConsumer``
 #: with no options, (a) with ``batch`` (100 messages a request), with ``reply`` (each answer
 #: published to a queue), with a ``filter`` (a CEL expression over the JSON body and the routing
-#: key, true for every message) and as CloudEvents (structured mode: each body wrapped in a JSON
-#: envelope), then the plain relay, the seed's design and the two halves of the floor.
+#: key, true for every message), as CloudEvents (structured mode: each body wrapped in a JSON
+#: envelope), with endpoint ``auth`` (OAuth2 client credentials against the endpoint's token
+#: route: one token fetched, then the cached one on every request) and on a worker started with
+#: ``ATTEMPT_LOG=0`` (what the attempt log costs is (a) against it), then the plain relay, the
+#: seed's design and the two halves of the floor.
 RELAY_CONTENDERS = (
     "workerrmq",
     "workerrmq_1p",
@@ -50,6 +54,8 @@ RELAY_CONTENDERS = (
     "reply",
     "filter",
     "cloudevents",
+    "auth",
+    "no_attempt_log",
     "plain",
     "seed",
     "broker_only",
@@ -65,7 +71,16 @@ WORKER_CONTENDERS: dict[str, int | None] = {
     "reply": None,
     "filter": None,
     "cloudevents": None,
+    "auth": None,
+    "no_attempt_log": None,
 }
+#: What a worker contender's ``workerrmq worker`` gets in its environment beyond the run's.
+WORKER_ENV: dict[str, dict[str, str]] = {
+    "no_attempt_log": {"ATTEMPT_LOG": "false"},
+}
+#: The (a) consumer with a feature on: the (a) consumer's extra fields (see ``feature_fields``)
+#: and the endpoint's route of the same name (``bench/endpoint.py``).
+FEATURES = ("batch", "reply", "filter", "cloudevents", "auth")
 #: The (a) consumer's fields for the contenders that are (a) with a feature on.
 FEATURE_FIELDS: dict[str, dict[str, Any]] = {
     "batch": {"batch": {"max_messages": 100, "max_wait_ms": 50}},
@@ -74,6 +89,22 @@ FEATURE_FIELDS: dict[str, dict[str, Any]] = {
     "filter": {"filter": 'body.n >= 0 && routing_key != ""'},
     "cloudevents": {"format": "cloudevents-structured"},
 }
+
+
+def feature_fields(ctx: Context, contender: str, bucket: str) -> dict[str, Any]:
+    """The fields the (a) consumer gets for *contender* (none for (a) itself)."""
+    if contender == "auth":
+        return {
+            "auth": {
+                "type": "oauth2",
+                "token_url": ctx.endpoint.url("token", bucket),
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+            }
+        }
+    return dict(FEATURE_FIELDS.get(contender, {}))
+
+
 LATENCY_CONTENDERS = ("workerrmq", "plain")
 
 
@@ -114,6 +145,7 @@ class Context:
         self.workerrmq_env = workerrmq_env
         self.worker: Proc | None = None
         self._worker_processes: int | None = None  # what ``ensure_worker`` started it with
+        self._worker_extra_env: dict[str, str] = {}  # and with which variables beyond the run's
         self.scale_counts: tuple[int, ...] = plan.scale_counts
         self.label = ""  # which side of a --compare run this is ("" otherwise)
         self.source: Path | None = None  # the checkout its WorkerRMQ runs from (None: installed)
@@ -161,15 +193,17 @@ class Context:
             module, argv, cwd=Path(__file__).resolve().parent.parent, profile=module == "plain_relay"
         )
 
-    async def start_worker(self, name: str = "worker", processes: int | None = None) -> Proc:
+    async def start_worker(
+        self, name: str = "worker", processes: int | None = None, env: dict[str, str] | None = None
+    ) -> Proc:
         """``workerrmq worker`` as users run it (``--processes`` if given; else the run's
-        choice); returns once it says it is connected."""
+        choice; *env* added to the run's environment); returns once it says it is connected."""
         argv = (
             self.workerrmq_argv("worker", worker_processes=processes)
             if processes
             else self.workerrmq_argv("worker")
         )
-        proc = self.spawn(name, argv, env=self.worker_env(), cwd=self.tmp, profile=True)
+        proc = self.spawn(name, argv, env={**self.worker_env(), **(env or {})}, cwd=self.tmp, profile=True)
         deadline = time.monotonic() + 60
         while " connected" not in proc.tail(50):
             if not proc.alive():
@@ -183,14 +217,17 @@ class Context:
         """The workers' environment: each serves its /metrics (and health) on a port of its own."""
         return {**self.workerrmq_env, "WORKER_BIND": f"127.0.0.1:{free_port()}"}
 
-    async def ensure_worker(self, processes: int | None = None) -> Proc:
-        """The running worker, (re)started when it is gone or runs another number of engine
-        processes than *processes* (None: the run's choice)."""
-        if self.worker is not None and self._worker_processes != processes:
+    async def ensure_worker(self, processes: int | None = None, env: dict[str, str] | None = None) -> Proc:
+        """The running worker, (re)started when it is gone, or runs another number of engine
+        processes than *processes* (None: the run's choice), or was started with other
+        variables than *env* (added to the run's environment; None: none)."""
+        env = env or {}
+        if self.worker is not None and (self._worker_processes != processes or self._worker_extra_env != env):
             self.stop_worker()
         if self.worker is None or not self.worker.alive():
-            self.worker = await self.start_worker(processes=processes)
+            self.worker = await self.start_worker(processes=processes, env=env)
             self._worker_processes = processes
+            self._worker_extra_env = env
         return self.worker
 
     def stop_worker(self) -> None:
@@ -307,7 +344,7 @@ async def relay_once(ctx: Context, contender: str, size: int, label: str) -> dic
     plan, broker = ctx.plan, ctx.broker
     n = plan.messages
     bucket = broker.name(f"relay-{contender}")
-    target = ctx.endpoint.url(contender if contender in FEATURE_FIELDS else "ok", bucket)
+    target = ctx.endpoint.url(contender if contender in FEATURES else "ok", bucket)
     if contender == "http_only":
         proc = ctx.contender(
             "http_only", "--target", target, "--count", n, "--size", size, "--concurrency", plan.prefetch
@@ -344,7 +381,7 @@ async def _worker_relay(
     ctx: Context, contender: str, queue: str, target: str, bucket: str, n: int, label: str
 ) -> dict[str, Any]:
     """Drain *queue* through a WorkerRMQ worker; the consumer is dropped afterwards."""
-    worker = await ctx.ensure_worker(processes=WORKER_CONTENDERS[contender])
+    worker = await ctx.ensure_worker(processes=WORKER_CONTENDERS[contender], env=WORKER_ENV.get(contender))
     if contender == "workerrmq_defaults":
         # The seed's route with nothing but the queue (and where to send, which the seed
         # takes from DEFAULT_TARGET_URL): every other field at its default.
@@ -354,11 +391,21 @@ async def _worker_relay(
         finally:
             await ctx.api.call("POST", "/deleteConsumer", {"queueName": queue})
             await ctx.broker.wait_consumers([queue], 0, timeout=15)
-    consumer_id = await ctx.consumer(queue, target, **FEATURE_FIELDS.get(contender, {}))
+    consumer_id = await ctx.consumer(queue, target, **feature_fields(ctx, contender, bucket))
     try:
-        return await ctx.watch(bucket, n, label, proc=worker)
+        result = await ctx.watch(bucket, n, label, proc=worker)
+        if contender == "no_attempt_log":
+            # Measuring a worker that still logs would show no cost at all: make sure it is off.
+            logged = await ctx.api.call("GET", f"/api/v1/consumers/{consumer_id}/attempts")
+            if logged["total"]:
+                raise RuntimeError(f"{label}: {logged['total']} attempts logged with ATTEMPT_LOG=false")
     finally:
         await ctx.drop_consumer(consumer_id, queue)
+    if contender == "auth":
+        # One per engine process (each has its own cache) when every later request went out
+        # with the cached token.
+        result["token_fetches"] = (await ctx.endpoint.stats(bucket)).tokens
+    return result
 
 
 async def _broker_only(ctx: Context, queue: str, n: int, label: str) -> dict[str, Any]:
@@ -825,6 +872,7 @@ async def scale_once(ctx: Context, names: list[str], label: str) -> dict[str, An
         cwd=ctx.tmp,
     )
     ctx._worker_processes = SCALE_PROCESSES
+    ctx._worker_extra_env = {}
     try:
         return await _measure_scale(ctx, worker, names, started, label)
     finally:

@@ -554,6 +554,7 @@ class BucketStats:
     last: float
     latencies: list[float] = dataclasses.field(default_factory=list)
     published: list[float] = dataclasses.field(default_factory=list)
+    tokens: int = 0  # OAuth2 tokens the endpoint issued for the bucket
 
     def rate(self) -> float | None:
         """Messages per second between the first and the last arrival."""

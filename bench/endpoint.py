@@ -5,7 +5,12 @@ Paths name a bucket: ``/ok/<bucket>`` answers 200, ``/fail/<bucket>`` answers 50
 body, which starts with the publish time (``time.time()``) followed by a space;
 ``/batch/<bucket>`` answers 200 and counts the items of a batch request (a JSON
 array, or NDJSON lines) as messages; ``/reply/<bucket>`` answers 200 with a small
-JSON body, for a consumer that publishes answers.
+JSON body, for a consumer that publishes answers; ``/auth/<bucket>`` answers 200
+only to a request carrying an access token this endpoint issued (``Authorization:
+Bearer ...``), else 401 (not counted). ``POST /token/<bucket>`` is an OAuth2 token
+endpoint (the client-credentials grant, the client's credentials in HTTP Basic or
+in the form: :data:`CLIENT_ID`, :data:`CLIENT_SECRET`), which issues a new token
+each time and counts it for the bucket.
 Per bucket it counts requests and keeps the arrival time of the first and the
 last. ``GET /_stats/<bucket>`` (``?lat=1`` adds the latencies) and
 ``POST /_reset`` are for bench.run; ``GET /_ping`` says it is up.
@@ -17,13 +22,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import secrets
 import signal
 import time
+from urllib.parse import parse_qsl
 
 import orjson
 import uvloop
 from aiohttp import web
+
+#: The OAuth2 client the ``auth`` contender's consumer is given (the token route accepts only it).
+CLIENT_ID = "bench-client"
+CLIENT_SECRET = "bench-client-secret"
+#: What a token is good for, in seconds: longer than any run, so a run fetches one token and
+#: then measures the cached-token path.
+TOKEN_LIFETIME = 3600
 
 
 class Bucket:
@@ -44,10 +59,36 @@ def _items(body: bytes, content_type: str) -> int:
     return len(orjson.loads(body))
 
 
+def _client_of(request: web.BaseRequest, form: dict[str, str]) -> tuple[str, str]:
+    """The client id and secret of a token request: from HTTP Basic, else from the form."""
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Basic "):
+        with contextlib.suppress(ValueError):
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+            return user, password
+    return form.get("client_id", ""), form.get("client_secret", "")
+
+
 class Endpoint:
     def __init__(self) -> None:
         self.buckets: dict[str, Bucket] = {}
+        self.tokens: dict[str, int] = {}  # token requests answered, per bucket
+        self.issued: set[str] = set()
         self.ok = web.Response(status=200)
+
+    def token(self, request: web.BaseRequest, name: str, body: bytes) -> web.Response:
+        """The client-credentials grant: a new bearer token for the bench's client."""
+        form = dict(parse_qsl(body.decode("utf-8", "replace")))
+        if form.get("grant_type") != "client_credentials":
+            return web.json_response({"error": "unsupported_grant_type"}, status=400)
+        if _client_of(request, form) != (CLIENT_ID, CLIENT_SECRET):
+            return web.json_response({"error": "invalid_client"}, status=401)
+        token = secrets.token_urlsafe(24)
+        self.issued.add(token)
+        self.tokens[name] = self.tokens.get(name, 0) + 1
+        return web.json_response(
+            {"access_token": token, "token_type": "Bearer", "expires_in": TOKEN_LIFETIME}
+        )
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         body = await request.read()
@@ -56,6 +97,12 @@ class Endpoint:
         if path.startswith("/_"):
             return self.control(request, path)
         _, kind, name = path.split("/", 2)
+        if kind == "token":
+            return self.token(request, name, body)
+        if kind == "auth":
+            header = request.headers.get("Authorization", "")
+            if not header.startswith("Bearer ") or header[7:] not in self.issued:
+                return web.Response(status=401, text="no valid access token")
         bucket = self.buckets.get(name)
         if bucket is None:
             bucket = self.buckets[name] = Bucket()
@@ -77,13 +124,17 @@ class Endpoint:
             return web.Response(text="pong")
         if path == "/_reset":
             self.buckets.clear()
+            self.tokens.clear()
+            self.issued.clear()
             return web.Response(text="reset")
         if path.startswith("/_stats/"):
-            bucket = self.buckets.get(path[len("/_stats/") :]) or Bucket()
+            name = path[len("/_stats/") :]
+            bucket = self.buckets.get(name) or Bucket()
             stats: dict[str, object] = {
                 "count": bucket.count,
                 "first": bucket.first,
                 "last": bucket.last,
+                "tokens": self.tokens.get(name, 0),
             }
             if request.query.get("lat"):
                 stats["latencies"] = bucket.latencies

@@ -17,6 +17,8 @@ CONTENDER_NAMES = {
     "reply": "(a) with reply (each answer published to a queue)",
     "filter": "(a) with a filter (CEL over the JSON body and routing key, true for all)",
     "cloudevents": "(a) as CloudEvents (structured mode)",
+    "auth": "(a) with endpoint auth (OAuth2 client credentials, cached token)",
+    "no_attempt_log": "(a) on a worker without the attempt log (ATTEMPT_LOG=false)",
     "plain": "(b) plain aio-pika + aiohttp relay",
     "seed": "(c) seed design (pika + requests)",
     "broker_only": "(d) floor: broker only",
@@ -30,6 +32,8 @@ SHORT_NAMES = {
     "reply": "(a) reply",
     "filter": "(a) filter",
     "cloudevents": "(a) CloudEvents",
+    "auth": "(a) auth",
+    "no_attempt_log": "(a) no attempt log",
     "plain": "(b) plain",
     "seed": "(c) seed",
     "broker_only": "(d) broker-only",
@@ -289,6 +293,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
                 True,
             )
         )
+    rows += _feature_targets(s)
     lat = s.get("latency", {})
     a99, b99 = (lat.get(c, {}).get("p99_ms") for c in ("workerrmq", "plain"))
     rows.append(
@@ -328,6 +333,41 @@ def targets(results: dict[str, Any]) -> list[Target]:
         )
     )
     rows += _scale_targets(s.get("scale", {}), (results.get("scale") or {}).get("processes"))
+    return rows
+
+
+def _feature_targets(s: dict[str, Any]) -> list[Target]:
+    """Batches raise (a)'s throughput at least 3× at 200 B; the attempt log costs (a) at most 5%
+    of its throughput (a against the same consumer on a worker without the log)."""
+    relay, cpu = s.get("relay", {}), s.get("cpu", {})
+    a, batch = (relay.get("200", {}).get(c) for c in ("workerrmq", "batch"))
+    rows = [
+        Target(
+            "batch_200",
+            "relay 200 B: (a) with batches of 100 vs (a)",
+            "≥ 3×",
+            f"{_num(batch)} vs {_num(a)} msg/s = ×{_num(_ratio(batch, a), 2)}",
+            _ratio(batch, a),
+            3.0,
+            True,
+        )
+    ]
+    for size in ("200", "16384"):
+        with_log, without = (relay.get(size, {}).get(c) for c in ("workerrmq", "no_attempt_log"))
+        cpu_with, cpu_without = (cpu.get(size, {}).get(c) for c in ("workerrmq", "no_attempt_log"))
+        rows.append(
+            Target(
+                f"attempt_log_{size}",
+                f"relay {_size(int(size))}: (a) with the attempt log vs (a) on a worker without it "
+                "(`ATTEMPT_LOG=false`)",
+                "≥ 0.95× (≤ 5% lost)",
+                f"{_num(with_log)} vs {_num(without)} msg/s = ×{_num(_ratio(with_log, without), 2)}; "
+                f"CPU/msg {_num(cpu_with, 0, ' µs')} vs {_num(cpu_without, 0, ' µs')}",
+                _ratio(with_log, without),
+                0.95,
+                True,
+            )
+        )
     return rows
 
 
@@ -450,7 +490,8 @@ def markdown(results: dict[str, Any], history: Sequence[dict[str, Any]] = ()) ->
                 shown.setdefault(note, t.what)
     lines += ["", "![The benchmark's medians](performance.png)", ""]
     lines += _history_section(history)
-    lines += _relay_section(results) + _latency_section(results) + _publish_section(results)
+    lines += _relay_section(results) + _feature_section(results)
+    lines += _latency_section(results) + _publish_section(results)
     lines += _isolation_section(results) + _scale_section(results) + _method_section(results)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -532,6 +573,85 @@ def _relay_section(results: dict[str, Any]) -> list[str]:
 
 def _size(size: int) -> str:
     return f"{size // 1024} KB" if size >= 1024 else f"{size} B"
+
+
+#: The rows of the feature costs table: (a) with one feature on, and (a) without the attempt log.
+FEATURE_CONTENDERS = ("batch", "reply", "filter", "cloudevents", "auth", "no_attempt_log")
+
+
+def _feature_section(results: dict[str, Any]) -> list[str]:
+    """Each feature on the (a) consumer beside the plain (a) consumer of the same run."""
+    relay = results.get("relay")
+    lines = ["## Feature costs", ""]
+    if not relay or "error" in relay:
+        return lines + [f"Not measured: {(relay or {}).get('error', 'case not run')}", ""]
+    sizes = list(relay)
+    measured = [c for c in FEATURE_CONTENDERS if any(relay[size].get(c) for size in sizes)]
+    if not measured or not any(relay[size].get("workerrmq") for size in sizes):
+        return lines + ["Not measured: run the relay case with `workerrmq` and a feature contender.", ""]
+    lines += [
+        "The (a) consumer with one feature on, drained like (a) in the same run (the same kind of worker, "
+        "same endpoint, same messages): msg/s, the worker's CPU per message, and both as a "
+        "multiple of plain (a)'s (msg/s ÷ (a) above 1 is faster than (a); CPU ÷ (a) above 1 "
+        "costs more per message). For batches, a message is an item of a batch request.",
+        "",
+    ]
+    header, rule = "| contender |", "| --- |"
+    for size in sizes:
+        label = _size(int(size))
+        header += f" {label} msg/s | {label} ÷ (a) | {label} CPU/msg | {label} CPU ÷ (a) |"
+        rule += " ---: | ---: | ---: | ---: |"
+    lines += [header, rule]
+    for contender in ("workerrmq", *measured):
+        row = f"| {CONTENDER_NAMES[contender]} |"
+        for size in sizes:
+            runs = relay[size].get(contender)
+            rate, cpu = _med(runs), _med(runs, "cpu_us_per_msg")
+            a_rate = _med(relay[size].get("workerrmq"))
+            a_cpu = _med(relay[size].get("workerrmq"), "cpu_us_per_msg")
+            cell = _num(rate) + _spread(runs)
+            if _errors(runs):
+                cell += f" [{_errors(runs)} failed]"
+            row += (
+                f" {cell} | ×{_num(_ratio(rate, a_rate), 2)} | {_num(cpu, 0, ' µs')} "
+                f"| ×{_num(_ratio(cpu, a_cpu), 2)} |"
+            )
+        lines.append(row)
+    lines += ["", *_feature_notes(relay, measured)]
+    return lines + [""]
+
+
+def _feature_notes(relay: dict[str, Any], measured: Sequence[str]) -> list[str]:
+    notes = []
+    if "auth" in measured:
+        fetches = [r.get("token_fetches") for size in relay for r in relay[size].get("auth") or ()]
+        fetches = [f for f in fetches if f is not None]
+        seen = f"{min(fetches)}–{max(fetches)}" if fetches and min(fetches) != max(fetches) else None
+        counted = seen or (str(fetches[0]) if fetches else "—")
+        notes.append(
+            "- Endpoint auth: an OAuth2 client-credentials token from the endpoint's own token "
+            f"route, good for an hour; token requests per run: {counted} (one per engine process, "
+            "each caches its own), so the figure is the cached-token path: a Bearer header per "
+            "request after one fetch."
+        )
+    if "no_attempt_log" in measured:
+        notes.append(
+            "- Without the attempt log: the same consumer on a worker started with "
+            "`ATTEMPT_LOG=false`; what the log costs is (a) against this row (see the targets)."
+        )
+    for feature, text in (
+        ("batch", "Batches: `batch` of at most 100 messages or 50 ms, one JSON-array request each."),
+        ("reply", "Reply: each answer published with a confirm to the message's `reply_to` queue."),
+        (
+            "filter",
+            "Filter: a CEL expression over the JSON body and the routing key, true for every "
+            "message, so all are delivered and the cost is the evaluation.",
+        ),
+        ("cloudevents", "CloudEvents: structured mode, each body wrapped in a JSON envelope."),
+    ):
+        if feature in measured:
+            notes.append(f"- {text}")
+    return notes
 
 
 def _latency_section(results: dict[str, Any]) -> list[str]:
@@ -680,6 +800,8 @@ HISTORY_COLUMNS = (
     ("p99_vs_b", "p99 ÷ (b)", "×{:.2f}"),
     ("publish_vs_mgmt", "publish ÷ management API", "×{:.2f}"),
     ("batch_vs_amqp", "batch ÷ AMQP", "{:.0%}"),
+    ("relay_batch_vs_a_200", "(a) batches ÷ (a), 200 B", "×{:.2f}"),
+    ("attempt_log_200", "(a) ÷ (a) without attempt log, 200 B", "×{:.2f}"),
     ("scale_1000", "1,000 consumers", "{}"),
     ("scale_10000", "10,000 consumers", "{}"),
 )
@@ -721,6 +843,8 @@ def history_entry(results: dict[str, Any]) -> dict[str, Any]:
             "p99_vs_b": _ratio(*(lat.get(c, {}).get("p99_ms") for c in ("workerrmq", "plain"))),
             "publish_vs_mgmt": _ratio(pub.get("api_single"), pub.get("mgmt_single")),
             "batch_vs_amqp": _ratio(pub.get("api_batch"), pub.get("amqp_batch")),
+            "relay_batch_vs_a_200": _ratio(relay.get("batch"), relay.get("workerrmq")),
+            "attempt_log_200": _ratio(relay.get("workerrmq"), relay.get("no_attempt_log")),
             "scale_processes": (results.get("scale") or {}).get("processes"),
             **{
                 f"scale_{count}": [point.get("consuming_seconds"), point.get("rss_mb")]
@@ -838,6 +962,8 @@ COLORS = {
     "reply": "#bcbd22",
     "filter": "#8c564b",
     "cloudevents": "#aec7e8",
+    "auth": "#c5b0d5",
+    "no_attempt_log": "#ff9896",
     "plain": "#1f77b4",
     "seed": "#7f7f7f",
     "broker_only": "#2ca02c",
