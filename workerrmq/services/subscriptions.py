@@ -106,6 +106,13 @@ class SourceQueues:
                 "and control, or of RabbitMQ itself); a source names an exchange of your messages",
                 field="source",
             )
+        if source["exchange"] == "amq.default":
+            # RabbitMQ refuses any binding to it (403), which read as refused credentials.
+            raise InvalidInput(
+                "source: the default exchange (amq.default) takes no bindings: it routes to the "
+                "queue its routing key names; give another exchange",
+                field="source",
+            )
         exchange = self.management.get_exchange(source["exchange"])
         headers_exchange = exchange.get("type") == "headers"
         if headers_exchange and "headers" not in source:
