@@ -135,3 +135,33 @@ def test_a_credential_across_the_cut_of_the_error_text_leaves_no_part() -> None:
         detail = send(endpoint.url, auth={"type": "bearer", "token": TOKEN})
     assert TOKEN[:6] not in detail
     assert "***" in detail
+
+
+def test_a_reply_that_echoes_the_request_carries_no_credential() -> None:
+    """With ``reply``, the answer goes to whoever published the message (a publish key is
+    enough): an echoing endpoint would hand them the consumer's token."""
+
+    def answer(received: Received) -> tuple[int, dict[str, str], bytes]:
+        return 200, {"Content-Type": "application/json"}, json.dumps({"seen": received.headers}).encode()
+
+    with Endpoint() as endpoint:
+        endpoint.respond = answer
+        spec = ConsumerSpec(
+            id="c1",
+            name="c1",
+            queue="q",
+            target_url=endpoint.url,
+            reply=True,
+            auth={"type": "bearer", "token": TOKEN},
+            headers={"X-Api-Key": API_KEY},
+        )
+
+        async def go():
+            async with aiohttp.ClientSession() as session:
+                return await Target(spec, "q").send(session, attempt())
+
+        result = asyncio.run(go())
+    assert result.status == 200 and result.answer is not None
+    seen = json.loads(result.answer)["seen"]
+    assert seen["Authorization"] == "Bearer ***" and seen["X-Api-Key"] == "***"
+    assert seen["X-WorkerRMQ-Message-Id"] == "m-1"  # the rest as the endpoint said it

@@ -224,7 +224,12 @@ class Target:
                 status = response.status
                 if 200 <= status < 300:
                     if self.spec.reply:
-                        return await _with_answer(response, started)
+                        answered = await _with_answer(response, started)
+                        if answered.answer:
+                            # The reply goes to whoever published the message: no credential in it.
+                            answer = _redacted_bytes(answered.answer, self._secrets, credentials)
+                            answered = dataclasses.replace(answered, answer=answer)
+                        return answered
                     return DeliveryResult(status, None, "", None, time.perf_counter() - started)
                 # Read past the cut by the longest credential: cut after redacting, never through one.
                 longest = max(map(len, (*self._secrets, *credentials.values())), default=0)
@@ -301,6 +306,16 @@ def _redacted(text: str, secrets: tuple[str, ...], credentials: Mapping[str, str
             if len(form) >= 4 and form in text:
                 text = text.replace(form, PLACEHOLDER)
     return text
+
+
+def _redacted_bytes(body: bytes, secrets: tuple[str, ...], credentials: Mapping[str, str]) -> bytes:
+    """*body* (an answer published as a reply) with the credentials :func:`_redacted` cuts out."""
+    for secret in (*secrets, *credentials.values()):
+        for form in (secret, secret.rpartition(" ")[2]):
+            encoded = form.encode()
+            if len(encoded) >= 4 and encoded in body:
+                body = body.replace(encoded, PLACEHOLDER.encode())
+    return body
 
 
 def _failed(error: str, detail: str, started: float) -> DeliveryResult:
