@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import sys
 import time
@@ -203,19 +204,33 @@ class Context:
             if processes
             else self.workerrmq_argv("worker")
         )
-        proc = self.spawn(name, argv, env={**self.worker_env(), **(env or {})}, cwd=self.tmp, profile=True)
+        engines = int(argv[argv.index("--processes") + 1]) if "--processes" in argv else os.cpu_count() or 1
+        proc = self.spawn(
+            name, argv, env={**self.worker_env(engines), **(env or {})}, cwd=self.tmp, profile=True
+        )
+        # Every engine process, not only the first: one still starting while the first
+        # delivers would put its start-up into the CPU per message of the run.
         deadline = time.monotonic() + 60
-        while " connected" not in proc.tail(50):
-            if not proc.alive():
-                raise RuntimeError(f"the worker exited: {proc.tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("the worker did not connect within 60s")
-            await asyncio.sleep(0.05)
+        try:
+            while sum(line.endswith(" connected") for line in proc.tail(500).splitlines()) < engines:
+                if not proc.alive():
+                    raise RuntimeError(f"the worker exited: {proc.tail()}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the worker's {engines} engine process(es) did not all connect within 60s:\n"
+                        + proc.tail()
+                    )
+                await asyncio.sleep(0.05)
+        except BaseException:
+            # Left running, it would take the next contenders' consumers beside their worker.
+            self.cleanup.stop(proc)
+            raise
         return proc
 
-    def worker_env(self) -> dict[str, str]:
-        """The workers' environment: each serves its /metrics (and health) on a port of its own."""
-        return {**self.workerrmq_env, "WORKER_BIND": f"127.0.0.1:{free_port()}"}
+    def worker_env(self, engines: int = 1) -> dict[str, str]:
+        """The workers' environment: each of its *engines* engine processes serves its /metrics
+        (and health) on a port of its own, ``WORKER_BIND``'s port + its index."""
+        return {**self.workerrmq_env, "WORKER_BIND": f"127.0.0.1:{free_port(engines)}"}
 
     async def ensure_worker(self, processes: int | None = None, env: dict[str, str] | None = None) -> Proc:
         """The running worker, (re)started when it is gone, or runs another number of engine
@@ -868,7 +883,7 @@ async def scale_once(ctx: Context, names: list[str], label: str) -> dict[str, An
     worker = ctx.worker = ctx.spawn(
         "worker-scale",
         ctx.workerrmq_argv("worker", worker_processes=SCALE_PROCESSES),
-        env=ctx.worker_env(),
+        env=ctx.worker_env(SCALE_PROCESSES),
         cwd=ctx.tmp,
     )
     ctx._worker_processes = SCALE_PROCESSES

@@ -133,10 +133,23 @@ def basic_auth(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(count: int = 1) -> int:
+    """A free loopback port, with the *count* - 1 ports after it free too (``workerrmq
+    worker`` gives its Nth engine process ``WORKER_BIND``'s port + N)."""
+    for _ in range(100):
+        with contextlib.ExitStack() as held:
+            first = held.enter_context(socket.socket())
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            if port + count - 1 > 65535:
+                continue
+            try:
+                for nth in range(1, count):
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", port + nth))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no {count} free consecutive ports on loopback")
 
 
 def require_loopback(url: str, what: str) -> None:
