@@ -399,21 +399,25 @@ def _check_regex(expression: str, offset: int, literal: str) -> None:
     worker's event loop (``\\w{150}``: 0.26 s, 110 of them 31 s a message)."""
     line, column = _line_column(expression, offset)
     probe = cel.compile(f'"".matches({literal})')
-    started = time.perf_counter()
-    try:
-        probe.execute({})
-    except Exception as exc:
-        detail = str(exc).split("\n", 1)[0]
-        raise FilterError(
-            f"line {line}, column {column}: {_short(detail)}", line=line, column=column
-        ) from None
-    except BaseException as exc:
-        if not _is_panic(exc):
-            raise
-        raise FilterError(
-            f"line {line}, column {column}: the pattern failed", line=line, column=column
-        ) from None
-    took = time.perf_counter() - started
+    took = float("inf")
+    for _ in range(3):  # the best of three: a busy machine must not refuse a cheap pattern
+        started = time.perf_counter()
+        try:
+            probe.execute({})
+        except Exception as exc:
+            detail = str(exc).split("\n", 1)[0]
+            raise FilterError(
+                f"line {line}, column {column}: {_short(detail)}", line=line, column=column
+            ) from None
+        except BaseException as exc:
+            if not _is_panic(exc):
+                raise
+            raise FilterError(
+                f"line {line}, column {column}: the pattern failed", line=line, column=column
+            ) from None
+        took = min(took, time.perf_counter() - started)
+        if took <= MAX_REGEX_SECONDS:
+            break
     if took > MAX_REGEX_SECONDS:
         raise FilterError(
             f"line {line}, column {column}: this pattern takes {took * 1000:.0f} ms to compile, "
