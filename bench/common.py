@@ -568,12 +568,14 @@ class BucketStats:
     latencies: list[float] = dataclasses.field(default_factory=list)
     published: list[float] = dataclasses.field(default_factory=list)
     tokens: int = 0  # OAuth2 tokens the endpoint issued for the bucket
+    first_count: int = 1  # messages of the first request: 1, or a batch's items
 
     def rate(self) -> float | None:
-        """Messages per second between the first and the last arrival."""
-        if self.count < 2 or self.last <= self.first:
+        """Messages per second between the first and the last arrival (those of the first
+        request arrived at its start, so they are not counted)."""
+        if self.count <= self.first_count or self.last <= self.first:
             return None
-        return (self.count - 1) / (self.last - self.first)
+        return (self.count - self.first_count) / (self.last - self.first)
 
 
 class EndpointClient:

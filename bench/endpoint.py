@@ -42,10 +42,11 @@ TOKEN_LIFETIME = 3600
 
 
 class Bucket:
-    __slots__ = ("count", "first", "last", "latencies", "published")
+    __slots__ = ("count", "first", "first_count", "last", "latencies", "published")
 
     def __init__(self) -> None:
         self.count = 0
+        self.first_count = 0  # messages of the first request (a batch's items)
         self.first = 0.0
         self.last = 0.0
         self.latencies: list[float] = []
@@ -108,6 +109,7 @@ class Endpoint:
             bucket = self.buckets[name] = Bucket()
             bucket.first = now
         bucket.count += _items(body, request.content_type) if kind == "batch" else 1
+        bucket.first_count = bucket.first_count or bucket.count
         bucket.last = now
         if kind == "lat":
             published = float(body[: body.index(b" ")])
@@ -133,6 +135,7 @@ class Endpoint:
             stats: dict[str, object] = {
                 "count": bucket.count,
                 "first": bucket.first,
+                "first_count": bucket.first_count,
                 "last": bucket.last,
                 "tokens": self.tokens.get(name, 0),
             }
