@@ -33,7 +33,7 @@ SHORT_NAMES = {
     "filter": "(a) filter",
     "cloudevents": "(a) CloudEvents",
     "auth": "(a) auth",
-    "no_attempt_log": "(a) no attempt log",
+    "no_attempt_log": "(a) no log",
     "plain": "(b) plain",
     "seed": "(c) seed",
     "broker_only": "(d) broker-only",
