@@ -187,8 +187,13 @@
     const text = what + " failed: " + err.message;
     if (box) box.textContent = text;
     alertError(text);
-    const fieldName = err.field ? String(err.field).split(".")[0] : null;
-    const control = fieldName ? form.elements.namedItem(fieldName) : null;
+    // The control named by the whole field (auth.password), else by its first part (auth).
+    const field = err.field ? String(err.field) : null;
+    const named = (n) => {
+      const found = form.elements.namedItem(n);
+      return found && found.setAttribute && !found.closest("[hidden]") ? found : null;
+    };
+    const control = field ? named(field) || named(field.split(".")[0]) : null;
     if (control && control.setAttribute) {
       control.setAttribute("aria-invalid", "true");
       control.focus();
@@ -1157,7 +1162,73 @@
     return copy;
   }
 
+  // Each auth type's fields, as core/endpoint_auth.py takes them (optional ones marked).
+  const AUTH_SHAPES = {
+    bearer: ["token"],
+    basic: ["username", "password"],
+    oauth2: ["token_url", "client_id", "client_secret", "scope?"],
+    mtls: ["cert_pem", "key_pem", "ca_pem?"],
+  };
+  const PEM = /_pem$/;
+
+  /** auth as a small form: its type, then that type's fields. Secrets are never prefilled:
+   *  left empty they are sent as "***", which keeps the stored one (for the same type). */
+  function buildAuthField(consumer) {
+    const stored = maskedAuth(consumer.auth) || null;
+    const storedType = stored && AUTH_SHAPES[stored.type] ? stored.type : "";
+    const helpId = "edit-auth-help";
+    const select = el("select", { id: "edit-auth", name: "auth", dataset: { kind: "auth" },
+      "aria-describedby": helpId + " edit-form-error" });
+    select.append(el("option", { value: "" }, "(none)"));
+    for (const type of Object.keys(AUTH_SHAPES)) select.append(el("option", { value: type }, type));
+    select.value = storedType;
+    const parts = el("div", { className: "auth-parts" });
+    for (const [type, keys] of Object.entries(AUTH_SHAPES)) {
+      const group = el("div", { className: "auth-type", dataset: { authType: type }, hidden: type !== storedType });
+      for (const spec of keys) {
+        const key = spec.replace("?", "");
+        const secret = AUTH_SECRETS.includes(key);
+        const id = "edit-auth-" + type + "-" + key;
+        const attrs = { id, name: "auth." + key, autocomplete: "off", spellcheck: "false",
+          dataset: { authKey: key } };
+        const control = PEM.test(key) ? el("textarea", Object.assign({ rows: 2 }, attrs))
+          : el("input", Object.assign({ type: secret ? "password" : "text" }, attrs));
+        if (secret) control.placeholder = type === storedType ? "*** (kept)" : "(required)";
+        else if (type === storedType && typeof stored[key] === "string") control.value = stored[key];
+        group.append(el("p", {}, el("label", { for: id }, "auth." + key), control));
+      }
+      parts.append(group);
+    }
+    select.addEventListener("change", () => {
+      for (const group of parts.children) group.hidden = group.dataset.authType !== select.value;
+    });
+    select.dataset.stored = storedType;
+    select.dataset.original = JSON.stringify(authValue(select, parts));
+    // The schema's description speaks of the JSON shape; this form needs fewer words.
+    const help = "how requests authenticate to the endpoint; secrets are write-only: left empty, the stored " +
+      "one is kept (sent as ***)";
+    return el("div", { className: "wide auth-field" },
+      el("p", {}, el("label", { for: "edit-auth" }, "auth"), select, el("span", { id: helpId, className: "help" }, help)),
+      parts);
+  }
+
+  /** The auth the form now describes; a secret left empty is "***" (kept) for the stored type. */
+  function authValue(select, parts) {
+    const type = select.value;
+    if (!type) return null;
+    const value = { type };
+    const group = parts.querySelector('[data-auth-type="' + type + '"]');
+    for (const control of group.querySelectorAll("[data-auth-key]")) {
+      const key = control.dataset.authKey;
+      const text = PEM.test(key) ? control.value : control.value.trim();
+      if (text) value[key] = text;
+      else if (AUTH_SECRETS.includes(key) && type === select.dataset.stored) value[key] = "***";
+    }
+    return value;
+  }
+
   function buildField(name, prop, consumer) {
+    if (name === "auth") return buildAuthField(consumer);
     const kind = fieldKind(prop);
     const id = "edit-" + name;
     const helpId = id + "-help";
@@ -1197,11 +1268,25 @@
     return el("p", { className: wide ? "wide" : "" }, label, control, el("span", { id: helpId, className: "help" }, help));
   }
 
+  /** Whether two JSON texts hold the same value (false when either is not JSON). */
+  function sameJson(a, b) {
+    try {
+      return JSON.stringify(JSON.parse(a || "null")) === JSON.stringify(JSON.parse(b || "null"));
+    } catch (_err) {
+      return false;
+    }
+  }
+
   /** The changed fields of the edit form, as the API takes them; throws an ApiError for bad input. */
   function changedFields(form) {
     const body = {};
     for (const control of form.querySelectorAll("[data-kind]")) {
       const kind = control.dataset.kind;
+      if (kind === "auth") {
+        const auth = authValue(control, form.querySelector(".auth-parts"));
+        if (JSON.stringify(auth) !== control.dataset.original) body.auth = auth;
+        continue;
+      }
       const text = kind === "boolean" ? (control.checked ? "true" : "false") : control.value;
       if (kind === "secret") {
         if (text) body[control.name] = text;
@@ -1209,6 +1294,7 @@
       }
       if (text === control.dataset.original) continue;
       const trimmed = text.trim();
+      if (kind === "json" && sameJson(trimmed, control.dataset.original)) continue; // only reformatted
       let value;
       if (kind === "boolean") value = control.checked;
       else if (trimmed === "") value = null;
