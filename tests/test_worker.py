@@ -66,6 +66,9 @@ def test_delivers_byte_exact_with_headers(settings, start_engine, endpoint, make
     assert got.headers["X-WorkerRMQ-Header-n"] == "7"
     assert got.headers["X-Team"] == "payments"
     assert "webhook-signature" not in got.headers
+    # aiohttp's own defaults stay out: the endpoint gets no Accept nor Accept-Encoding.
+    assert got.headers["User-Agent"].startswith("WorkerRMQ/")
+    assert not {"accept", "accept-encoding"} & {name.lower() for name in got.headers}
     wait_for(lambda: amqp.queue_declare(queue, passive=True).method.message_count == 0)
 
 

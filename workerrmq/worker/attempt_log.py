@@ -1,8 +1,9 @@
 """The worker's side of the attempt log: each attempt noted in memory, written in batches.
 
-:meth:`AttemptLog.note` is all a delivery pays: a tuple appended to a list. The engine
-runs :meth:`AttemptLog.run`, which writes what was noted every ``interval`` seconds, or
-sooner once ``batch`` rows wait, on a thread (the database never holds the event loop),
+:meth:`AttemptLog.note` is all a delivery pays: a tuple of what it was given and the time,
+appended to a list (cut to the columns' sizes and converted when written). The engine runs
+:meth:`AttemptLog.run`, which writes what was noted every ``interval`` seconds, or sooner
+once ``batch`` rows wait, on a thread (the database never holds the event loop),
 and prunes the log now and then. The buffer is bounded: while the database is down,
 attempts beyond ``limit`` are dropped and counted, never waited for.
 """
@@ -26,18 +27,23 @@ __all__ = ["AttemptLog"]
 
 log = logging.getLogger(__name__)
 
-_COLUMNS = (
-    "consumer_id",
-    "consumer",
-    "message_id",
-    "attempt",
-    "at",
-    "duration_ms",
-    "status",
-    "error",
-    "outcome",
-    "response",
-)
+
+def _record(row: tuple[Any, ...], worker: str) -> dict[str, Any]:
+    """A row of :meth:`AttemptLog.note` as the store takes it: cut to the columns' sizes."""
+    consumer_id, consumer, message_id, attempt, at, seconds, status, error, outcome, response = row
+    return {
+        "consumer_id": consumer_id,
+        "consumer": consumer,
+        "message_id": message_id[:255].replace("\x00", ""),
+        "attempt": attempt,
+        "at": dt.datetime.fromtimestamp(at, dt.UTC),
+        "duration_ms": round(seconds * 1000, 3),
+        "status": status,
+        "error": error[:64] if error else None,
+        "outcome": outcome,
+        "response": response[:RESPONSE_MAX].replace("\x00", "") if response else None,
+        "worker": worker,
+    }
 
 
 class AttemptLog:
@@ -87,28 +93,31 @@ class AttemptLog:
         response: str,
     ) -> None:
         """Keep one attempt for the next write; never waits. A successful one is kept
-        with the chance ``sample_success``; a full buffer drops it and counts it."""
+        with the chance ``sample_success``; a full buffer drops it and counts it. The row
+        is kept as given, with the time: cutting and converting it is the writer's work,
+        on its thread."""
         if outcome == "delivered" and self.sample_success < 1.0 and self._rng() >= self.sample_success:
             return
-        if len(self._rows) >= self.limit:
+        rows = self._rows
+        if len(rows) >= self.limit:
             self.dropped += 1
             metrics.ATTEMPT_LOG_DROPPED.inc()
             return
-        self._rows.append(
+        rows.append(
             (
                 consumer_id,
                 consumer,
-                message_id[:255].replace("\x00", ""),
+                message_id,
                 attempt,
-                dt.datetime.now(dt.UTC),
-                round(seconds * 1000, 3),
+                time.time(),
+                seconds,
                 status,
-                error[:64] if error else None,
+                error,
                 outcome,
-                response[:RESPONSE_MAX].replace("\x00", "") if response else None,
+                response,
             )
         )
-        if len(self._rows) >= self.batch:
+        if len(rows) >= self.batch:
             self._full.set()
 
     @property
@@ -135,10 +144,8 @@ class AttemptLog:
         rows, self._rows = self._rows, []
         if not rows:
             return
-        worker = self.worker
-        records = [dict(zip(_COLUMNS, row, strict=True), worker=worker) for row in rows]
         try:
-            await asyncio.to_thread(self.store.add, records)
+            await asyncio.to_thread(self._write, rows)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a row the database refuses must not stop the log
@@ -159,6 +166,10 @@ class AttemptLog:
             )
             return
         self.written += len(rows)
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> None:
+        """Write *rows* as :meth:`note` kept them (on the writer's thread)."""
+        self.store.add([_record(row, self.worker) for row in rows])
 
     async def prune(self) -> None:
         """Apply the retention (age, rows per consumer); errors are logged, not raised."""

@@ -51,7 +51,7 @@ from workerrmq.worker.alerts import HealthWatch, Notifier
 from workerrmq.worker.attempt_log import AttemptLog
 from workerrmq.worker.connections import ConnectionPool, Link, NoCapacity
 from workerrmq.worker.consumer import ConsumerRunner
-from workerrmq.worker.delivery import SKIP_AUTO_HEADERS, definition_problem
+from workerrmq.worker.delivery import DeliveryRequest, definition_problem
 from workerrmq.worker.history import HistorySampler
 from workerrmq.worker.placement import chosen_workers, share_of
 
@@ -168,7 +168,7 @@ class Engine:
         async with aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=SKIP_AUTO_HEADERS,
+            request_class=DeliveryRequest,
         ) as http:
             self._http = http
             reporter = asyncio.create_task(self._report_forever())
