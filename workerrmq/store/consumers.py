@@ -23,6 +23,7 @@ __all__ = ["ConsumerStore", "StatsReport", "STATS_FRESH_FOR"]
 
 #: A worker whose report is older than this no longer counts towards live figures.
 STATS_FRESH_FOR = dt.timedelta(seconds=30)
+_CHUNK = 500  # ids per IN (...) of a query, well within every database's limit
 
 
 def _spec(row: ConsumerDef, cipher: Cipher) -> ConsumerSpec:
@@ -182,6 +183,21 @@ class ConsumerStore:
             total = len(rows) if offset == 0 and limit is None else session.scalar(count) or 0
             return [_spec(row, self.cipher) for row in rows], total
 
+    def revision(self) -> tuple[Any, ...]:
+        """A fingerprint of every definition that changes whenever one is created, updated
+        or deleted: a worker compares it to the last one it saw and skips reading (and
+        decrypting) thousands of unchanged definitions."""
+        with self.db.session() as session:
+            row = session.execute(
+                select(
+                    func.count(),
+                    func.sum(ConsumerDef.version),
+                    func.max(ConsumerDef.updated_at),
+                    func.max(ConsumerDef.created_at),
+                )
+            ).one()
+            return tuple(row)
+
     def update(self, ref: str, changes: Mapping[str, Any]) -> ConsumerSpec:
         """Apply *changes* and bump the version, so running workers pick them up; changes
         that leave every value as it was bump nothing (and restart nothing)."""
@@ -222,12 +238,24 @@ class ConsumerStore:
     def report(self, worker_id: str, reports: Iterable[StatsReport]) -> None:
         """Store *worker_id*'s current figures (running totals since it started)."""
         now = utcnow()
+        reports = list(reports)
+        ids = [report.consumer_id for report in reports]
         with self.db.session() as session:
-            known = set(session.scalars(select(ConsumerDef.id)))
-            mine = {
-                row.consumer_id: row
-                for row in session.scalars(select(ConsumerStats).where(ConsumerStats.worker_id == worker_id))
-            }
+            # Only the rows of *reports* are read: a worker with thousands of consumers
+            # sends the few whose figures changed.
+            known: set[str] = set()
+            mine: dict[str, ConsumerStats] = {}
+            for first in range(0, len(ids), _CHUNK):
+                chunk = ids[first : first + _CHUNK]
+                known.update(session.scalars(select(ConsumerDef.id).where(ConsumerDef.id.in_(chunk))))
+                mine.update(
+                    (row.consumer_id, row)
+                    for row in session.scalars(
+                        select(ConsumerStats).where(
+                            ConsumerStats.worker_id == worker_id, ConsumerStats.consumer_id.in_(chunk)
+                        )
+                    )
+                )
             for report in reports:
                 if report.consumer_id not in known:
                     continue  # deleted meanwhile

@@ -77,8 +77,12 @@ class Link:
         """Channels this connection can still open (0 once it is closed)."""
         if not self.alive:
             return 0
-        taken = self._amqp().channels.keys() | self._opening | self._closed_at.keys()
-        return max(0, self.channel_max - len(taken))
+        # Counted without building the union of every number in use: with thousands of
+        # channels, each consumer's start asked this of every full connection.
+        channels = self._amqp().channels
+        taken = len(channels) + sum(1 for n in self._opening if n not in channels)
+        taken += sum(1 for n in self._closed_at if n not in channels and n not in self._opening)
+        return max(0, self.channel_max - taken)
 
     async def open_channel(self) -> aiormq.abc.AbstractChannel:
         """A new channel numbered within ``channel_max``; raises :class:`NoCapacity` if full.
@@ -93,7 +97,10 @@ class Link:
         number = self._next_number(amqp.channels.keys() | self._opening)
         self._opening.add(number)
         try:
-            channel = await amqp.channel(number, timeout=self.timeout)
+            # No publisher confirms: a consumer's channel publishes nothing (failed messages
+            # go through the link's republisher), and Confirm.Select is one more round trip
+            # per consumer at start.
+            channel = await amqp.channel(number, publisher_confirms=False, timeout=self.timeout)
         finally:
             self._opening.discard(number)
         channel.closing.add_done_callback(lambda _: self._closed_at.__setitem__(number, time.monotonic()))

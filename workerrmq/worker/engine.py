@@ -18,9 +18,11 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import operator
 import os
 import signal
 import socket
+import time
 import uuid
 from typing import Any
 
@@ -43,7 +45,7 @@ from workerrmq.loop import new_event_loop
 from workerrmq.settings import Settings
 from workerrmq.store import Database
 from workerrmq.store.attempts import AttemptStore
-from workerrmq.store.consumers import ConsumerStore, StatsReport
+from workerrmq.store.consumers import STATS_FRESH_FOR, ConsumerStore, StatsReport
 from workerrmq.store.crypto import Cipher
 from workerrmq.store.history import HistoryStore
 from workerrmq.store.workers import WorkerIdentity, WorkerRegistry
@@ -58,7 +60,8 @@ from workerrmq.worker.placement import chosen_workers, share_of
 __all__ = ["Engine"]
 
 log = logging.getLogger(__name__)
-_START_BATCH = 50  # consumers started at once
+_STARTS_IN_FLIGHT = 200  # consumers being started at once (each a few round trips to the broker)
+_FULL_READ_EVERY = 60.0  # seconds: definitions are read in full at least this often
 _BROKER_ERRORS = (OSError, TimeoutError, aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPException)
 # What a running consumer takes without a restart; any other change restarts it.
 _RETUNABLE = frozenset({"concurrency", "instances", "state", "version", "created_at", "updated_at"})
@@ -115,6 +118,17 @@ class Engine:
         self._poke: asyncio.Event | None = None
         self._http: aiohttp.ClientSession | None = None
         self._writing: asyncio.Future[None] | None = None  # the statistics write under way
+        # What was last written of each consumer's figures, and in which round: a report
+        # writes only the figures that changed, and each consumer's row at least every
+        # _REFRESH_ROUNDS rounds so that it stays fresh (STATS_FRESH_FOR).
+        self._written: dict[str, tuple[Any, ...]] = {}
+        self._rounds = 0
+        # The definitions last read, with the store's revision then and when.
+        self._specs: list[ConsumerSpec] = []
+        self._revision: tuple[Any, ...] | None = None
+        self._read_at = 0.0
+        # The last placement: of which definitions, among which workers, and its result.
+        self._placed: tuple[list[ConsumerSpec], tuple[str, ...], dict[str, ConsumerSpec]] | None = None
         self.connected = asyncio.Event()
         self.health_port: int | None = None
         # The dashboard's 15 minutes of statistics, one sample every *history_step* seconds.
@@ -327,6 +341,8 @@ class Engine:
         retune = []
         for cid, runner in list(self.runners.items()):
             spec = wanted.get(cid)
+            if spec is runner.spec and runner.healthy:
+                continue  # the same placed definition as last round: nothing changed
             if spec is None or not runner.healthy or _needs_restart(runner.spec, spec):
                 del self.runners[cid]
                 self._drain(runner)
@@ -337,10 +353,15 @@ class Engine:
         # An ordered consumer's new runner waits for its old one: one delivery at a time.
         new = [spec for cid, spec in wanted.items() if cid not in self.runners and cid not in draining]
         refused: list[str] = []
-        # Each start is a few round trips to the broker: overlap them, a batch at a time.
-        for first in range(0, len(new), _START_BATCH):
-            batch = new[first : first + _START_BATCH]
-            await asyncio.gather(*(self._start(spec, refused) for spec in batch))
+        # Each start is a few round trips to the broker: overlap many, and begin the next
+        # as soon as one is done (a batch would wait for its slowest start).
+        window = asyncio.Semaphore(_STARTS_IN_FLIGHT)
+
+        async def start(spec: ConsumerSpec) -> None:
+            async with window:
+                await self._start(spec, refused)
+
+        await asyncio.gather(*(start(spec) for spec in new))
         if refused:
             log.warning("%d consumers cannot run here: %s", len(refused), refused[0])
 
@@ -392,10 +413,23 @@ class Engine:
             log.warning("consumer %s: queue %r does not exist; retrying", spec.name, spec.queue)
 
     def _read_definitions(self) -> tuple[list[ConsumerSpec], list[str]]:
-        return self.store.list(), self.registry.alive()
+        """Every definition and the alive workers. The definitions are read (and their
+        credentials decrypted) only when the store's revision moved, or every
+        :data:`_FULL_READ_EVERY` seconds: with thousands of consumers that read is most of an
+        idle worker's CPU."""
+        alive = self.registry.alive()
+        revision = self.store.revision()
+        now = time.monotonic()
+        if revision != self._revision or now - self._read_at >= _FULL_READ_EVERY:
+            self._specs, self._revision, self._read_at = self.store.list(), revision, now
+        return self._specs, alive
 
     def _placed_here(self, specs: list[ConsumerSpec], alive: list[str]) -> dict[str, ConsumerSpec]:
-        """The running consumers this worker should run, each with its share of concurrency."""
+        """The running consumers this worker should run, each with its share of concurrency;
+        the same objects as last time while neither *specs* nor *alive* changed."""
+        among = tuple(sorted(alive))
+        if self._placed is not None and self._placed[0] is specs and self._placed[1] == among:
+            return self._placed[2]
         if self.worker_id not in alive:
             alive = [*alive, self.worker_id]
         placed = {}
@@ -408,6 +442,7 @@ class Engine:
             if self.worker_id in chosen:
                 share = share_of(spec.concurrency, len(chosen))
                 placed[spec.id] = dataclasses.replace(spec, concurrency=share)
+        self._placed = (specs, among, placed)
         return placed
 
     async def _stop_all(self, *, graceful: bool) -> None:
@@ -470,7 +505,18 @@ class Engine:
                 runner.report()
             else:
                 stats.in_flight, stats.status = 0, RunnerStatus.STOPPED
-        reports = list(self.stats.values())
+        # Only the figures that changed since they were last written, and each consumer's
+        # unchanged ones in turn, so that its row stays fresh: with thousands of idle
+        # consumers, rewriting every row each round was most of the worker's idle CPU.
+        self._rounds += 1
+        every = max(1, int(STATS_FRESH_FOR.total_seconds() / 3 / self.report_interval))
+        turn = self._rounds % every
+        reports, written = [], {}
+        for i, (cid, stats) in enumerate(self.stats.items()):
+            figures = _figures(stats)
+            if i % every == turn or self._written.get(cid) != figures:
+                reports.append(stats)
+                written[cid] = figures
         # One write at a time: cancelling a report does not stop its thread, and two
         # writes of a new consumer's first figures would both insert its row.
         if self._writing is not None:
@@ -481,6 +527,12 @@ class Engine:
             await asyncio.shield(self._writing)
         except WorkerRMQError as exc:
             log.debug("could not report statistics: %s", exc.message)
+        else:
+            self._written.update(written)
+
+
+#: A report's figures, to see whether they changed since they were last written.
+_figures = operator.attrgetter(*(f.name for f in dataclasses.fields(StatsReport)))
 
 
 def _retrieve(write: asyncio.Future[None]) -> None:
