@@ -84,14 +84,22 @@ def test_quick_benchmark_reports_every_case(tmp_path: Path, broker: str, mgmt: M
     report = (tmp_path / "PERFORMANCE.md").read_text()
     table = report.split("## Against the targets", 1)[1].split("\n\n")[1]
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(rows) == 14, table
+    assert len(rows) == 17, table
     for row in rows:
         if row.startswith("| scale:"):  # quick mode measures 20 consumers, not 1,000 or 10,000
             assert "no figure" in row, row
             continue
         assert "no figure" not in row and " — " not in row, row
         assert "met" in row or "missed" in row, row
-    headings = ("Across runs", "Relay throughput", "Latency", "Publish API", "Isolation", "Scale curves")
+    headings = (
+        "Across runs",
+        "Relay throughput",
+        "Feature costs",
+        "Latency",
+        "Publish API",
+        "Isolation",
+        "Scale curves",
+    )
     for heading in headings:
         assert f"## {heading}" in report
     assert "| 20 |" in report.split("## Scale curves", 1)[1]

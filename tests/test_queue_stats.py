@@ -4,6 +4,7 @@ view says which it is with ``stats_age_seconds``."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 
 import pika
@@ -58,3 +59,30 @@ def test_without_the_broker_the_sample_stands_and_says_so(mgmt, queue_name, amqp
     assert queues.get(name)["stats_age_seconds"] is None
     assert all(q["stats_age_seconds"] is None for q in queues.list(name=name)["items"])
     assert QueueService(mgmt).get(name)["stats_age_seconds"] is None  # no AMQP at all
+
+
+def test_a_long_listing_is_the_sample_throughout(mgmt, queue_name, amqp):
+    """Past live_max queues a listing reads nothing live: a dashboard polling 500 queues every
+    few seconds would otherwise make 500 passive declares each time."""
+    prefix = f"long-{uuid.uuid4().hex[:10]}"
+    for _ in range(3):
+        amqp.queue_declare(queue_name(prefix), durable=True)  # deleted by the fixture
+    asked: list[Sequence[str]] = []
+
+    def counts(names: Sequence[str]) -> dict[str, tuple[int, int]]:
+        asked.append(names)
+        return {name: (0, 0) for name in names}
+
+    def listed(service: QueueService) -> list[object]:
+        items = wait_for(
+            lambda: (found := service.list(name=prefix)["items"]) and len(found) == 3 and found,
+            timeout=15,
+            what="the three queues in the management API's listing",
+        )
+        return [q["stats_age_seconds"] for q in items]
+
+    assert listed(QueueService(mgmt, counts, live_max=3)) == [0, 0, 0]
+    assert len(asked) >= 1
+    asked.clear()
+    assert listed(QueueService(mgmt, counts, live_max=2)) == [None, None, None]
+    assert asked == []

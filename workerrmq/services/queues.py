@@ -5,7 +5,9 @@ queue just filled or drained shows the old depth for that long. Where the broker
 be asked over AMQP, the ready count and the consumer count are read live instead
 (a passive declare answers both), and ``stats_age_seconds`` says which: 0 when they
 were read live, null when they are the management API's sample. Unacknowledged
-counts and rates are always the sample.
+counts and rates are always the sample. A listing of more than :data:`LIVE_MAX` queues
+is the sample throughout: one passive declare per queue is cheap for a page an operator
+reads, not for the page of 500 a dashboard polls every few seconds.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ __all__ = ["QueueService", "QUEUE_ARGUMENTS", "LiveCounts"]
 
 log = logging.getLogger(__name__)
 
+#: The most queues one listing reads live; a longer one shows the management API's sample.
+LIVE_MAX = 100
 #: Ready messages and consumers of each named queue, read live (a queue that cannot be asked left out).
 LiveCounts = Callable[[Sequence[str]], dict[str, tuple[int, int]]]
 
@@ -72,10 +76,14 @@ def queue_view(raw: dict[str, Any], live: tuple[int, int] | None = None) -> dict
 
 
 class QueueService:
-    def __init__(self, management: ManagementClient, live_counts: LiveCounts | None = None) -> None:
-        """*live_counts* reads ready and consumer counts live (without it: the samples)."""
+    def __init__(
+        self, management: ManagementClient, live_counts: LiveCounts | None = None, *, live_max: int = LIVE_MAX
+    ) -> None:
+        """*live_counts* reads ready and consumer counts live (without it: the samples), for
+        listings of at most *live_max* queues."""
         self.management = management
         self.live_counts = live_counts
+        self.live_max = live_max
 
     def _live(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
         """Live counts of *names*; none when the broker cannot be asked (the samples stand)."""
@@ -91,7 +99,7 @@ class QueueService:
         """One page of queues whose name contains *name*."""
         raw = self.management.list_queues(name=name, page=page, page_size=page_size)
         found = raw.get("items", [])
-        live = self._live([q["name"] for q in found])
+        live = self._live([q["name"] for q in found]) if len(found) <= self.live_max else {}
         return {
             "items": [queue_view(q, live.get(q["name"])) for q in found],
             "page": page,
