@@ -24,6 +24,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -224,11 +225,59 @@ class _Protocol(ASGIProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self.worker.connections.add(self)
         self._header_timer = self.worker.loop.call_later(HEADER_TIMEOUT, self._headers_too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.worker.connections.discard(self)
         self._cancel_header_timer()
         super().connection_lost(exc)
+
+    def close_if_idle(self) -> None:
+        """Close the connection if it waits for a request, none running: the worker is
+        stopping, and would otherwise wait for the keep-alive or header timeout. A client
+        must expect an idle connection to close (and resend a request it had only begun)."""
+        if self._awaiting_request and not self._finishing_calls and not self._closed:
+            self._close_transport()
+            if self._request_ready is not None:
+                self._request_ready.set()  # the connection's task sees it closed and ends
+
+    def _close_transport(self) -> None:
+        closing = self.transport is not None and not self._closed
+        super()._close_transport()
+        if closing and self._is_ssl:
+            self._end_tls_when_sent()
+
+    def _end_tls_when_sent(self) -> None:
+        """End a TLS connection the server closes once its close_notify is sent, without
+        waiting for the client's.
+
+        Closing a TLS transport sends the rest of the response and close_notify, then
+        waits up to 30 s (the loop's ``ssl_shutdown_timeout``) for the client's
+        close_notify. A client that keeps its connection open in a pool (``requests``,
+        browsers) sends none until it uses or drops that connection: each one closed
+        when idle stayed counted meanwhile, and a stopping worker waited for it until
+        Gunicorn killed it. TLS does not ask the closing side to wait (RFC 8446, 6.1).
+        Shutting the socket's reading side gives the TLS layer the end of stream it
+        waits for; it then closes the socket as usual, after what is left to send.
+        """
+        transport = self.transport
+        if transport is None or self._conn_lost_handled:
+            return
+        if transport.get_write_buffer_size():  # the response is still being encrypted
+            self.worker.loop.call_later(0.05, self._end_tls_when_sent)
+            return
+        sock = transport.get_extra_info("socket")
+        fd = sock.fileno() if sock is not None else -1
+        if fd < 0:
+            return
+        raw = socket.socket(fileno=fd)  # the transport's socket, detached below, not closed
+        try:
+            raw.shutdown(socket.SHUT_RD)
+        except OSError:  # the client is gone already
+            pass
+        finally:
+            raw.detach()
 
     def _on_headers_complete(self) -> Any:
         self._cancel_header_timer()
@@ -264,12 +313,15 @@ class ApiWorker(gasgi.ASGIWorker):
     ``threads`` threads, with a header deadline and JSON errors."""
 
     asgi: Any  # the app Gunicorn loaded, then wrapped by load_wsgi
+    #: The open connections (HTTP/1), so a stopping worker can close the idle ones.
+    connections: set[_Protocol]
 
     @classmethod
     def check_config(cls, cfg: Any, log: Any) -> None:
         """``threads`` sizes the app's thread pool here (the ASGI worker warns about it)."""
 
     def init_process(self) -> None:
+        self.connections = set()
         # The ASGI worker builds its connections from this module-level name: this worker
         # process (forked, one per worker) uses the protocol above instead.
         gasgi.ASGIProtocol = _Protocol
@@ -303,6 +355,15 @@ class ApiWorker(gasgi.ASGIWorker):
             signal.signal(sig, handler)
         for signum in self._early_signals:
             signal.raise_signal(signum)
+
+    async def _shutdown(self) -> None:
+        """Gunicorn's graceful stop, after closing the connections that wait for a request:
+        requests under way finish, idle keep-alive connections do not hold the stop."""
+        for server in self.servers:
+            server.close()  # no new connection from here on (Gunicorn closes them again)
+        for connection in list(self.connections):
+            connection.close_if_idle()
+        await super()._shutdown()
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
