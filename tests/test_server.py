@@ -362,6 +362,21 @@ def test_sigterm_lets_a_request_in_flight_finish(serve, tmp_path):
     assert gunicorn.wait(STOP_BOUND) == 0
 
 
+def test_sigterm_closes_idle_connections_at_once(serve):
+    """A kept-alive connection waiting for its next request, and one that has sent nothing
+    yet, are closed at SIGTERM: neither holds the stop until its keep-alive or header
+    timeout, and the silent one gets no 408."""
+    gunicorn, port = serve(API_COMMAND)
+    with (
+        requests.Session() as pooled,
+        socket.create_connection(("127.0.0.1", port), timeout=30) as fresh,
+    ):
+        assert pooled.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+        seconds = _stop_time(gunicorn)
+        assert fresh.recv(100) == b""
+    print(f"\nstopped {seconds:.2f} s after SIGTERM (two idle connections)")
+
+
 def _descendants(pid: int) -> set[int]:
     found, todo = set(), [pid]
     while todo:

@@ -12,6 +12,9 @@ import asyncio
 import dataclasses
 import logging
 import os
+import signal
+import socket
+import ssl
 import subprocess
 import sys
 import uuid
@@ -311,6 +314,28 @@ def test_api_serves_https_with_tls_cert_and_key(tmp_path, certs, broker):
             requests.get(f"{base}/healthz", timeout=5)  # a client that does not know the CA
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://localhost:{port}/healthz", timeout=5)  # no plain http
+
+        # A pooled client keeps its connection open and idle, answering no close_notify,
+        # and another client has connected but sent nothing: neither holds the stop.
+        with requests.Session() as pooled, _tls_connection(port, certs.ca) as fresh:
+            assert pooled.get(f"{base}/healthz", verify=str(certs.ca), timeout=10).ok
+            api.send_signal(signal.SIGTERM)
+            wait_for(lambda: api.poll() is not None, timeout=STOP_BOUND, what="the API to stop")
+            assert api.returncode == 0
+            fresh.settimeout(10)
+            assert fresh.recv(100) == b""  # the server's close_notify (a bare EOF raises)
     finally:
         stop_processes(api)
     assert key not in log.read_text()
+
+
+#: Seconds the API may take to stop with only idle connections open: well below Gunicorn's
+#: graceful_timeout (30 s), after which it kills a process that has not stopped.
+STOP_BOUND = 15
+
+
+def _tls_connection(port: int, ca: Path) -> ssl.SSLSocket:
+    """A TLS connection to the API that has sent no request; a bare EOF raises on it."""
+    context = ssl.create_default_context(cafile=str(ca))
+    sock = socket.create_connection(("localhost", port), timeout=10)
+    return context.wrap_socket(sock, server_hostname="localhost", suppress_ragged_eofs=False)
