@@ -15,6 +15,10 @@ Plain publish requests take no thread at all: :class:`~workerrmq.api.native.Publ
 answers them on the event loop, which is also the loop the process publishes from
 (``Publisher.serve_on``); every other request, and any publish request the lane leaves,
 runs in Flask on a thread.
+
+SIGTERM stops a process gracefully: requests under way finish, connections waiting for a
+request are closed at once, and a TLS connection the server closes ends once its
+close_notify is sent, whether or not the client answers it.
 """
 
 from __future__ import annotations
@@ -255,8 +259,8 @@ class _Protocol(ASGIProtocol):
         Closing a TLS transport sends the rest of the response and close_notify, then
         waits up to 30 s (the loop's ``ssl_shutdown_timeout``) for the client's
         close_notify. A client that keeps its connection open in a pool (``requests``,
-        browsers) sends none until it uses or drops that connection: each one closed
-        when idle stayed counted meanwhile, and a stopping worker waited for it until
+        browsers) sends none until it uses or drops that connection: meanwhile the
+        connection stayed counted as open, and a stopping worker waited for it until
         Gunicorn killed it. TLS does not ask the closing side to wait (RFC 8446, 6.1).
         Shutting the socket's reading side gives the TLS layer the end of stream it
         waits for; it then closes the socket as usual, after what is left to send.
@@ -264,14 +268,17 @@ class _Protocol(ASGIProtocol):
         transport = self.transport
         if transport is None or self._conn_lost_handled:
             return
-        if transport.get_write_buffer_size():  # the response is still being encrypted
+        if transport.get_write_buffer_size():  # TLS still holds some of the response
             self.worker.loop.call_later(0.05, self._end_tls_when_sent)
             return
         sock = transport.get_extra_info("socket")
         fd = sock.fileno() if sock is not None else -1
         if fd < 0:
             return
-        raw = socket.socket(fileno=fd)  # the transport's socket, detached below, not closed
+        try:
+            raw = socket.socket(fileno=fd)  # the transport's socket, detached below, not closed
+        except OSError:  # closed meanwhile
+            return
         try:
             raw.shutdown(socket.SHUT_RD)
         except OSError:  # the client is gone already
