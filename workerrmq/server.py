@@ -42,6 +42,7 @@ from gunicorn.asgi.protocol import ASGIProtocol
 from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.workers import gasgi
 
+from workerrmq.broker.publisher import Publisher
 from workerrmq.settings import Settings
 
 __all__ = ["ApiWorker", "BufferedWSGI", "Gunicorn", "gunicorn_options", "seed_options"]
@@ -320,6 +321,8 @@ class ApiWorker(gasgi.ASGIWorker):
     ``threads`` threads, with a header deadline and JSON errors."""
 
     asgi: Any  # the app Gunicorn loaded, then wrapped by load_wsgi
+    #: The app's publisher, which publishes from this worker's loop (closed at the stop).
+    _publisher: Publisher | None = None
     #: The open connections (HTTP/1), so a stopping worker can close the idle ones.
     connections: set[_Protocol]
 
@@ -371,6 +374,8 @@ class ApiWorker(gasgi.ASGIWorker):
         for connection in list(self.connections):
             connection.close_if_idle()
         await super()._shutdown()
+        if self._publisher is not None:  # requests are done: its connection closes on this loop
+            await self._publisher.aclose()
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
@@ -383,6 +388,8 @@ class ApiWorker(gasgi.ASGIWorker):
             body_timeout=BODY_TIMEOUT,
             native=_publish_lane(app, self.loop),
         )
+        if "workerrmq" in getattr(app, "extensions", {}):
+            self._publisher = app.extensions["workerrmq"].publisher
 
 
 def _publish_lane(app: Any, loop: asyncio.AbstractEventLoop) -> NativeHandler | None:

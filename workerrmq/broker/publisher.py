@@ -167,6 +167,15 @@ class Publisher:
         asyncio.run_coroutine_threadsafe(self._close(), loop).result(self.timeout)
         loop.call_soon_threadsafe(loop.stop)
 
+    async def aclose(self) -> None:
+        """:meth:`close`, awaited on the loop given to :meth:`serve_on` (which
+        :meth:`close` leaves to the server): the server's stop calls it once requests are
+        done, so the connection is closed while that loop still runs, not left to the
+        interpreter's exit."""
+        with self._guard:
+            self._loop = None
+        await self._close()
+
     # -- event-loop side ------------------------------------------------------------------
 
     def _run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
