@@ -200,8 +200,8 @@ def _worker_connections(mgmt, worker_id: str) -> list[dict]:
 def test_consumers_spread_over_connections_within_channel_max(
     many_queues, make_settings, small_channel_max, start_engine, endpoint, broker, mgmt
 ):
-    """With channel_max 8, 20 consumers need three connections; on one connection the
-    broker would close it at the ninth channel, and nothing would be delivered."""
+    """With channel_max 8, 20 consumers need at least three connections; on one connection
+    the broker would close it at the ninth channel, and nothing would be delivered."""
     settings = make_settings(rabbitmq_url=small_channel_max(8))
     queues = many_queues(20)
     _define(settings, queues, endpoint.url)
@@ -215,21 +215,24 @@ def test_consumers_spread_over_connections_within_channel_max(
     wait_for(lambda: set(endpoint.ids()) == set(queues), timeout=30, what="one delivery per consumer")
 
     pool = worker.engine.pool
-    assert pool is not None and len(pool.links) == 3, [link.channel_max for link in pool.links]
+    assert pool is not None
+    # At least three: 20 consumers' channels over channel_max 8; the worker's own channels (the
+    # failure router's, the control channel, and those opened later) may need one more.
+    assert len(pool.links) >= 3, [link.channel_max for link in pool.links]
     assert all(link.channel_max == 8 for link in pool.links)
-    # None was closed by the broker and reopened: three connections made, three in use.
-    assert pool.opened == 3
     connections = wait_for(
         # Listed with their figures (channels) once the broker's next statistics sample is in,
         # which a busy broker can take well over 15 s to produce.
         lambda: (
-            len(c := _worker_connections(mgmt, worker.engine.worker_id)) == 3
+            len(c := _worker_connections(mgmt, worker.engine.worker_id)) == len(pool.links)
             and all("channels" in x for x in c)
             and c
         ),
         timeout=45,
-        what="the three connections, with their figures, in the management API",
+        what="the worker's connections, with their figures, in the management API",
     )
+    # None was closed by the broker and reopened: each connection made is one in use.
+    assert pool.opened == len(pool.links)
     assert all(c["channel_max"] == 8 and c["channels"] <= 8 for c in connections), connections
 
 
