@@ -92,7 +92,10 @@ class Endpoint:
         )
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        body = await request.read()
+        # The whole body, however large: request.read() refuses one over 1 MiB with a 413,
+        # and a batch of 100 messages of 16 KB is 1.6 MB (each refused batch then went
+        # message by message through the retry delay, a figure about the endpoint, not the relay).
+        body = await request.content.read()
         now = time.time()
         path = request.path
         if path.startswith("/_"):
