@@ -91,8 +91,10 @@ def test_quick_benchmark_reports_every_case(tmp_path: Path, broker: str, mgmt: M
             continue
         if "vs the floor" in row:  # 200 messages can be too few for the floor's CPU meter
             continue
-        assert "no figure" not in row and " — " not in row, row
         assert "met" in row or "missed" in row, row
+        if "attempt log" in row:  # judged on msg/s; its CPU figures may be missing in 200 messages
+            continue
+        assert "no figure" not in row and " — " not in row, row
     headings = (
         "Across runs",
         "Relay throughput",
