@@ -89,7 +89,7 @@ def test_quick_benchmark_reports_every_case(tmp_path: Path, broker: str, mgmt: M
         if row.startswith("| scale:"):  # quick mode measures 20 consumers, not 1,000 or 10,000
             assert "no figure" in row, row
             continue
-        if "vs the floor" in row:  # 200 messages can be too few for the floor's CPU meter
+        if "CPU per message" in row:  # 200 messages can drain before a CPU meter's first sample
             continue
         assert "met" in row or "missed" in row, row
         if "attempt log" in row:  # judged on msg/s; its CPU figures may be missing in 200 messages
@@ -148,7 +148,9 @@ def test_compare_runs_both_sides_interleaved(tmp_path: Path, broker: str, mgmt: 
     lines = [line for line in done.stdout.splitlines() if line.startswith(("relay", "publish"))]
     assert len(lines) == 4, done.stdout
     for line in lines:
-        assert "×" in line and "–" in line, line
+        assert "×" in line, line
+        if "CPU/msg" not in line:  # a 300-message run can drain before the CPU meter's first sample
+            assert "–" in line, line
     _assert_no_leftovers(mgmt, results["meta"]["queue_prefix"])
 
 
