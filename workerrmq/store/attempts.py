@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Result, and_, delete, func, insert, or_, select, text
+from sqlalchemy import ColumnElement, Dialect, Result, and_, delete, func, or_, select, text
 
 from workerrmq.store.db import Database
 from workerrmq.store.models import AttemptRow, as_utc, utcnow
 
-__all__ = ["AttemptFilter", "AttemptStore", "OUTCOMES", "RESPONSE_MAX"]
+__all__ = ["INSERTED", "AttemptFilter", "AttemptStore", "OUTCOMES", "RESPONSE_MAX"]
 
 #: What became of the message after an attempt: delivered; to be tried again; sent to the
 #: dead-letter queue; or back to its queue unacked (its retry or dead-letter republish was
@@ -25,6 +25,20 @@ __all__ = ["AttemptFilter", "AttemptStore", "OUTCOMES", "RESPONSE_MAX"]
 OUTCOMES = ("delivered", "retry", "dead_lettered", "failed")
 #: Characters of an error's answer kept per attempt.
 RESPONSE_MAX = 1024
+#: The columns :meth:`AttemptStore.add` fills, in the order of its statement.
+INSERTED = (
+    "consumer_id",
+    "consumer",
+    "message_id",
+    "attempt",
+    "at",
+    "duration_ms",
+    "status",
+    "error",
+    "outcome",
+    "response",
+    "worker",
+)
 # Any constant will do: the same in every WorkerRMQ process, other than the migration lock's.
 _PG_PRUNE_LOCK = 0x41545450
 
@@ -71,14 +85,48 @@ def _status_condition(status: str) -> ColumnElement[bool]:
 class AttemptStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._insert: tuple[Dialect, str, list[tuple[int, Callable[[Any], Any]]]] | None = None
 
     def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Insert *rows* (dicts of :class:`~workerrmq.store.models.AttemptRow`'s columns but
-        ``id``) in one statement."""
+        """Insert *rows*, dicts of :class:`~workerrmq.store.models.AttemptRow`'s columns but ``id``."""
+        self.add_tuples([tuple(row[name] for name in INSERTED) for row in rows])
+
+    def add_tuples(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert *rows*, tuples of the columns in :data:`INSERTED`'s order, in one executemany.
+
+        The workers call this for every attempt, so it skips SQLAlchemy's per-row parameter
+        building (most of the cost, measured): the statement is compiled once per dialect and
+        the rows go to the driver as they are, but for the columns whose type converts its
+        values on this dialect (SQLite keeps datetimes as text)."""
         if not rows:
             return
         with self.db.session() as session:
-            session.execute(insert(AttemptRow), list(rows))
+            connection = session.connection()
+            sql, processors = self._insert_for(connection.dialect)
+            if processors:
+                converted: list[tuple[Any, ...]] = []
+                for row in rows:
+                    values = list(row)
+                    for index, process in processors:
+                        values[index] = process(values[index])
+                    converted.append(tuple(values))
+                rows = converted
+            connection.exec_driver_sql(sql, list(rows))
+
+    def _insert_for(self, dialect: Dialect) -> tuple[str, list[tuple[int, Callable[[Any], Any]]]]:
+        """The INSERT for *dialect*'s driver, and the bind processors of the columns that have one."""
+        if self._insert is None or self._insert[0] is not dialect:
+            mark = "?" if dialect.paramstyle == "qmark" else "%s"
+            table = AttemptRow.__table__
+            marks = ", ".join([mark] * len(INSERTED))
+            sql = f"INSERT INTO {AttemptRow.__tablename__} ({', '.join(INSERTED)}) VALUES ({marks})"
+            processors: list[tuple[int, Callable[[Any], Any]]] = []
+            for index, name in enumerate(INSERTED):
+                process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                if process is not None:
+                    processors.append((index, process))
+            self._insert = (dialect, sql, processors)
+        return self._insert[1], self._insert[2]
 
     def page(
         self, where: AttemptFilter, *, offset: int = 0, limit: int = 50

@@ -28,22 +28,23 @@ __all__ = ["AttemptLog"]
 log = logging.getLogger(__name__)
 
 
-def _record(row: tuple[Any, ...], worker: str) -> dict[str, Any]:
-    """A row of :meth:`AttemptLog.note` as the store takes it: cut to the columns' sizes."""
+def _record(row: tuple[Any, ...], worker: str) -> tuple[Any, ...]:
+    """A row of :meth:`AttemptLog.note` as the store takes it (the columns of
+    :data:`~workerrmq.store.attempts.INSERTED`, in order), cut to the columns' sizes."""
     consumer_id, consumer, message_id, attempt, at, seconds, status, error, outcome, response = row
-    return {
-        "consumer_id": consumer_id,
-        "consumer": consumer,
-        "message_id": message_id[:255].replace("\x00", ""),
-        "attempt": attempt,
-        "at": dt.datetime.fromtimestamp(at, dt.UTC),
-        "duration_ms": round(seconds * 1000, 3),
-        "status": status,
-        "error": error[:64] if error else None,
-        "outcome": outcome,
-        "response": response[:RESPONSE_MAX].replace("\x00", "") if response else None,
-        "worker": worker,
-    }
+    return (
+        consumer_id,
+        consumer,
+        message_id[:255].replace("\x00", ""),
+        attempt,
+        dt.datetime.fromtimestamp(at, dt.UTC),
+        round(seconds * 1000, 3),
+        status,
+        error[:64] if error else None,
+        outcome,
+        response[:RESPONSE_MAX].replace("\x00", "") if response else None,
+        worker,
+    )
 
 
 class AttemptLog:
@@ -58,7 +59,7 @@ class AttemptLog:
         max_age: dt.timedelta = dt.timedelta(days=7),
         max_per_consumer: int = 100_000,
         interval: float = 1.0,
-        batch: int = 500,
+        batch: int = 2000,
         limit: int = 50_000,
         prune_every: float = 300.0,
         rng: Callable[[], float] = random.random,
@@ -169,7 +170,8 @@ class AttemptLog:
 
     def _write(self, rows: list[tuple[Any, ...]]) -> None:
         """Write *rows* as :meth:`note` kept them (on the writer's thread)."""
-        self.store.add([_record(row, self.worker) for row in rows])
+        worker = self.worker
+        self.store.add_tuples([_record(row, worker) for row in rows])
 
     async def prune(self) -> None:
         """Apply the retention (age, rows per consumer); errors are logged, not raised."""
