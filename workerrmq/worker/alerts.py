@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: The name placement hashes to pick the worker that watches (any fixed text would do).
 _WATCHER = "workerrmq.health-watch"
+#: How many times the duration of a look the watch rests before the next.
+_REST = 10
 _BROKER_ERRORS = (OSError, TimeoutError, aiormq.exceptions.AMQPError)
 
 
@@ -145,8 +147,11 @@ class HealthWatch:
                 took = 0.0
                 while True:
                     # With thousands of consumers a look takes a while (a passive declare
-                    # each): rest at least twice that long, so it stays a small load.
-                    await asyncio.sleep(max(self.interval, 2 * took))
+                    # each: about 2 s for 10,000): rest ten times that long, so the watch
+                    # stays under a tenth of the time of an otherwise idle worker. A
+                    # consumer is degraded after minutes (degraded_after, 300 s by
+                    # default), so a look every 20 s at that scale still sees it in time.
+                    await asyncio.sleep(max(self.interval, _REST * took))
                     started = time.monotonic()
                     try:
                         await self.check()
