@@ -1,13 +1,16 @@
 """The SSRF guard: with ``BLOCK_PRIVATE_TARGETS`` on, endpoints must be public addresses.
 
 Checked when a consumer is saved (:func:`check_target`) and again at every
-connect, on the addresses the connection will really use
-(:class:`GuardedResolver`), so a name that resolves differently later
-(DNS rebinding) gains nothing. Redirects are never followed.
+connect, on the addresses the connection will really use, so a name that
+resolves differently later (DNS rebinding) gains nothing: aiohttp's connector
+resolves through :class:`GuardedResolver`; the worker's delivery client
+(:mod:`workerrmq.worker.transport`) resolves with :func:`public_addresses` and
+connects only to an address it returned. Redirects are never followed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from typing import Any
@@ -16,7 +19,14 @@ from urllib.parse import urlsplit
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
-__all__ = ["TargetBlocked", "is_forbidden", "check_target", "check_literal", "GuardedResolver"]
+__all__ = [
+    "TargetBlocked",
+    "is_forbidden",
+    "check_target",
+    "check_literal",
+    "public_addresses",
+    "GuardedResolver",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -71,6 +81,20 @@ def check_target(url: str) -> None:
         address = ipaddress.ip_address(info[4][0])
         if is_forbidden(address):
             raise _refuse(host, str(address))
+
+
+async def public_addresses(host: str, port: int) -> list[str]:
+    """*host*'s addresses for a TCP connection to *port*, in the order the system resolver
+    gives them (as aiohttp's threaded resolver asks for them). Raises :class:`TargetBlocked`
+    if any is forbidden, and :class:`OSError` (``socket.gaierror``) if *host* does not resolve."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_ADDRCONFIG
+    )
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    for address in addresses:
+        if is_forbidden(ipaddress.ip_address(address)):
+            raise _refuse(host, address)
+    return addresses
 
 
 class GuardedResolver(AbstractResolver):

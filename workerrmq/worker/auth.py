@@ -45,11 +45,22 @@ class AuthFailed(Exception):
 class EndpointAuth:
     """Credentials that do not change: fixed headers and/or a TLS context for the connection."""
 
-    def __init__(self, headers: Mapping[str, str] | None = None, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        headers: Mapping[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
+        *,
+        identity: bytes | None = None,
+        ca_pem: bytes | None = None,
+    ) -> None:
         self._headers = dict(headers or {})
         #: What ``session.request(ssl=...)`` takes: the client certificate's context, or
         #: True for aiohttp's default (verified against the system CA store).
         self.ssl: ssl.SSLContext | bool = tls if tls is not None else True
+        #: The client certificate and its key as one PEM (what reqwest's ``identity_pem``
+        #: takes, in memory), and the CA that alone verifies the endpoint; None without mTLS.
+        self.identity = identity
+        self.ca_pem = ca_pem
 
     async def headers(self, session: aiohttp.ClientSession) -> Mapping[str, str]:
         """The headers that authenticate one request; raises :class:`AuthFailed`."""
@@ -221,7 +232,12 @@ def endpoint_auth(
             guard=guard,
         )
     if kind == "mtls":
-        return EndpointAuth(tls=client_tls(auth["cert_pem"], auth["key_pem"], auth.get("ca_pem")))
+        ca_pem = auth.get("ca_pem")
+        return EndpointAuth(
+            tls=client_tls(auth["cert_pem"], auth["key_pem"], ca_pem),
+            identity=_identity(auth["cert_pem"], auth["key_pem"]),
+            ca_pem=ca_pem.encode() if ca_pem else None,
+        )
     raise ValueError(f"unknown auth type {kind!r}")
 
 
@@ -229,9 +245,14 @@ def client_tls(cert_pem: str, key_pem: str, ca_pem: str | None = None) -> ssl.SS
     """A TLS context that presents *cert_pem* with *key_pem*, and verifies the endpoint
     against *ca_pem* alone when given, else against the system CA store."""
     context = ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
-    with _key_file(f"{cert_pem.strip()}\n{key_pem.strip()}\n".encode()) as path:
+    with _key_file(_identity(cert_pem, key_pem)) as path:
         context.load_cert_chain(path)
     return context
+
+
+def _identity(cert_pem: str, key_pem: str) -> bytes:
+    """The certificate (chain) and its private key as one PEM document."""
+    return f"{cert_pem.strip()}\n{key_pem.strip()}\n".encode()
 
 
 @contextlib.contextmanager
