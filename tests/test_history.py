@@ -134,3 +134,31 @@ def test_a_worker_samples_deliveries_to_a_real_endpoint(
     body = client.get("/api/v1/stats/history?minutes=1", headers=admin).json
     assert body["step"] == 1.0
     assert queue in body["queues"]  # the management API's figures, sampled beside them
+
+
+def test_the_consumers_queues_are_sampled_before_others(
+    db: Database, settings: Settings, mgmt, queue_name, monkeypatch
+):
+    """With more queues on the broker than a sample keeps, the consumers' own queue and
+    dead-letter queue are kept, though others come first in name order; names with regular
+    expression characters are asked for as they are."""
+    import workerrmq.worker.history as history
+
+    monkeypatch.setattr(history, "QUEUES_SAMPLED", 3)
+    monkeypatch.setattr(history, "NAMES_PER_ASK", 1)  # one request per name: the chunking too
+    early = [queue_name("0early") for _ in range(3)]  # "0" sorts before every other test queue
+    own = queue_name("zz.own+(q)")
+    dead = queue_name("zz.own-dlq")
+    for name in (*early, own, dead):
+        mgmt.declare_queue(name, durable=True, arguments={})
+    consumers = _consumers(db, settings)
+    consumers.create(
+        {"name": "sampled", "queue": own, "target_url": "http://127.0.0.1:9/x", "dead_letter_queue": dead}
+    )
+    store = HistoryStore(db)
+    assert store.consumer_queues() == {own, dead}
+    sampler = HistorySampler(store, worker_id="w1", management=mgmt, step=10)
+    figures = sampler._queues()
+    assert len(figures) == 3
+    assert own in figures and dead in figures
+    assert figures[own] == [0, 0.0, 0.0]

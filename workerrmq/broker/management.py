@@ -7,6 +7,7 @@ over AMQP (:mod:`workerrmq.broker.publisher`). Every method raises a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -41,15 +42,29 @@ class ManagementClient:
 
     # -- queues -----------------------------------------------------------------
 
-    def list_queues(self, *, name: str | None, page: int, page_size: int) -> dict[str, Any]:
-        """One page of queues, as the management API's paged answer."""
+    def list_queues(
+        self,
+        *,
+        name: str | None,
+        page: int,
+        page_size: int,
+        columns: Sequence[str] = (),
+        regex: bool = False,
+    ) -> dict[str, Any]:
+        """One page of queues, as the management API's paged answer, filtered by *name*
+        (a part of the name; with *regex*, a regular expression). With *columns* (dotted
+        paths such as ``message_stats.publish_details.rate``), each queue has only those."""
         params: dict[str, Any] = {"page": page, "page_size": page_size, "pagination": "true"}
         if name:
             params["name"] = name
+            if regex:
+                params["use_regex"] = "true"
+        if columns:
+            params["columns"] = ",".join(columns)
         response = self._request("GET", f"/api/queues/{_q(self.vhost)}", params=params)
         if response.status_code == 400 and page > 1 and "out of range" in response.text:
             # Past the last page: an empty page (with the total), not RabbitMQ's 400.
-            first = self.list_queues(name=name, page=1, page_size=1)
+            first = self.list_queues(name=name, page=1, page_size=1, columns=("name",), regex=regex)
             return {**first, "items": [], "page": page, "page_size": page_size}
         self._raise_for(response)
         return response.json()

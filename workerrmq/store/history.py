@@ -100,3 +100,9 @@ class HistoryStore:
         """Every defined consumer's name by id (deleted ones are not charted)."""
         with self.db.session() as session:
             return {cid: name for cid, name in session.execute(select(ConsumerDef.id, ConsumerDef.name))}
+
+    def consumer_queues(self) -> set[str]:
+        """The queues the defined consumers read and dead-letter to: the ones a sample keeps first."""
+        with self.db.session() as session:
+            rows = session.execute(select(ConsumerDef.queue, ConsumerDef.dead_letter_queue))
+            return {name for row in rows for name in row if name}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import re
 import time
 import zlib
 from collections.abc import Callable
@@ -23,12 +24,24 @@ from workerrmq.broker.management import ManagementClient
 from workerrmq.errors import WorkerRMQError
 from workerrmq.store.history import HistoryStore, Sample
 
-__all__ = ["HistorySampler", "QUEUES_SAMPLED"]
+__all__ = ["NAMES_PER_ASK", "QUEUES_SAMPLED", "HistorySampler"]
 
 log = logging.getLogger(__name__)
 
-#: Queues sampled per moment: the management API's first page, in name order.
+#: Queues kept per moment: the consumers' queues first, then others in name order.
 QUEUES_SAMPLED = 500
+#: Queue names asked for in one request (a regular expression of them): keeps the
+#: request line of the management API well under its limit.
+NAMES_PER_ASK = 40
+#: What a sample keeps of each queue. Asking for these alone makes the answer about a
+#: tenth the size of the full queue objects (measured: 220 against 2,950 bytes for 2
+#: queues), which the sampling worker would otherwise decode every step.
+_COLUMNS = (
+    "name",
+    "messages_ready",
+    "message_stats.publish_details.rate",
+    "message_stats.deliver_get_details.rate",
+)
 
 
 def _rate(stats: dict[str, Any], key: str) -> float:
@@ -84,17 +97,37 @@ class HistorySampler:
         return stored
 
     def _queues(self) -> dict[str, list[float]]:
-        """Each queue's ready count and rates; none when the management API does not answer."""
+        """Ready count and rates of up to :data:`QUEUES_SAMPLED` queues: the consumers' own
+        queues and dead-letter queues first (asked for by name, :data:`NAMES_PER_ASK` at a
+        time), then others in name order. None when the management API does not answer."""
         if self.management is None:
             return {}
+        wanted = sorted(self.store.consumer_queues())[:QUEUES_SAMPLED]
+        figures: dict[str, list[float]] = {}
         try:
-            page = self.management.list_queues(name=None, page=1, page_size=QUEUES_SAMPLED)
+            for start in range(0, len(wanted), NAMES_PER_ASK):
+                names = wanted[start : start + NAMES_PER_ASK]
+                pattern = "^(?:" + "|".join(re.escape(name) for name in names) + ")$"
+                figures.update(self._page(pattern, len(names)))
+            if len(figures) < QUEUES_SAMPLED:
+                for name, row in self._page(None, QUEUES_SAMPLED).items():
+                    if len(figures) >= QUEUES_SAMPLED:
+                        break
+                    figures.setdefault(name, row)
         except WorkerRMQError as exc:
             log.debug("statistics history: no queue figures (%s)", exc.message)
-            return {}
-        figures = {}
+        return figures
+
+    def _page(self, pattern: str | None, size: int) -> dict[str, list[float]]:
+        """The first *size* queues whose name matches the regular expression *pattern* (any without)."""
+        assert self.management is not None
+        page = self.management.list_queues(name=pattern, page=1, page_size=size, columns=_COLUMNS, regex=True)
+        found = {}
         for raw in page.get("items", []):
             stats = raw.get("message_stats") or {}
-            ready = int(raw.get("messages_ready") or 0)
-            figures[raw["name"]] = [ready, _rate(stats, "publish"), _rate(stats, "deliver_get")]
-        return figures
+            found[raw["name"]] = [
+                int(raw.get("messages_ready") or 0),
+                _rate(stats, "publish"),
+                _rate(stats, "deliver_get"),
+            ]
+        return found
