@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import os
 import re
+import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import aiormq
 import orjson
 
 from bench.common import (
+    WORKER_TAIL,
     ApiClient,
     Broker,
     Cleanup,
@@ -35,6 +37,7 @@ from bench.common import (
     percentile,
 )
 from bench.endpoint import CLIENT_ID, CLIENT_SECRET
+from bench.gate import DONE, READY
 
 #: A Standard Webhooks secret: signing is on for every WorkerRMQ consumer of the benchmark.
 SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -189,12 +192,23 @@ class Context:
             ]
         return self.cleanup.track(Proc(name, argv, env=env, cwd=cwd, log=log, profiled=profiled))
 
-    def contender(self, module: str, *args: object) -> Proc:
-        argv = [sys.executable, "-m", f"bench.contenders.{module}", *map(str, args)]
+    async def contender(self, module: str, *args: object) -> tuple[Proc, CpuMeter]:
+        """Start ``bench.contenders.<module>`` with *args* through ``bench.gate``: once it has
+        loaded its libraries, its CPU meter takes the baseline sample, then it is let go."""
+        argv = [sys.executable, "-m", "bench.gate", f"bench.contenders.{module}", *map(str, args)]
         # Under --profile the baseline relay is profiled too, to compare like with like.
-        return self.spawn(
+        proc = self.spawn(
             module, argv, cwd=Path(__file__).resolve().parent.parent, profile=module == "plain_relay"
         )
+        try:
+            if not await _gate_line(proc, READY, 60):
+                raise RuntimeError(f"the contender {module} was not ready (exited, or 60 s):\n{proc.tail()}")
+            meter = CpuMeter(proc, gated=True)
+            proc.release()
+        except BaseException:
+            self.cleanup.stop(proc)
+            raise
+        return proc, meter
 
     async def start_worker(
         self, name: str = "worker", processes: int | None = None, env: dict[str, str] | None = None
@@ -267,16 +281,21 @@ class Context:
     # -- measuring -----------------------------------------------------------------------------
 
     async def watch(
-        self, bucket: str, count: int, label: str, *, proc: Proc | None = None, timeout: float | None = None
+        self,
+        bucket: str,
+        count: int,
+        label: str,
+        *,
+        proc: Proc | None = None,
+        meter: CpuMeter | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Wait until the endpoint has *count* requests in *bucket* (or time is up)."""
+        """Wait until the endpoint has *count* requests in *bucket* (or time is up); *proc* is
+        the process delivering them, *meter* its CPU meter, which takes its final sample here."""
         deadline = time.monotonic() + (timeout or self.plan.drain_timeout)
         timed_out = False
-        meter = CpuMeter(proc) if proc is not None else None
         while True:
             stats = await self.endpoint.stats(bucket)
-            if meter is not None:
-                meter.mark(stats.count)
             if stats.count >= count:
                 break
             if proc is not None and not proc.alive():
@@ -289,6 +308,8 @@ class Context:
                 break
             self.progress.tick(f"{label}: {stats.count:,}/{count:,}")
             await asyncio.sleep(0.05)
+        if meter is not None:
+            await meter.finish(stats.count, done=not timed_out)
         return {
             "rate": stats.rate(),
             "count": stats.count,
@@ -298,32 +319,108 @@ class Context:
         }
 
 
-class CpuMeter:
-    """CPU time a process spends per message, from the first message seen to the end.
+#: The worker's CPU meter samples it this often ...
+_TICK = 0.05
+#: ... and counts it busy while it uses more than this share of a core.
+_BUSY = 0.05
+#: Before its baseline sample, the worker's meter waits for this many ticks in a row in which
+#: it was not busy (an idle worker has a burst now and then), at most ``_QUIET_WAIT`` s.
+_QUIET_TICKS = 4
+_QUIET_WAIT = 5.0
+#: How long a contender's meter waits for it to finish after its last message, and to exit.
+_EXIT_WAIT = 15.0
 
-    CPU time, unlike wall time, hardly depends on what else the machine runs, so it
-    shows how much work a contender does per message even on a busy machine.
+
+class CpuMeter:
+    """CPU time a process spends per message: a sample before its first message, another after
+    its last, and the count of messages in between.
+
+    CPU time, unlike wall time, hardly depends on what else the machine runs, so it shows how
+    much work a contender does per message even on a busy machine. The samples bracket the
+    whole run, so a run of a few hundred messages, drained between two polls of the endpoint,
+    gets a figure too. What a run costs once (a contender's connection, a consumer's start) is
+    in it; over the benchmark's 20,000 messages that is little.
     """
 
-    def __init__(self, proc: Proc) -> None:
+    def __init__(self, proc: Proc, *, gated: bool = False, tail: float = 0.0) -> None:
         self.proc = proc
-        self.start: float | None = None
-        self.first_count = 0
-        self.last_count = 0
+        self.gated = gated  # a contender run by bench.gate: the end is when its main() returned
+        self.tail = tail  # it keeps running: the end is its last busy tick within *tail* s
+        self.start = proc.cpu_seconds()
+        self.end: float | None = None
+        self.handled = 0
 
-    def mark(self, count: int) -> None:
-        if self.start is None and count > 0:
-            self.start = self.proc.cpu_seconds()
-            self.first_count = count
-        self.last_count = max(self.last_count, count)
+    @classmethod
+    async def of_worker(cls, worker: Proc) -> CpuMeter:
+        """The meter of a run on the running *worker*: its baseline once the worker is quiet
+        (what it still does for its start or an earlier run is not this run's)."""
+        await _until_quiet(worker, _QUIET_WAIT)
+        return cls(worker, tail=WORKER_TAIL)
+
+    async def finish(self, handled: int, *, done: bool) -> None:
+        """The final sample, after the last of *handled* messages arrived (*done*: every
+        message of the run did; else the run was cut at its time limit)."""
+        self.handled = handled
+        if self.gated:
+            finished = done and await _gate_line(self.proc, DONE, _EXIT_WAIT)
+            self.end = self.proc.cpu_seconds()
+            if finished:  # let it exit, and wait for that: stopped meanwhile, it would fail
+                self.proc.release()
+                deadline = time.monotonic() + _EXIT_WAIT
+                while self.proc.alive() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.02)
+        elif done and self.tail and self.proc.alive():
+            self.end = await _end_of_work(self.proc, self.tail)
+        else:
+            self.end = self.proc.cpu_seconds()
 
     def per_message_us(self) -> float | None:
-        """Call after the process stopped (or at the end, for one that keeps running)."""
-        end = self.proc.cpu_seconds()
-        handled = self.last_count - self.first_count
-        if self.start is None or end is None or handled < 1:
+        if self.start is None or self.end is None or self.handled < 1:
             return None
-        return (end - self.start) / handled * 1e6
+        return (self.end - self.start) / self.handled * 1e6
+
+
+async def _cpu_ticks(proc: Proc, seconds: float) -> AsyncIterator[tuple[float, bool]]:
+    """For *seconds*, every ``_TICK``: *proc*'s CPU time and whether it was busy since the last."""
+    last, at = proc.cpu_seconds(), time.monotonic()
+    deadline = at + seconds
+    while last is not None and time.monotonic() < deadline:
+        await asyncio.sleep(_TICK)
+        now, now_at = proc.cpu_seconds(), time.monotonic()
+        if now is None:
+            return
+        yield now, (now - last) > _BUSY * (now_at - at)
+        last, at = now, now_at
+
+
+async def _gate_line(proc: Proc, line: str, timeout: float) -> bool:
+    """True once *proc* printed *line* (one of ``bench.gate``'s); False if it exited first or
+    *timeout* s passed."""
+    deadline = time.monotonic() + timeout
+    while line not in proc.tail(3):
+        if not proc.alive() or time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+async def _until_quiet(proc: Proc, timeout: float) -> None:
+    """Return after ``_QUIET_TICKS`` ticks in a row in which *proc* was not busy, or after
+    *timeout* s."""
+    quiet = 0
+    async for _, busy in _cpu_ticks(proc, timeout):
+        quiet = 0 if busy else quiet + 1
+        if quiet >= _QUIET_TICKS:
+            return
+
+
+async def _end_of_work(proc: Proc, seconds: float) -> float | None:
+    """*proc*'s CPU time at the end of its last busy tick within the next *seconds*."""
+    end = proc.cpu_seconds()
+    async for now, busy in _cpu_ticks(proc, seconds):
+        if busy:
+            end = now
+    return end
 
 
 def _fmt_rate(result: dict[str, Any] | None) -> str:
@@ -348,7 +445,7 @@ async def guarded(ctx: Context, label: str, step: Callable[[], Awaitable[dict[st
         ctx.progress.say(f"{label}: FAILED {message[:500]}")
         return {"error": message[:2000]}
     meter = result.pop("_meter", None)
-    if meter is not None:  # by now a contender has exited; the worker still runs
+    if meter is not None:
         result["cpu_us_per_msg"] = meter.per_message_us()
     ctx.progress.say(f"{label}: {result.pop('_summary', None) or _fmt_rate(result)}")
     return result
@@ -363,11 +460,11 @@ async def relay_once(ctx: Context, contender: str, size: int, label: str) -> dic
     bucket = broker.name(f"relay-{contender}")
     target = ctx.endpoint.url(contender if contender in FEATURES else "ok", bucket)
     if contender == "http_only":
-        proc = ctx.contender(
+        proc, meter = await ctx.contender(
             "http_only", "--target", target, "--count", n, "--size", size, "--concurrency", plan.prefetch
         )
         try:
-            return await ctx.watch(bucket, n, label, proc=proc)
+            return await ctx.watch(bucket, n, label, proc=proc, meter=meter)
         finally:
             ctx.cleanup.stop(proc)
     queue = await broker.declare(broker.name(f"relay-{contender}"))
@@ -380,12 +477,12 @@ async def relay_once(ctx: Context, contender: str, size: int, label: str) -> dic
             return await _broker_only(ctx, queue, n, label)
         module = {"plain": "plain_relay", "seed": "seed_relay"}[contender]
         extra = ("--prefetch", plan.prefetch) if contender == "plain" else ()
-        proc = ctx.contender(
+        proc, meter = await ctx.contender(
             module, "--amqp-url", ctx.amqp_url, "--queue", queue, "--target", target, "--count", n, *extra
         )
         timeout = plan.seed_timeout if contender == "seed" else None
         try:
-            return await ctx.watch(bucket, n, label, proc=proc, timeout=timeout)
+            return await ctx.watch(bucket, n, label, proc=proc, meter=meter, timeout=timeout)
         finally:
             ctx.cleanup.stop(proc)
     finally:
@@ -397,20 +494,22 @@ async def relay_once(ctx: Context, contender: str, size: int, label: str) -> dic
 async def _worker_relay(
     ctx: Context, contender: str, queue: str, target: str, bucket: str, n: int, label: str
 ) -> dict[str, Any]:
-    """Drain *queue* through a WorkerRMQ worker; the consumer is dropped afterwards."""
+    """Drain *queue* through a WorkerRMQ worker; the consumer is dropped afterwards. The
+    worker's CPU meter starts before the consumer is made."""
     worker = await ctx.ensure_worker(processes=WORKER_CONTENDERS[contender], env=WORKER_ENV.get(contender))
+    meter = await CpuMeter.of_worker(worker)
     if contender == "workerrmq_defaults":
         # The seed's route with nothing but the queue (and where to send, which the seed
         # takes from DEFAULT_TARGET_URL): every other field at its default.
         await ctx.api.call("POST", "/createConsumer", {"queueName": queue, "target_url": target})
         try:
-            return await ctx.watch(bucket, n, label, proc=worker)
+            return await ctx.watch(bucket, n, label, proc=worker, meter=meter)
         finally:
             await ctx.api.call("POST", "/deleteConsumer", {"queueName": queue})
             await ctx.broker.wait_consumers([queue], 0, timeout=15)
     consumer_id = await ctx.consumer(queue, target, **feature_fields(ctx, contender, bucket))
     try:
-        result = await ctx.watch(bucket, n, label, proc=worker)
+        result = await ctx.watch(bucket, n, label, proc=worker, meter=meter)
         if contender == "no_attempt_log":
             # Measuring a worker that still logs would show no cost at all: make sure it is off.
             logged = await ctx.api.call("GET", f"/api/v1/consumers/{consumer_id}/attempts")
@@ -426,24 +525,25 @@ async def _worker_relay(
 
 
 async def _broker_only(ctx: Context, queue: str, n: int, label: str) -> dict[str, Any]:
-    proc = ctx.contender("broker_only", "--amqp-url", ctx.amqp_url, "--queue", queue, "--count", n)
+    proc, meter = await ctx.contender(
+        "broker_only", "--amqp-url", ctx.amqp_url, "--queue", queue, "--count", n
+    )
     deadline = time.monotonic() + ctx.plan.drain_timeout
-    meter = CpuMeter(proc)
     try:
-        while proc.alive() and time.monotonic() < deadline:
+        while proc.alive() and DONE not in proc.tail(3) and time.monotonic() < deadline:
             ready, _ = await ctx.broker.counts(queue)
-            meter.mark(n - ready)
             ctx.progress.tick(f"{label}: {n - ready:,}/{n:,}")
             await asyncio.sleep(0.05)
+        lines = [line for line in proc.tail(5).splitlines() if line.startswith("{")]
+        if lines:
+            stats = orjson.loads(lines[-1])
+            await meter.finish(stats["count"], done=True)
     finally:
         code = ctx.cleanup.stop(proc)
-    lines = [line for line in proc.tail(5).splitlines() if line.startswith("{")]
     if code != 0 or not lines:
         raise RuntimeError(f"{label}: the broker-only consumer failed (exit {code}):\n{proc.tail()}")
-    stats = orjson.loads(lines[-1])
     seconds = stats["last"] - stats["first"]
     rate = (stats["count"] - 1) / seconds if seconds > 0 else None
-    meter.mark(stats["count"])
     return {"rate": rate, "count": stats["count"], "timed_out": False, "seconds": seconds, "_meter": meter}
 
 
@@ -483,7 +583,7 @@ async def latency_once(ctx: Context, contender: str, label: str) -> dict[str, An
             await ctx.ensure_worker()
             consumer_id = await ctx.consumer(queue, target)
         else:
-            proc = ctx.contender(
+            proc, _ = await ctx.contender(
                 "plain_relay",
                 "--amqp-url",
                 ctx.amqp_url,
@@ -771,9 +871,13 @@ async def isolation_once(ctx: Context, variant: str, label: str) -> dict[str, An
                 )
             )
             await _wait_count(ctx, fail_bucket, 10, timeout=30)
+        # The failing consumer's work is in the worker's CPU per healthy message: it starts at
+        # once and ends with the healthy consumer's last message (no tail: it never goes quiet).
+        assert ctx.worker is not None
+        meter = CpuMeter(ctx.worker)
         consumers.append((await ctx.consumer(healthy, ctx.endpoint.url("ok", bucket)), healthy))
         before = (await ctx.endpoint.stats(fail_bucket)).count
-        result = await ctx.watch(bucket, n, label, proc=ctx.worker)
+        result = await ctx.watch(bucket, n, label, proc=ctx.worker, meter=meter)
         result["failing_requests"] = (await ctx.endpoint.stats(fail_bucket)).count - before
         return result
     finally:
@@ -806,31 +910,48 @@ async def isolation_case(ctx: Context) -> dict[str, Any]:
 
 #: The scale curves run on one engine process: ``workerrmq worker --processes 1``.
 SCALE_PROCESSES = 1
+#: After SIGTERM, a scale worker still running this many seconds later is killed (and noted).
+SCALE_STOP_TIMEOUT = 30.0
 
 
 async def scale_case(ctx: Context) -> dict[str, Any]:
     """For each count of ``ctx.scale_counts`` (rising): that many consumers defined, then a cold
     ``workerrmq worker --processes 1`` start per run, timed until every queue has a consumer;
-    then its RSS and idle CPU. Every consumer and queue it made is deleted at the end."""
+    then its RSS and idle CPU. Whatever happens, the worker is stopped and every consumer and
+    queue the case made is deleted at the end (what even that leaves, bench.run's clean-up
+    deletes)."""
     plan, broker = ctx.plan, ctx.broker
     ctx.stop_worker()  # the worker of the other cases would take these consumers too
     counts = sorted(set(ctx.scale_counts))
     names = [f"{broker.prefix}-scale-{i:05d}" for i in range(max(counts))]
     target = ctx.endpoint.url("ok", broker.name("scale"))
-    results: dict[str, Any] = {"processes": SCALE_PROCESSES, "idle_seconds": plan.idle_seconds, "points": {}}
-    defined: list[str] = []  # consumer ids, for the clean-up
-    declared = 0
+    results: dict[str, Any] = {
+        "processes": SCALE_PROCESSES,
+        "idle_seconds": plan.idle_seconds,
+        "stop_timeout": SCALE_STOP_TIMEOUT,
+        "points": {},
+    }
+    declared = defined = 0  # names[:declared] were (being) declared, names[:defined] given a consumer
     try:
         for count in counts:
             label = f"scale · {count:,} consumers"
-            for name in names[declared:count]:
-                await broker.declare(name)
-                declared += 1
-                ctx.progress.tick(f"{label}: declaring queues {declared:,}/{count:,}")
-            started = time.perf_counter()
-            await _define_consumers(ctx, names[len(defined) : count], target, defined)
-            point: dict[str, Any] = {"define_seconds": time.perf_counter() - started, "runs": []}
+
+            def tick(text: str, label: str = label) -> None:
+                ctx.progress.tick(f"{label}: {text}")
+
+            point: dict[str, Any] = {"runs": []}
             results["points"][str(count)] = point
+            try:
+                first, declared = declared, count
+                await broker.declare_many(names[first:count], tick=tick)
+                started = time.perf_counter()
+                first, defined = defined, count
+                await _define_consumers(ctx, names[first:count], target, tick)
+            except Exception as exc:  # noqa: BLE001 - the smaller counts' figures stand
+                point["runs"].append({"error": f"setting up: {type(exc).__name__}: {exc}"[:2000]})
+                ctx.progress.say(f"{label}: FAILED setting up: {type(exc).__name__}: {exc}"[:500])
+                break
+            point["define_seconds"] = time.perf_counter() - started
             ctx.progress.say(f"{label}: defined through the API in {point['define_seconds']:.1f}s")
             for run in range(plan.runs):
                 run_label = f"{label} · run {run + 1}/{plan.runs}"
@@ -843,41 +964,61 @@ async def scale_case(ctx: Context) -> dict[str, Any]:
                 ctx.progress.say(f"{label}: every run failed; the larger counts are skipped")
                 break
     finally:
+        cleaning = time.monotonic()
         ctx.stop_worker()
-        await _delete_consumers(ctx, defined)
-        for start in range(0, declared, 100):
-            await broker.delete(*names[start : min(declared, start + 100)])
+        try:
+            await _delete_consumers(ctx, names[:defined])
+        finally:
+            await broker.delete_many(names[:declared], tick=lambda text: ctx.progress.tick(f"scale: {text}"))
+            ctx.progress.say(
+                f"scale: clean-up of {declared:,} queues (with their dead-letter queues and "
+                f"consumers) took {time.monotonic() - cleaning:.0f}s"
+            )
     return results
 
 
-async def _define_consumers(ctx: Context, names: list[str], target: str, defined: list[str]) -> None:
-    """Create a consumer on each queue of *names* through the API; ids go into *defined*."""
+async def _define_consumers(ctx: Context, names: list[str], target: str, tick: Callable[[str], None]) -> None:
+    """A consumer on each queue of *names*, named as its queue, through the API (16 requests at
+    once); the first failure stops the others and is raised."""
     semaphore = asyncio.Semaphore(16)
-    total = len(defined) + len(names)
+    done = 0
 
     async def define(name: str) -> None:
+        nonlocal done
         async with semaphore:
-            defined.append(await ctx.consumer(name, target, concurrency=32))
-        ctx.progress.tick(f"scale: defining consumers {len(defined):,}/{total:,}")
+            await ctx.consumer(name, target, concurrency=32)
+        done += 1
+        tick(f"defining consumers {done:,}/{len(names):,}")
 
-    await asyncio.gather(*(define(name) for name in names))
+    try:
+        async with asyncio.TaskGroup() as group:
+            for name in names:
+                group.create_task(define(name))
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
 
 
-async def _delete_consumers(ctx: Context, ids: list[str]) -> None:
+async def _delete_consumers(ctx: Context, names: list[str]) -> None:
+    """Delete the consumer of each queue of *names*, by its name (also one whose creation was
+    cut short; one that is not there is no error)."""
     semaphore = asyncio.Semaphore(16)
     deleted = 0
+    failures: list[str] = []
 
-    async def delete(consumer_id: str) -> None:
+    async def delete(name: str) -> None:
         nonlocal deleted
         async with semaphore:
-            with contextlib.suppress(Exception):  # reported below by what is left
-                await ctx.api.delete_consumer(consumer_id)
-                deleted += 1
-        ctx.progress.tick(f"scale: deleting consumers {deleted:,}/{len(ids):,}")
+            try:
+                await ctx.api.delete_consumer(name)
+            except Exception as exc:  # noqa: BLE001 - counted and reported below
+                failures.append(f"{type(exc).__name__}: {exc}")
+                return
+        deleted += 1
+        ctx.progress.tick(f"scale: deleting consumers {deleted:,}/{len(names):,}")
 
-    await asyncio.gather(*(delete(i) for i in ids))
-    if deleted < len(ids):
-        ctx.progress.say(f"scale: {len(ids) - deleted} consumer(s) could not be deleted")
+    await asyncio.gather(*(delete(name) for name in names))
+    if failures:
+        ctx.progress.say(f"scale: {len(failures)} consumer(s) could not be deleted: {failures[0][:300]}")
 
 
 async def scale_once(ctx: Context, names: list[str], label: str) -> dict[str, Any]:
@@ -917,7 +1058,8 @@ async def _measure_scale(
     if not worker.alive():
         raise RuntimeError(f"the worker exited while idle: {worker.tail()}")
     stop_started = time.monotonic()
-    ctx.stop_worker()
+    code = ctx.cleanup.stop(worker, timeout=SCALE_STOP_TIMEOUT)
+    ctx.worker = None
     stop_seconds = time.monotonic() - stop_started
     result = {
         "consumers": len(names),
@@ -926,11 +1068,17 @@ async def _measure_scale(
         "largest_process_rss_mb": max(largest_start, largest_end) / 2**20,
         "idle_cpu_percent": used / idle_elapsed * 100,
         "stop_seconds": stop_seconds,
+        # Still running SIGTERM + SCALE_STOP_TIMEOUT s later, it was killed.
+        "stop_killed": code == -signal.SIGKILL,
     }
+    stopped = (
+        f"killed {SCALE_STOP_TIMEOUT:.0f}s after SIGTERM"
+        if result["stop_killed"]
+        else f"stopped in {stop_seconds:.1f}s"
+    )
     result["_summary"] = (
         f"all consuming after {consuming_seconds:.2f}s, RSS {result['rss_mb']:.0f} MB, idle CPU "
-        f"{result['idle_cpu_percent']:.1f}% of a core over {idle_elapsed:.0f}s, stopped in "
-        f"{stop_seconds:.1f}s"
+        f"{result['idle_cpu_percent']:.1f}% of a core over {idle_elapsed:.0f}s, {stopped}"
     )
     return result
 
@@ -941,6 +1089,7 @@ async def _until_consumers(
     """Poll the broker's live counts (passive declares; the management API's lag by seconds)
     until every queue has at least *want* consumers (0: none)."""
     pending = list(names)
+    wait = f"{deadline - time.monotonic():.0f}s"
     while pending:
         if worker is not None and not worker.alive():
             raise RuntimeError(f"the worker exited: {worker.tail()}")
@@ -948,15 +1097,29 @@ async def _until_consumers(
             raise RuntimeError(
                 f"{label}: {len(pending):,} of {len(names):,} queues still "
                 f"{'had fewer than ' + str(want) if want else 'had'} consumers "
-                f"when the time was up ({ctx.plan.scale_timeout:.0f}s)"
+                f"when the time was up ({wait})"
             )
-        counts = await ctx.broker.consumers_of(pending)
-        pending = [n for n in pending if (counts[n] < want if want else counts[n] > 0)]
+        pending = await _still_pending(ctx.broker, pending, want)
         ctx.progress.tick(
             f"{label}: {len(names) - len(pending):,}/{len(names):,} {'consuming' if want else 'let go'}"
         )
         if pending:
             await asyncio.sleep(0.05)
+
+
+async def _still_pending(broker: Broker, pending: list[str], want: int, chunk: int = 64) -> list[str]:
+    """The queues of *pending* that do not yet have *want* consumers (0: that still have some).
+
+    Read in order, *chunk* queues at a time, stopping at the first chunk with a queue still to
+    go: the worker starts its consumers in about this order, and while it starts thousands,
+    reading every queue each round would load the broker that the start is waiting for."""
+    for start in range(0, len(pending), chunk):
+        part = pending[start : start + chunk]
+        counts = await broker.consumers_of(part)
+        left = [n for n in part if (counts[n] < want if want else counts[n] > 0)]
+        if left:
+            return left + pending[start + chunk :]
+    return []
 
 
 CASES: dict[str, Callable[[Context], Awaitable[dict[str, Any]]]] = {

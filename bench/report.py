@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import median
+from bench.common import SCALE_COUNTS, WORKER_TAIL, median
 
 CONTENDER_NAMES = {
     "workerrmq": "(a) WorkerRMQ worker",
@@ -51,68 +51,172 @@ PUBLISH_NAMES = {
     "amqp_batch": "ceiling: AMQP straight from aiormq, no API, batches",
 }
 
-#: What limits WorkerRMQ where a target is missed: from profiling the code of 2026-12-02 with
-#: ``python -m bench.run --profile DIR`` (py-spy), ``python -m bench.hotspots`` and the CPU
-#: counters of the processes. Shown under the targets table for each target a run misses;
-#: re-check them after changing the code.
-_CPU_BOUND = (
-    "Relaying is CPU-bound here: RabbitMQ, the endpoint and the relay share 2 cores, so msg/s "
-    "follows the CPU each message costs everyone (the CPU/msg column is the relay's own share). "
-    "The worker already does less per message than a first version did: each delivery is handled "
-    "in aiormq's own task with no aio-pika message object around it, acks are collected for 2 ms "
-    "and settled with `multiple=True` (`worker/acks.py`; about 12 deliveries per ack frame "
-    "measured), the headers, signing key, URL and timeout of an endpoint are built once, and "
-    "Prometheus series are made once per consumer. What is left (py-spy) is the same work the "
-    "plain relay does, plus a little: aiohttp's request path with its socket write "
-    "(`StreamWriter._writelines`, about 11% of the worker's samples) and response parsing, "
-    "aiormq's frame reads and writes, uvloop's own loop (about 9%), and per message the "
-    "Standard Webhooks HMAC and ten request headers instead of one. Two engine processes are "
-    "what lift it above the single-process plain relay, by 1.1× to 1.3× across this session's "
-    "runs (the ranges in the relay table overlap)."
-)
-LIMITS: dict[str, str] = {
-    "cpu_200": _CPU_BOUND,
-    "cpu_16384": _CPU_BOUND,
-    "defaults_200": _CPU_BOUND,
-    "defaults_16384": _CPU_BOUND,
-    "floor_200": "The broker-only ceiling consumes and acks with no HTTP at all; every relay "
-    "adds one POST per message, and the endpoint that answers it runs on the same 2 cores. See "
-    "the note above.",
-    "latency_p99": "Latencies far above a millisecond are a backlog: the relay did not keep up "
-    "with 1,000 msg/s while other processes took the CPU (see the CPU line above). On a quiet "
-    "machine p50 is under 1 ms (run with `--wait-quiet`).",
-    "publish_single": "WorkerRMQ answers only after the broker's publisher confirm (a persistent "
-    "message is confirmed after it is written to disk); the management API answers without one. "
-    "A plain publish takes the fast lane (`api/fastlane.py`: orjson, checks proven against the "
-    "request schema, no marshmallow), so what is left per request is Gunicorn's gthread worker "
-    "(the request is read by its main thread, run on a pool thread, written back), Flask's "
-    "request and response objects, the API-key check (cached 2 s), the access-log line and "
-    "metrics, and a hop to the publisher's event-loop thread and back. At 32 clients the two "
-    "Gunicorn processes are CPU-bound beside RabbitMQ on 2 cores. Levers left: a lighter worker "
-    "class than gthread, and publishing from the request thread without the hop.",
-    "publish_batch": "The row `ceiling` publishes the same batches straight from aiormq with "
-    "confirms, with no HTTP and no JSON: the API matches it within the run-to-run spread, so "
-    "the limit is below the API. RabbitMQ itself spends 70 to 80 µs of CPU per persistent, "
-    "confirmed message on this machine (measured from beam.smp's CPU counters while "
-    "publishing 20,000 messages), so on 2 "
-    "cores shared with the publisher 20,000 msg/s is out of reach of any client here; aiormq's "
-    "`basic_publish` adds about 85 µs of client CPU per message (a task, a lock, a timeout scope, "
-    "a future and pamqp marshalling each). Writing a whole batch's frames at once costs about "
-    "19 µs per message (measured: 12,400 msg/s, broker-bound), but needs aiormq's channel "
-    "internals (delivery tags, the confirmation map), which WorkerRMQ does not reach into.",
-    "scale_1000_time": "The engine opens a channel per consumer and declares its queue and "
-    "dead-letter queue, 50 consumers at a time.",
-    "scale_1000_rss": "One engine process holds a channel per consumer, about 14 KB each in aiormq "
-    "(measured on 1,000 channels; aio-pika's channel wrapper, 7 KB more, is not used), on top of "
-    "about 60 MB of libraries (SQLAlchemy, aiohttp, aio-pika, prometheus_client). Metric series "
-    "and the latency window are made only for consumers that delivered.",
+# -- why a target is missed or not measured ------------------------------------------------------
+#
+# Each note says what the target's figure depends on and quotes this run's own figures; none
+# quotes a profile or a measurement of another run, which the code may have moved past.
+# ``python -m bench.run --profile DIR`` and ``python -m bench.hotspots DIR/*.txt`` show where a
+# run's CPU goes.
+
+
+def _cores(results: dict[str, Any]) -> str:
+    cpus = results.get("meta", {}).get("cpus")
+    return f"the machine's {cpus} cores" if cpus else "the machine's cores"
+
+
+def _relay_sizes(s: dict[str, Any]) -> list[str]:
+    return [size for size in ("200", "16384") if size in s.get("relay", {})]
+
+
+def _relay_note(results: dict[str, Any], s: dict[str, Any]) -> str:
+    """Throughput and CPU per message of the relays, which the CPU and defaults targets compare."""
+    figures = []
+    for size in _relay_sizes(s):
+        relay, cpu = s["relay"][size], s.get("cpu", {}).get(size, {})
+        who, mine = _efficient(cpu)
+        figures.append(
+            f"{_size(int(size))}: (a) {_num(relay.get('workerrmq'))} msg/s, "
+            f"(a0) {_num(relay.get('workerrmq_defaults'))}, (b) {_num(relay.get('plain'))}; "
+            f"CPU per message {who} {_num(mine, 0, ' µs')}, (b) {_num(cpu.get('plain'), 0, ' µs')}"
+        )
+    busy = (results.get("meta", {}).get("cpu") or {}).get("busy_percent")
+    during = f" ({busy:.0f}% busy during the run)" if busy is not None else ""
+    return (
+        f"RabbitMQ, the endpoint and the relay share {_cores(results)}{during}, so a relay's msg/s "
+        "follows the CPU each message costs all of them, of which the CPU/msg column is the "
+        "relay's own share. In this run: " + "; ".join(figures) + ". Per message (a) does more than "
+        "(b): it signs each request (Standard Webhooks), records each attempt in the attempt log "
+        "and keeps statistics and metrics for its consumer; what the attempt log costs is in "
+        "the Feature costs table."
+    )
+
+
+def _floor_note(results: dict[str, Any], s: dict[str, Any]) -> str:
+    figures = []
+    for size in _relay_sizes(s):
+        cpu = s.get("cpu", {}).get(size, {})
+        who, mine = _efficient(cpu)
+        figures.append(
+            f"{_size(int(size))}: {who} {_num(mine, 0, ' µs')} against "
+            f"{_num(cpu.get('broker_only'), 0)} + {_num(cpu.get('http_only'), 0)} µs"
+        )
+    return (
+        "The floor is two bare clients: one consumes and acks with no HTTP, the other POSTs the same "
+        "bodies with no broker. Whatever a relay does beyond that per message (reading the "
+        "delivery, building the request, settling the ack, its own bookkeeping) is above the "
+        "floor. In this run: " + "; ".join(figures) + "."
+    )
+
+
+def _latency_note(results: dict[str, Any], s: dict[str, Any]) -> str:
+    lat = s.get("latency", {})
+    a, b = lat.get("workerrmq", {}), lat.get("plain", {})
+    return (
+        f"p50 / p99 in this run: (a) {_num(a.get('p50_ms'), 2)} / {_num(a.get('p99_ms'), 2)} ms, "
+        f"(b) {_num(b.get('p50_ms'), 2)} / {_num(b.get('p99_ms'), 2)} ms. A p99 far above the p50 is "
+        "a backlog: the relay fell behind the publishing rate for a while, as it does when other "
+        "processes take the CPU (see the CPU line above; `--wait-quiet` waits for a quiet machine)."
+    )
+
+
+def _publish_single_note(results: dict[str, Any], s: dict[str, Any]) -> str:
+    pub = s.get("publish", {})
+    return (
+        "WorkerRMQ answers a publish only after the broker's publisher confirm (a persistent "
+        "message is confirmed once it is written to disk); the management API answers without "
+        "waiting for one. Each request also passes the API's HTTP server, the API-key check and "
+        f"the access log, in processes that share {_cores(results)} with RabbitMQ and the clients. "
+        f"In this run: {_num(pub.get('api_single'))} against {_num(pub.get('mgmt_single'))} msg/s."
+    )
+
+
+def _publish_batch_note(results: dict[str, Any], s: dict[str, Any]) -> str:
+    pub = s.get("publish", {})
+    return (
+        "The row `ceiling` publishes the same batches straight from aiormq with confirms, with no "
+        "HTTP and no JSON; both wait for RabbitMQ to confirm each persistent message, and RabbitMQ "
+        f"shares {_cores(results)} with the publishers. In this run: "
+        f"{_num(pub.get('api_batch'))} against {_num(pub.get('amqp_batch'))} msg/s."
+    )
+
+
+def _scale_note(results: dict[str, Any], s: dict[str, Any]) -> str:
+    """Start-up time, memory and idle CPU over the consumer counts this run measured."""
+    points = {c: p for c, p in s.get("scale", {}).items() if p.get("consuming_seconds") is not None}
+    curve = "; ".join(
+        f"{c:,}: {_num(p.get('consuming_seconds'), 1, ' s')}, {_num(p.get('rss_mb'), 0, ' MB')}, "
+        f"{_num(p.get('idle_cpu_percent'), 1, '%')} idle CPU"
+        for c, p in sorted(points.items())
+    )
+    slope = ""
+    with_rss = sorted(c for c, p in points.items() if p.get("rss_mb") is not None)
+    if len(with_rss) >= 2 and with_rss[-1] > with_rss[0]:
+        low, high = with_rss[0], with_rss[-1]
+        per = (points[high]["rss_mb"] - points[low]["rss_mb"]) / (high - low) * 1024
+        slope = f" Between {low:,} and {high:,} consumers the RSS grew by {per:,.0f} KB per consumer."
+    return (
+        "A cold start gives each consumer a channel (a connection carries at most the broker's "
+        "channel_max, 2,047 by default, so thousands take several) and on it checks the queue, "
+        "declares the dead-letter queue, sets the prefetch and starts consuming: round trips "
+        "to the broker, overlapped but bound by how fast RabbitMQ answers them on these cores. "
+        "Each consumer costs memory (its channel, its runner) and, idle, some periodic work "
+        "(statistics, checks of the definitions, heartbeats on each connection). In this run "
+        "(time until all consume, RSS, idle CPU): " + (curve or "no point measured") + "." + slope
+    )
+
+
+#: Why a target may be missed, by target key: each shown under the targets table for a missed one.
+LIMITS: dict[str, Callable[[dict[str, Any], dict[str, Any]], str]] = {
+    "cpu_200": _relay_note,
+    "cpu_16384": _relay_note,
+    "defaults_200": _relay_note,
+    "defaults_16384": _relay_note,
+    "floor_200": _floor_note,
+    "floor_16384": _floor_note,
+    "latency_p99": _latency_note,
+    "publish_single": _publish_single_note,
+    "publish_batch": _publish_batch_note,
+    **{
+        f"scale_{count}_{figure}": _scale_note
+        for count in (1000, 10000)
+        for figure in ("time", "rss", "idle")
+    },
 }
-#: Why a target may have no figure, shown under the targets table.
-NOT_MEASURED = {
-    "scale_10000": "5,000 and 10,000 consumers on one worker process need the worker to spread its "
-    "channels over several connections (the broker allows 2,047 channels per connection); run "
-    "with `--scale-counts 100,1000,5000,10000` once it does.",
-}
+
+
+def _and(counts: Sequence[int]) -> str:
+    """``100, 1,000 and 5,000``."""
+    names = [f"{c:,}" for c in counts]
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+
+
+def _not_measured(results: dict[str, Any], unmeasured: Sequence[Target]) -> list[str]:
+    """Why the scale targets of *unmeasured* have no figure: the counts this run's curve had."""
+    counts = sorted({int(t.key.split("_")[1]) for t in unmeasured if t.key.startswith("scale_")})
+    if not counts:
+        return []
+    scale = results.get("scale") or {}
+    planned = results.get("meta", {}).get("plan", {}).get("scale_counts") or []
+    if "scale" not in results or "error" in scale:
+        why = scale.get("error") or "the scale case was not run"
+        return [f"No scale figure: {why}."]
+    points = scale_points(results)
+    notes = []
+    absent = [c for c in counts if c not in points and c not in planned]
+    if absent:
+        notes.append(
+            f"This run's scale curve had {_and(sorted(points)) or 'no'} consumers (`--scale-counts`), "
+            f"not {_and(absent)}; the full run's default is {','.join(map(str, SCALE_COUNTS))}."
+        )
+    for count in counts:
+        if count in absent:
+            continue
+        errors = [r["error"] for r in (points.get(count) or {}).get("runs") or () if "error" in r]
+        if count not in points:
+            notes.append(f"{count:,} consumers were not measured: a smaller count failed before it.")
+        elif errors:
+            notes.append(f"{count:,} consumers: every run failed; the first: {errors[0][:300]}")
+    return notes
 
 
 # -- numbers ---------------------------------------------------------------------------------
@@ -469,8 +573,7 @@ def markdown(results: dict[str, Any], history: Sequence[dict[str, Any]] = ()) ->
         "",
         f"{met} of {len(rows)} targets met" + (f", {len(unmeasured)} not measured." if unmeasured else "."),
     ]
-    reasons = {NOT_MEASURED[k] for t in unmeasured for k in NOT_MEASURED if t.key.startswith(k)}
-    for reason in sorted(reasons):
+    for reason in _not_measured(results, unmeasured):
         lines += ["", reason]
     if missed:
         lines += [
@@ -481,9 +584,10 @@ def markdown(results: dict[str, Any], history: Sequence[dict[str, Any]] = ()) ->
             )
             + ".",
         ]
-        notes = [(t, LIMITS[t.key]) for t in missed if t.key in LIMITS]
+        summary = summarize(results)
+        notes = [(t, LIMITS[t.key](results, summary)) for t in missed if t.key in LIMITS]
         if notes:
-            lines += ["", "What limits them (profiled with py-spy under this benchmark):", ""]
+            lines += ["", "What they depend on, with this run's figures:", ""]
             shown: dict[str, str] = {}
             for t, note in notes:
                 lines.append(f"- **{t.what}**: " + (f"as for {shown[note]}." if note in shown else note))
@@ -512,7 +616,7 @@ def _cpu_line(meta: dict[str, Any]) -> str:
     if not cpu:
         return ""
     line = (
-        f"- CPU during the run (100% = both cores): {cpu['busy_percent']:.0f}% busy; "
+        f"- CPU during the run (100% = all {meta.get('cpus', '?')} cores): {cpu['busy_percent']:.0f}% busy; "
         f"the benchmark's processes {cpu['benchmark_percent']:.0f}%, "
         f"RabbitMQ {cpu['rabbitmq_percent']:.0f}%, "
         f"other processes {cpu['others_percent']:.0f}%"
@@ -562,10 +666,10 @@ def _relay_section(results: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "×(a): how many times (a) is faster than the row. CPU/msg: CPU time (user + "
-        "system) of the contender's own process per message while it drained, which depends "
-        "far less than msg/s on what else the machine was doing (RabbitMQ's and the "
-        "endpoint's share is not in it). † a run was stopped at the time limit and counted "
-        "as it stood.",
+        "system) of the contender's own processes per message over the whole run (see How it "
+        "is measured), which depends far less than msg/s on what else the machine was doing "
+        "(RabbitMQ's and the endpoint's share is not in it). † a run was stopped at the time "
+        "limit and counted as it stood.",
         "",
     ]
     return lines
@@ -745,6 +849,11 @@ def _isolation_section(results: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _killed(runs: Sequence[dict[str, Any]] | None) -> str:
+    killed = sum(1 for r in runs or () if isinstance(r, dict) and r.get("stop_killed"))
+    return f" (killed: {killed} of {len(runs or ())} runs)" if killed else ""
+
+
 def _scale_section(results: dict[str, Any]) -> list[str]:
     scale = results.get("scale")
     lines = ["## Scale curves (case 6)", ""]
@@ -762,11 +871,12 @@ def _scale_section(results: dict[str, Any]) -> list[str]:
         "For each count, that many consumers (one queue each, signing on) defined through the API; "
         f"then a cold start of {on}, timed until the broker has a consumer on every queue (its live "
         "counts, read with passive declares); RSS of the worker's processes after that; idle CPU "
-        f"over {idle:g} s with no messages; then a graceful stop. Every consumer and queue is "
+        f"over {idle:g} s with no messages; then SIGTERM, timed until the worker has exited (killed if "
+        f"it still ran {(scale or {}).get('stop_timeout', 30):g} s later). Every consumer and queue is "
         "deleted at the end.",
         "",
         "| consumers | defined through the API in | time until all consuming | worker RSS "
-        "| largest process | idle CPU (one core = 100%) | graceful stop |",
+        "| largest process | idle CPU (one core = 100%) | stop after SIGTERM |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for count, point in points.items():
@@ -779,7 +889,7 @@ def _scale_section(results: dict[str, Any]) -> list[str]:
             f"| {_num(_med(runs, 'rss_mb'), 0, ' MB')} "
             f"| {_num(_med(runs, 'largest_process_rss_mb'), 0, ' MB')} "
             f"| {_num(_med(runs, 'idle_cpu_percent'), 1, '%')} "
-            f"| {_num(_med(runs, 'stop_seconds'), 1, ' s')} |"
+            f"| {_num(_med(runs, 'stop_seconds'), 1, ' s')}{_killed(runs)} |"
         )
     errors = [r["error"] for point in points.values() for r in point.get("runs") or () if "error" in r]
     if errors:
@@ -945,7 +1055,13 @@ def _method_section(results: dict[str, Any]) -> list[str]:
         f"with {prefetch} in flight "
         "on one aiohttp session, no broker.",
         "- Each relay run gets a fresh queue; the contenders' order rotates between runs. All "
-        "processes share the 2 cores with RabbitMQ, the endpoint and the benchmark driver.",
+        f"processes share {_cores(results)} with RabbitMQ, the endpoint and the benchmark driver.",
+        "- **CPU per message**: the CPU time (user + system, all threads and processes) a "
+        "contender used from a sample taken before its first message to one after its last, "
+        "divided by the messages. A contender process is sampled once it has loaded its "
+        "libraries and before it connects, and at its exit; the worker, which keeps running, "
+        "once it is quiet before the consumer is made, and at the end of its last busy moment "
+        f"within {WORKER_TAIL:g} s of the last delivery (its acks and attempt-log writes).",
         "- Raw figures of every run: `performance.json` beside this file.",
         "",
     ]

@@ -5,7 +5,7 @@
     python -m bench.run --out DIR       write the report into DIR instead of docs/
     python -m bench.run --cases relay,latency   only some cases
     python -m bench.run --compare REV   the working tree against commit REV (relay, publish)
-    python -m bench.run --cases scale --scale-counts 100,1000,5000,10000   the scale curves
+    python -m bench.run --cases scale --scale-counts 1000,10000 --runs 1   the scale curves alone
 
 It starts what it needs (the endpoint, ``workerrmq api``, ``workerrmq worker``,
 the contenders), all on loopback, against the RabbitMQ at RABBITMQ_URL and
@@ -130,9 +130,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, help="messages per throughput run (default 20,000)")
     parser.add_argument(
         "--scale-counts",
-        help="consumers at each point of the scale curves, comma-separated (default "
-        f"{','.join(map(str, SCALE_COUNTS))}; 5000 and 10000 need the worker to spread its "
-        "channels over several connections)",
+        help="consumers on one worker process at each point of the scale curves, comma-separated "
+        f"(default {','.join(map(str, SCALE_COUNTS))}, 20 with --quick; each point is a cold start "
+        "per run; past about 2,000 the worker's channels take several connections)",
     )
     parser.add_argument(
         "--note",
