@@ -6,8 +6,9 @@ API (RATE a second, in batches), whose publisher and the worker processes are gi
 URLs. While they flow, the node leading the queue is killed (SIGKILL) and restarted, then the
 node the worker is connected to. The publisher goes on until both nodes are back (and at least
 ``WORKERRMQ_CLUSTER_N`` messages), so the flow lasts as long as the kills need, not a fixed
-time. Every message the API confirmed must reach the endpoint; duplicates are counted, and the
-pause in deliveries after each kill is measured.
+time. Every message the API confirmed must reach the endpoint and deliveries must resume after
+each kill; duplicates are counted, and the pause in deliveries after each kill is measured and
+reported, not asserted.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ MIN_MESSAGES = int(os.environ.get("WORKERRMQ_CLUSTER_N", "2000"))
 BATCH = 100
 RATE = 200.0  # messages a second the publisher aims at
 FLOWING = 1000  # deliveries before the first kill
-RESUME_BOUND = 30.0  # asserted; the figure itself is reported (the goal is under 10 s)
 
 
 @pytest.fixture(scope="module")
@@ -257,4 +257,3 @@ def test_cluster_loses_nothing_when_nodes_die(nodes, make_settings, make_app, en
     assert publisher.sent >= MIN_MESSAGES
     assert publisher.confirmed == {f"c-{i}" for i in range(publisher.sent)}, "not every id was confirmed"
     assert not lost, f"{len(lost)} confirmed messages never arrived"
-    assert resumed_leader < RESUME_BOUND and resumed_worker < RESUME_BOUND, figures

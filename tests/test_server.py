@@ -244,11 +244,9 @@ def test_slow_body_is_cut_off_by_the_body_timeout(serve, tmp_path):
         f"POST /api/v1/queues/any/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
         'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"body": '
     ).encode()
-    started = time.monotonic()
     status, body = _exchange(port, head)
     assert status == 408, body
-    assert body["error"]["code"] == "request_timeout"
-    assert time.monotonic() - started < 20
+    assert body["error"] == {"code": "request_timeout", "message": "request body not received within 2 s"}
 
 
 def test_oversized_chunked_upload_gets_413(api_port):

@@ -6,7 +6,6 @@ import base64
 import secrets
 import signal
 import threading
-import time
 
 import pika
 import pytest
@@ -264,10 +263,8 @@ def test_changes_reach_a_running_worker_without_waiting_for_reconcile(
     settings, start_engine, endpoint, make_consumer, client, admin
 ):
     worker = start_engine(settings, reconcile_interval=300)  # only the control message can do it
-    started = time.monotonic()
     consumer, _ = make_consumer(endpoint.url)
     worker.runner(consumer["id"])
-    assert time.monotonic() - started < 10
     version = worker.engine.runners[consumer["id"]].spec.version
     client.patch(f"/api/v1/consumers/{consumer['id']}", json={"concurrency": 3}, headers=admin)
     runner = wait_for(
