@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import aiohttp
 import aiormq
 from aiolimiter import AsyncLimiter
 from aiormq.abc import DeliveredMessage
@@ -34,7 +33,7 @@ from workerrmq.worker.acks import Settler
 from workerrmq.worker.attempt_log import AttemptLog
 from workerrmq.worker.batch import Batcher, prefetch
 from workerrmq.worker.circuit import CircuitBreaker
-from workerrmq.worker.delivery import Attempt, DeliveryResult, Target
+from workerrmq.worker.delivery import Attempt, DeliveryResult, Http, Target
 from workerrmq.worker.ordered import (
     HOLD_LIMIT,
     AttemptLedger,
@@ -71,7 +70,7 @@ class ConsumerRunner:
         self,
         spec: ConsumerSpec,
         *,
-        http: aiohttp.ClientSession,
+        http: Http,
         stats: StatsReport | None = None,
         on_trouble: Callable[[], None] = lambda: None,
         guard: bool = False,

@@ -1,4 +1,12 @@
-"""One HTTP delivery attempt: the request an endpoint receives, and what came back."""
+"""One HTTP delivery attempt: the request an endpoint receives, and what came back.
+
+The worker's engine sends through a :class:`~workerrmq.worker.transport.Transport`
+(pyreqwest, with aiohttp for what pyreqwest cannot do: see that module); an
+``aiohttp.ClientSession`` given instead sends everything through aiohttp. Both
+classify failures alike: no answer within the consumer's ``timeout`` is ``timeout``,
+no connection (or one lost before the answer) is ``connection``, an address the
+guard refuses is ``blocked``, anything else the client refuses is ``client``.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +26,9 @@ import yarl
 from aiormq.abc import DeliveredMessage
 from multidict import istr
 from pamqp.commands import Basic
+from pyreqwest.exceptions import NetworkError, PyreqwestError, RequestTimeoutError
+from pyreqwest.http import Url
+from pyreqwest.response import Response, ResponseBodyReader
 
 from workerrmq import __version__
 from workerrmq.core import protocol
@@ -31,10 +42,21 @@ from workerrmq.core.signing import secret_bytes, signature_headers
 from workerrmq.guard import TargetBlocked, check_literal
 from workerrmq.worker import formats
 from workerrmq.worker.auth import AuthFailed, endpoint_auth
+from workerrmq.worker.transport import Transport
 
-__all__ = ["REPLY_MAX", "Attempt", "DeliveryRequest", "DeliveryResult", "Target", "definition_problem"]
+__all__ = [
+    "REPLY_MAX",
+    "Attempt",
+    "DeliveryRequest",
+    "DeliveryResult",
+    "Http",
+    "Target",
+    "definition_problem",
+]
 
 USER_AGENT = f"WorkerRMQ/{__version__}"
+#: What a delivery is sent with: the engine's transport, or an aiohttp session alone.
+Http = Transport | aiohttp.ClientSession
 
 
 class DeliveryRequest(aiohttp.ClientRequest):
@@ -136,8 +158,9 @@ class Target:
     """A consumer's endpoint (its ``target_url``), with what every request to it shares
     worked out once; :meth:`send` makes one attempt.
 
-    With *guard*, an IP-literal target in a non-public range is refused; named
-    hosts are checked by the session's :class:`~workerrmq.guard.GuardedResolver`.
+    With *guard*, an IP-literal target in a non-public range is refused; named hosts are
+    checked where they are resolved (by the transport, or the aiohttp session's
+    :class:`~workerrmq.guard.GuardedResolver`).
     """
 
     def __init__(self, spec: ConsumerSpec, queue: str, *, guard: bool = False) -> None:
@@ -157,12 +180,37 @@ class Target:
         self.ssl: ssl.SSLContext | bool = self._auth.ssl if self._auth is not None else True
         self._timeout = aiohttp.ClientTimeout(total=spec.timeout)
         self._renderer = formats.renderer_for(spec.format, ce_source=spec.ce_source, queue=queue)
+        self._guard = guard
         self._blocked: str | None = None
         if guard:
             try:
                 check_literal(urlsplit(spec.target_url).hostname or "")
             except TargetBlocked as exc:
                 self._blocked = str(exc)
+        self._routed(spec.target_url, guard)
+
+    def _routed(self, target_url: str, guard: bool) -> None:
+        """How a transport sends to the endpoint: with which client, or through its session."""
+        self._deadline = dt.timedelta(seconds=self.spec.timeout)
+        self._identity = self._auth.identity if self._auth is not None else None
+        #: The named host (and port) whose checked address a guarded request goes to.
+        self._pin: tuple[str, int] | None = None
+        try:
+            url = Url(target_url)
+        except ValueError:  # not a URL reqwest takes: aiohttp makes of it what it did before
+            self._reqwest_url: str | None = None
+            return
+        # reqwest's own reading of the host: "http://2130706433/" is 127.0.0.1 to it.
+        self._reqwest_url = str(url)
+        if url.domain is not None:
+            self._pin = (url.domain, url.port_or_known_default or 0)
+        elif guard and self._blocked is None:
+            try:
+                check_literal(url.host_str or "")
+            except TargetBlocked as exc:
+                self._blocked = str(exc)
+        if self._auth is not None and self._auth.ca_pem is not None:
+            self._reqwest_url = None  # only aiohttp can trust that CA alone
 
     def headers(self, attempt: Attempt, now: int, rendered: formats.Rendered | None = None) -> dict[str, str]:
         """The headers of *attempt*'s request, whose body and format headers are *rendered*."""
@@ -186,13 +234,19 @@ class Target:
             headers.update(signature_headers(keys, attempt.message_id, now, rendered.body))
         return headers
 
-    async def send(self, session: aiohttp.ClientSession, attempt: Attempt) -> DeliveryResult:
+    async def send(self, http: Http, attempt: Attempt) -> DeliveryResult:
         """POST (or PUT) *attempt* to the endpoint once. Never raises for HTTP trouble."""
+        if isinstance(http, Transport):
+            if http.reqwest and self._reqwest_url is not None:
+                via = http
+                return await self.authorized(via, lambda headers: self._send_reqwest(via, attempt, headers))
+            http = http.session
+        session = http
         return await self.authorized(session, lambda credentials: self._send(session, attempt, credentials))
 
     async def authorized(
         self,
-        session: aiohttp.ClientSession,
+        http: Http,
         request: Callable[[Mapping[str, str]], Awaitable[DeliveryResult]],
     ) -> DeliveryResult:
         """*request* made with the headers that authenticate it (the consumer's ``auth``);
@@ -203,6 +257,7 @@ class Target:
         """
         if self._auth is None:
             return await request({})
+        session = http.session if isinstance(http, Transport) else http
         started = time.perf_counter()
         for tries_left in (1, 0):
             try:
@@ -213,6 +268,54 @@ class Target:
             if result.status != 401 or not tries_left or not self._auth.reject(credentials):
                 break
         return result
+
+    async def _send_reqwest(
+        self, transport: Transport, attempt: Attempt, credentials: Mapping[str, str]
+    ) -> DeliveryResult:
+        started = time.perf_counter()
+        if self._blocked is not None:
+            return _failed("blocked", self._blocked, started)
+        assert self._reqwest_url is not None
+        rendered = self._renderer.render(attempt)
+        headers = self.headers(attempt, int(time.time()), rendered)
+        if credentials:
+            headers.update(credentials)
+        try:
+            if self._pin is not None and (self._guard or transport.guard):
+                client = await transport.pinned(*self._pin, self._identity)
+            else:
+                client = transport.client(self._identity)
+            request = (
+                client.request(self.spec.method, self._reqwest_url)
+                .headers(headers)
+                .body_bytes(rendered.body)
+                .timeout(self._deadline)
+                .build_streamed()
+            )
+            async with request as response:
+                status = response.status
+                if 200 <= status < 300:
+                    if self.spec.reply:
+                        answered = await _with_answer(
+                            status,
+                            _content_length(response),
+                            response.get_header("Content-Type"),
+                            _reader(response.body_reader),
+                            started,
+                        )
+                        return self._replied(answered, credentials)
+                    return DeliveryResult(status, None, "", None, time.perf_counter() - started)
+                chunk = await response.body_reader.read(self._error_bytes(credentials))
+                body = chunk.to_bytes() if chunk is not None else b""
+                return self._refused(status, body, response.get_header("Retry-After"), credentials, started)
+        except TargetBlocked as exc:
+            return _failed("blocked", str(exc), started)
+        except RequestTimeoutError:
+            return _failed("timeout", f"no answer within {self.spec.timeout}s", started)
+        except (NetworkError, OSError) as exc:
+            return _failed("connection", _described(exc), started)
+        except PyreqwestError as exc:
+            return _failed("client", _described(exc), started)
 
     async def _send(
         self, session: aiohttp.ClientSession, attempt: Attempt, credentials: Mapping[str, str]
@@ -234,24 +337,17 @@ class Target:
                 status = response.status
                 if 200 <= status < 300:
                     if self.spec.reply:
-                        answered = await _with_answer(response, started)
-                        if answered.answer:
-                            # The reply goes to whoever published the message: no credential in it.
-                            answer = _redacted_bytes(answered.answer, self._secrets, credentials)
-                            answered = dataclasses.replace(answered, answer=answer)
-                        return answered
+                        answered = await _with_answer(
+                            status,
+                            response.content_length,
+                            response.headers.get("Content-Type"),
+                            response.content.read,
+                            started,
+                        )
+                        return self._replied(answered, credentials)
                     return DeliveryResult(status, None, "", None, time.perf_counter() - started)
-                # Read past the cut by the longest credential: cut after redacting, never through one.
-                longest = max(map(len, (*self._secrets, *credentials.values())), default=0)
-                detail = (await response.content.read(_ERROR_TEXT_MAX + longest)).decode("utf-8", "replace")
-                detail = _redacted(detail, self._secrets, credentials)[:_ERROR_TEXT_MAX]
-                return DeliveryResult(
-                    status=status,
-                    error=f"HTTP {status}" if status >= 300 else None,
-                    detail=detail,
-                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
-                    seconds=time.perf_counter() - started,
-                )
+                body = await response.content.read(self._error_bytes(credentials))
+                return self._refused(status, body, response.headers.get("Retry-After"), credentials, started)
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, TargetBlocked):
                 return _failed("blocked", str(exc.os_error), started)
@@ -263,29 +359,94 @@ class Target:
         except aiohttp.ClientError as exc:
             return _failed("client", f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_MAX], started)
 
+    def _error_bytes(self, credentials: Mapping[str, str]) -> int:
+        """How much of an error answer to read: past the cut by the longest credential, so
+        that the cut is made after redacting, never through one."""
+        return _ERROR_TEXT_MAX + max(map(len, (*self._secrets, *credentials.values())), default=0)
 
-async def _with_answer(response: aiohttp.ClientResponse, started: float) -> DeliveryResult:
-    """A 2xx *response* with its body read, for a consumer that replies. A body over
-    :data:`REPLY_MAX` fails the attempt as ``reply_too_large``, which no ``retry_on`` lists:
-    the message is dead-lettered (saying so) rather than sent again to an endpoint that
-    would answer the same, or answered with a cut body."""
-    declared = response.content_length
+    def _refused(
+        self,
+        status: int,
+        body: bytes,
+        retry_after: str | None,
+        credentials: Mapping[str, str],
+        started: float,
+    ) -> DeliveryResult:
+        """The result of a non-2xx answer, whose first bytes were *body*."""
+        detail = _redacted(body.decode("utf-8", "replace"), self._secrets, credentials)[:_ERROR_TEXT_MAX]
+        return DeliveryResult(
+            status=status,
+            error=f"HTTP {status}" if status >= 300 else None,
+            detail=detail,
+            retry_after=parse_retry_after(retry_after),
+            seconds=time.perf_counter() - started,
+        )
+
+    def _replied(self, answered: DeliveryResult, credentials: Mapping[str, str]) -> DeliveryResult:
+        if answered.answer:
+            # The reply goes to whoever published the message: no credential in it.
+            answer = _redacted_bytes(answered.answer, self._secrets, credentials)
+            answered = dataclasses.replace(answered, answer=answer)
+        return answered
+
+
+async def _with_answer(
+    status: int,
+    declared: int | None,
+    content_type: str | None,
+    read: Callable[[int], Awaitable[bytes]],
+    started: float,
+) -> DeliveryResult:
+    """A 2xx answer with its body read by *read* (at most n bytes; b"" at its end), for a
+    consumer that replies. A body over :data:`REPLY_MAX` (*declared* by Content-Length,
+    or found so reading) fails the attempt as ``reply_too_large``, which no ``retry_on``
+    lists: the message is dead-lettered (saying so) rather than sent again to an endpoint
+    that would answer the same, or answered with a cut body."""
     if declared is not None and declared > REPLY_MAX:
-        return _failed("reply_too_large", _too_large(response.status, declared), started)
+        return _failed("reply_too_large", _too_large(status, declared), started)
     body = bytearray()
-    while chunk := await response.content.read(REPLY_MAX + 1 - len(body)):
+    while chunk := await read(REPLY_MAX + 1 - len(body)):
         body += chunk
         if len(body) > REPLY_MAX:
-            return _failed("reply_too_large", _too_large(response.status, None), started)
+            return _failed("reply_too_large", _too_large(status, None), started)
     return DeliveryResult(
-        status=response.status,
+        status=status,
         error=None,
         detail="",
         retry_after=None,
         seconds=time.perf_counter() - started,
         answer=bytes(body),
-        answer_type=response.headers.get("Content-Type"),
+        answer_type=content_type,
     )
+
+
+def _content_length(response: Response) -> int | None:
+    value = response.get_header("Content-Length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _reader(reader: ResponseBodyReader) -> Callable[[int], Awaitable[bytes]]:
+    """*reader*'s ``read`` as :func:`_with_answer` takes it."""
+
+    async def read(size: int) -> bytes:
+        chunk = await reader.read(size)
+        return chunk.to_bytes() if chunk is not None else b""
+
+    return read
+
+
+def _described(exc: BaseException) -> str:
+    """*exc* for the operator: a pyreqwest error with its chain of causes, leaving out the
+    ones that quote the URL (its credentials)."""
+    if not isinstance(exc, PyreqwestError):
+        return f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_MAX]
+    details = getattr(exc, "details", None) or {}
+    causes = [str(c.get("message", "")) for c in details.get("causes") or ()]
+    told = [exc.message, *(c for c in causes if "url (" not in c)]
+    return f"{type(exc).__name__}: {': '.join(told)}"[:_ERROR_TEXT_MAX]
 
 
 def _too_large(status: int, size: int | None) -> str:

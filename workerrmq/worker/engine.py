@@ -56,6 +56,7 @@ from workerrmq.worker.consumer import ConsumerRunner
 from workerrmq.worker.delivery import DeliveryRequest, definition_problem
 from workerrmq.worker.history import HistorySampler
 from workerrmq.worker.placement import chosen_workers, share_of
+from workerrmq.worker.transport import Transport
 
 __all__ = ["Engine"]
 
@@ -63,6 +64,11 @@ log = logging.getLogger(__name__)
 _STARTS_IN_FLIGHT = 200  # consumers being started at once (each a few round trips to the broker)
 _FULL_READ_EVERY = 60.0  # seconds: definitions are read in full at least this often
 _BROKER_ERRORS = (OSError, TimeoutError, aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPException)
+#: Whether engines deliver through pyreqwest by default. Off: with pyreqwest 0.15 every
+#: request also carries ``Accept: */*`` and its header names in title case
+#: (``X-Workerrmq-Message-Id``), which endpoints that read names case-sensitively (this
+#: project's own test endpoint among them) do not find; see :mod:`~workerrmq.worker.transport`.
+REQWEST = False
 # What a running consumer takes without a restart; any other change restarts it.
 _RETUNABLE = frozenset({"concurrency", "instances", "state", "version", "created_at", "updated_at"})
 
@@ -86,8 +92,10 @@ class Engine:
         reconnect_delay: float = 1.0,
         health_interval: float = 2.0,
         history_step: float = 10.0,
+        reqwest: bool = REQWEST,
     ) -> None:
         self.settings = settings
+        self.reqwest = reqwest  # deliveries through pyreqwest (else all through aiohttp)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.identity = WorkerIdentity(self.worker_id, socket.gethostname(), os.getpid(), __version__)
         self.db = Database(settings.database_url)
@@ -116,7 +124,7 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._poke: asyncio.Event | None = None
-        self._http: aiohttp.ClientSession | None = None
+        self._http: Transport | None = None
         self._writing: asyncio.Future[None] | None = None  # the statistics write under way
         # What was last written of each consumer's figures, and in which round: a report
         # writes only the figures that changed, and each consumer's row at least every
@@ -183,8 +191,9 @@ class Engine:
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
             request_class=DeliveryRequest,
-        ) as http:
-            self._http = http
+        ) as session:
+            # Made here, on this process's loop: pyreqwest starts its thread with the first client.
+            self._http = Transport(session, guard=guard, reqwest=self.reqwest)
             reporter = asyncio.create_task(self._report_forever())
             # The attempt log's writer: deliveries only append to its buffer.
             writer = asyncio.create_task(self.attempt_log.run()) if self.attempt_log else None
@@ -193,6 +202,7 @@ class Engine:
             try:
                 await self._connect_forever()
             finally:
+                await self._http.aclose()  # the consumers are stopped: no delivery is left
                 reporter.cancel()
                 watch.cancel()
                 sampler.cancel()
