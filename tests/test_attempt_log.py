@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import sqlite3
 
 import pika
 import pytest
@@ -133,6 +134,46 @@ def test_successes_are_sampled_failures_always_kept(tmp_path):
     assert len(failed) == 10
     assert failed[0]["response"] == "x" * 1024  # the first 1 KB
     assert failed[0]["worker"] == "w1"
+    db.dispose()
+
+
+def test_sqlite_is_written_on_the_loop_and_a_lock_held_elsewhere_loses_nothing(tmp_path):
+    """In SQLite the log writes from the event loop and never waits for a lock: while
+    another connection holds the write lock a flush keeps its rows (no drop), and they are
+    written once it is released, the last of them by the stop of ``run``. Times and
+    durations read back as written."""
+    path = tmp_path / "a.sqlite3"
+    db = Database(f"sqlite:///{path}")
+    db.migrate()
+    log = AttemptLog(AttemptStore(db), worker="w1", batch=10_000, interval=3600)
+    other = sqlite3.connect(path, isolation_level=None)
+
+    async def scenario() -> None:
+        for n in range(250):  # more than a slice: the rows go in several turns of the loop
+            _note(log, n)
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        await log.flush()
+        assert (log.written, log.dropped, log.waiting) == (0, 0, 250)
+        other.execute("COMMIT")
+        await log.flush()
+        assert (log.written, log.waiting) == (250, 0)
+        writer = asyncio.create_task(log.run())
+        _note(log, 999, outcome="retry")
+        other.execute("BEGIN IMMEDIATE")
+        await asyncio.sleep(0)
+        writer.cancel()  # stops while the lock is held: the stop waits for it, briefly
+        asyncio.get_running_loop().call_later(0.3, other.execute, "COMMIT")
+        with pytest.raises(asyncio.CancelledError):
+            await writer
+
+    before = dt.datetime.now(dt.UTC)
+    asyncio.run(scenario())
+    assert (log.written, log.dropped, log.waiting) == (251, 0, 0)
+    items, total = AttemptStore(db).page(AttemptFilter(consumer_id="c1", since=before), limit=300)
+    assert total == 251
+    assert {i["message_id"] for i in items} == {f"m-{n}" for n in range(250)} | {"m-999"}
+    assert all(i["duration_ms"] == 10.0 for i in items)
+    other.close()
     db.dispose()
 
 

@@ -102,16 +102,31 @@ class AttemptStore:
             return
         with self.db.session() as session:
             connection = session.connection()
-            sql, processors = self._insert_for(connection.dialect)
-            if processors:
-                converted: list[tuple[Any, ...]] = []
-                for row in rows:
-                    values = list(row)
-                    for index, process in processors:
-                        values[index] = process(values[index])
-                    converted.append(tuple(values))
-                rows = converted
-            connection.exec_driver_sql(sql, list(rows))
+            sql, params = self.for_driver(connection.dialect, rows)
+            connection.exec_driver_sql(sql, params)
+
+    def for_driver(
+        self, dialect: Dialect, rows: Sequence[tuple[Any, ...]]
+    ) -> tuple[str, list[tuple[Any, ...]]]:
+        """The INSERT for *dialect*'s driver and *rows* as its parameters."""
+        sql, processors = self._insert_for(dialect)
+        if not processors:
+            return sql, list(rows)
+        converted: list[tuple[Any, ...]] = []
+        for row in rows:
+            values = list(row)
+            for index, process in processors:
+                values[index] = process(values[index])
+            converted.append(tuple(values))
+        return sql, converted
+
+    def sqlite_file(self) -> str | None:
+        """The database file, if the log is kept in SQLite in a file (the workers then write it
+        on their event loop: :class:`~workerrmq.worker.attempt_log.AttemptLog`)."""
+        url = self.db.url
+        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+            return None
+        return url.database
 
     def _insert_for(self, dialect: Dialect) -> tuple[str, list[tuple[int, Callable[[Any], Any]]]]:
         """The INSERT for *dialect*'s driver, and the bind processors of the columns that have one."""

@@ -3,9 +3,16 @@
 :meth:`AttemptLog.note` is all a delivery pays: a tuple of what it was given and the time,
 appended to a list (cut to the columns' sizes and converted when written). The engine runs
 :meth:`AttemptLog.run`, which writes what was noted every ``interval`` seconds, or sooner
-once ``batch`` rows wait, on a thread (the database never holds the event loop),
-and prunes the log now and then. The buffer is bounded: while the database is down,
-attempts beyond ``limit`` are dropped and counted, never waited for.
+once ``batch`` rows wait, and prunes the log now and then. The buffer is bounded: while
+the database is down, attempts beyond ``limit`` are dropped and counted, never waited for.
+
+Where the batches are written depends on the database. A server (PostgreSQL) is written
+from a thread, which waits on the network. A SQLite file is written on the event loop
+itself, :data:`SLICE` rows per turn of the loop (about a millisecond each) in one
+transaction that never waits for a lock: measured in the relay benchmark, a thread that
+takes the GIL for every row it binds cost the deliveries 10 to 20 % of their throughput
+(the event loop waits for the GIL at every turn), where the same writes on the loop cost
+about 1 %.
 """
 
 from __future__ import annotations
@@ -15,17 +22,25 @@ import contextlib
 import datetime as dt
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
 
 from workerrmq import metrics
-from workerrmq.errors import WorkerRMQError
+from workerrmq.errors import DatabaseUnavailable, WorkerRMQError
 from workerrmq.store.attempts import RESPONSE_MAX, AttemptStore
 
 __all__ = ["AttemptLog"]
 
 log = logging.getLogger(__name__)
+
+#: Rows a SQLite log writes per turn of the event loop.
+SLICE = 100
+#: Seconds before a write that found the SQLite file locked by another writer is tried again.
+LOCKED_PAUSE = 0.05
+#: Seconds a stopping log keeps trying to write what is left while SQLite is locked.
+FINAL_WAIT = 2.0
 
 
 def _record(row: tuple[Any, ...], worker: str) -> tuple[Any, ...]:
@@ -79,6 +94,9 @@ class AttemptLog:
         self.dropped = 0  # attempts lost to a full buffer since start
         self.written = 0
         self._pruned_at = time.monotonic() - prune_every * rng()  # workers do not prune in step
+        self._locked = False  # the last write found SQLite locked by another writer
+        path = store.sqlite_file()
+        self._on_loop = _LoopWriter(store, path) if path is not None else None
 
     def note(
         self,
@@ -136,18 +154,32 @@ class AttemptLog:
                 if time.monotonic() - self._pruned_at >= self.prune_every:
                     await self.prune()
         finally:
-            await asyncio.shield(self.flush())
+            try:
+                # What is left, tried again for a moment while another writer holds SQLite's lock.
+                deadline = time.monotonic() + FINAL_WAIT
+                await asyncio.shield(self.flush())
+                while self._locked and self._rows and time.monotonic() < deadline:
+                    await asyncio.shield(self.flush())
+            finally:
+                if self._on_loop is not None:
+                    self._on_loop.close()
 
     async def flush(self) -> None:
         """Write every attempt noted so far; on a database error keep them (up to the bound)
         for the next try."""
         self._full.clear()
+        self._locked = False
         rows, self._rows = self._rows, []
         if not rows:
             return
         try:
-            await asyncio.to_thread(self._write, rows)
+            if self._on_loop is not None:
+                await self._on_loop.write([_record(row, self.worker) for row in rows])
+            else:
+                await asyncio.to_thread(self._write, rows)
         except asyncio.CancelledError:
+            if self._on_loop is not None:
+                self._rows[:0] = rows  # rolled back: the final flush writes them
             raise
         except Exception as exc:  # noqa: BLE001 - a row the database refuses must not stop the log
             if not isinstance(exc, WorkerRMQError):
@@ -162,6 +194,10 @@ class AttemptLog:
             if lost:
                 self.dropped += lost
                 metrics.ATTEMPT_LOG_DROPPED.inc(lost)
+            if isinstance(exc, _Locked):
+                self._locked = True
+                await asyncio.sleep(LOCKED_PAUSE)  # another writer is at it: a moment, then again
+                return
             log.warning(
                 "attempt log: cannot write %d attempts (%s); %d kept", len(rows), exc.message, len(kept)
             )
@@ -185,3 +221,57 @@ class AttemptLog:
             return
         if pruned:
             log.info("attempt log: pruned %d attempts", pruned)
+
+
+class _Locked(DatabaseUnavailable):
+    """Another connection holds the SQLite file's write lock."""
+
+
+class _LoopWriter:
+    """Writes batches of attempts into a SQLite file from the event loop, :data:`SLICE`
+    rows a turn, in one transaction.
+
+    Its own connection never waits: a write lock held by another writer fails the batch
+    at once (:class:`_Locked`; the rows are kept and tried again a moment later), and it
+    commits without an fsync (``synchronous=NORMAL``: in WAL mode the log survives a
+    crash of the worker, not of the machine) and leaves checkpoints to the other
+    connections, which commit from threads. Other writers wait for its transaction, a few
+    milliseconds, as they would for any."""
+
+    def __init__(self, store: AttemptStore, path: str) -> None:
+        self.store = store
+        self.path = path
+        self._connection: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is None:
+            connection = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA wal_autocheckpoint=0")
+            self._connection = connection
+        return self._connection
+
+    async def write(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert *rows* (as :func:`_record` makes them); all or none."""
+        sql, params = self.store.for_driver(self.store.db.engine.dialect, rows)
+        try:
+            connection = self._connect()
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise (_Locked if "locked" in str(exc) else DatabaseUnavailable)(f"attempt log: {exc}") from None
+        try:
+            for start in range(0, len(params), SLICE):
+                connection.executemany(sql, params[start : start + SLICE])
+                await asyncio.sleep(0)  # deliveries go on between slices
+            connection.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise DatabaseUnavailable(f"attempt log: {exc}") from None
+            raise
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
