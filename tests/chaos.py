@@ -12,7 +12,6 @@ import collections
 import dataclasses
 import json
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -106,7 +105,3 @@ class ConfirmedPublisher(threading.Thread):
             except BaseException as exc:  # noqa: BLE001 - surfaced to the test
                 self.error = exc
                 return
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
