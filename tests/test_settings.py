@@ -20,6 +20,7 @@ def test_defaults_without_environment(tmp_path):
     assert s.bootstrap_api_key == ""
     assert s.default_target_url == ""
     assert s.vhost == "/"
+    assert s.http_client == "aiohttp"
 
 
 def test_env_file_is_read(tmp_path):
@@ -98,6 +99,8 @@ def test_seed_alias_for_default_target_url(tmp_path):
         ("MAX_REQUEST_BYTES", "10"),
         ("API_WORKERS", "two"),
         ("API_THREADS", "0"),
+        ("HTTP_CLIENT", "requests"),
+        ("HTTP_CLIENT", "httpx"),
     ],
 )
 def test_invalid_value_names_its_variable(tmp_path, variable, value):
@@ -105,6 +108,21 @@ def test_invalid_value_names_its_variable(tmp_path, variable, value):
         Settings.from_env({variable: value}, env_file=tmp_path / "none.env")
     assert info.value.variable == variable
     assert str(info.value).startswith(variable)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("aiohttp", "aiohttp"), ("reqwest", "reqwest"), (" ReqWest ", "reqwest")]
+)
+def test_http_client(tmp_path, value, expected):
+    assert Settings.from_env({"HTTP_CLIENT": value}, env_file=tmp_path / "none.env").http_client == expected
+
+
+def test_invalid_http_client_names_the_allowed_values(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"HTTP_CLIENT": "curl"}, env_file=tmp_path / "none.env")
+    assert str(info.value) == "HTTP_CLIENT must be aiohttp or reqwest, got 'curl'"
+    with pytest.raises(ConfigError, match="HTTP_CLIENT must be aiohttp or reqwest"):
+        Settings(http_client="urllib3").validate()
 
 
 def test_alias_overridden_by_valid_default_target_url_is_not_checked(tmp_path):

@@ -25,6 +25,8 @@ from workerrmq.errors import ConfigError
 __all__ = ["Settings"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: What a worker delivers with (``HTTP_CLIENT``): see :mod:`workerrmq.worker.transport`.
+HTTP_CLIENTS = ("aiohttp", "reqwest")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -66,6 +68,8 @@ class Settings:
     attempt_log_sample_success: float = 1.0
     attempt_log_max_age: float = 7 * 86400.0  # seconds
     attempt_log_max_per_consumer: int = 100_000
+    # The worker's delivery client: "aiohttp", or "reqwest" (pyreqwest, less CPU per message).
+    http_client: str = "aiohttp"
 
     @property
     def rabbitmq_urls(self) -> tuple[str, ...]:
@@ -151,6 +155,8 @@ class Settings:
             kwargs["log_level"] = env["LOG_LEVEL"].strip().upper()
         if env.get("LOG_FORMAT", "").strip():
             kwargs["log_format"] = env["LOG_FORMAT"].strip().lower()
+        if env.get("HTTP_CLIENT", "").strip():
+            kwargs["http_client"] = env["HTTP_CLIENT"].strip().lower()
         settings = cls(**kwargs)  # type: ignore[arg-type]
         settings.validate()
         return settings
@@ -172,6 +178,8 @@ class Settings:
             raise ConfigError("LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in ("text", "json"):
             raise ConfigError("LOG_FORMAT", "must be 'text' or 'json'")
+        if self.http_client not in HTTP_CLIENTS:
+            raise ConfigError("HTTP_CLIENT", f"must be {' or '.join(HTTP_CLIENTS)}, got {self.http_client!r}")
         _check_bind("BIND", self.bind, allow_zero=False)
         if self.worker_bind:
             _check_bind("WORKER_BIND", self.worker_bind, allow_zero=True)

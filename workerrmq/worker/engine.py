@@ -64,11 +64,6 @@ log = logging.getLogger(__name__)
 _STARTS_IN_FLIGHT = 200  # consumers being started at once (each a few round trips to the broker)
 _FULL_READ_EVERY = 60.0  # seconds: definitions are read in full at least this often
 _BROKER_ERRORS = (OSError, TimeoutError, aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPException)
-#: Whether engines deliver through pyreqwest by default. Off: with pyreqwest 0.15 every
-#: request also carries ``Accept: */*`` and its header names in title case
-#: (``X-Workerrmq-Message-Id``), which endpoints that read names case-sensitively (this
-#: project's own test endpoint among them) do not find; see :mod:`~workerrmq.worker.transport`.
-REQWEST = False
 # What a running consumer takes without a restart; any other change restarts it.
 _RETUNABLE = frozenset({"concurrency", "instances", "state", "version", "created_at", "updated_at"})
 
@@ -92,10 +87,11 @@ class Engine:
         reconnect_delay: float = 1.0,
         health_interval: float = 2.0,
         history_step: float = 10.0,
-        reqwest: bool = REQWEST,
+        reqwest: bool | None = None,
     ) -> None:
         self.settings = settings
-        self.reqwest = reqwest  # deliveries through pyreqwest (else all through aiohttp)
+        # Deliveries through pyreqwest (else all through aiohttp); by default as HTTP_CLIENT says.
+        self.reqwest = settings.http_client == "reqwest" if reqwest is None else reqwest
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.identity = WorkerIdentity(self.worker_id, socket.gethostname(), os.getpid(), __version__)
         self.db = Database(settings.database_url)
