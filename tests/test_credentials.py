@@ -223,6 +223,56 @@ def test_placeholders_that_stand_for_nothing_are_refused(api, queue):
     assert stored(settings, cid).target_url == target()
 
 
+def test_stored_credentials_never_follow_target_url_to_another_host(api, queue):
+    """A PATCH that moves target_url to another scheme, host or port, and leaves stored
+    credentials behind unsent (credential headers, auth), is refused naming them: the worker
+    would send them to the new host. Sent again, or removed, the move goes through."""
+    client, admin, settings = api
+    plain = "http://127.0.0.1:9/hook"
+    cid = create_secret_consumer(client, admin, queue, target_url=plain).json["id"]
+    elsewhere = "http://127.0.0.1:10/hook"  # another port: another origin
+    moved = client.patch(f"/api/v1/consumers/{cid}", json={"target_url": elsewhere}, headers=admin)
+    assert moved.status_code == 400, moved.json
+    assert moved.json["error"]["field"] == "target_url"
+    assert "'X-Api-Key'" in moved.json["error"]["message"] and "'Cookie'" in moved.json["error"]["message"]
+    shown = client.get(f"/api/v1/consumers/{cid}", headers=admin).json["headers"]
+    placeholders = client.patch(
+        f"/api/v1/consumers/{cid}", json={"target_url": elsewhere, "headers": shown}, headers=admin
+    )
+    assert placeholders.status_code == 400, placeholders.json
+    spec = stored(settings, cid)
+    assert (spec.target_url, dict(spec.headers)) == (plain, HEADERS)
+    # The same origin keeps them; sent again, or removed, they may go along.
+    same = client.patch(f"/api/v1/consumers/{cid}", json={"target_url": plain + "/v2"}, headers=admin)
+    assert same.status_code == 200, same.json
+    again = client.patch(
+        f"/api/v1/consumers/{cid}", json={"target_url": elsewhere, "headers": HEADERS}, headers=admin
+    )
+    assert again.status_code == 200, again.json
+    assert (stored(settings, cid).target_url, dict(stored(settings, cid).headers)) == (elsewhere, HEADERS)
+
+    bearer = {"type": "bearer", "token": TOKEN}
+    cid = client.post(
+        "/api/v1/consumers",
+        headers=admin,
+        json={"queue": queue, "name": "bearer", "target_url": plain, "auth": bearer},
+    ).json["id"]
+    for change in (
+        {"target_url": elsewhere},
+        {"target_url": elsewhere, "auth": {"type": "bearer", "token": "***"}},
+    ):
+        refused = client.patch(f"/api/v1/consumers/{cid}", json=change, headers=admin)
+        assert refused.status_code == 400, refused.json
+        assert refused.json["error"]["field"] == "target_url" and "auth" in refused.json["error"]["message"]
+    assert stored(settings, cid).target_url == plain
+    dropped = client.patch(
+        f"/api/v1/consumers/{cid}", json={"target_url": elsewhere, "auth": None}, headers=admin
+    )
+    assert dropped.status_code == 200, dropped.json
+    spec = stored(settings, cid)
+    assert (spec.target_url, spec.auth) == (elsewhere, None)
+
+
 def test_url_credentials_with_an_authorization_header_are_refused(api, queue):
     client, admin, _ = api
     both = client.post(

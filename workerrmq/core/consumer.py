@@ -135,7 +135,7 @@ def restore_auth(new: Mapping[str, Any] | None, old: Mapping[str, Any] | None) -
                 f"type {new.get('type')!r}; send the secret itself",
                 field=f"auth.{key}",
             )
-        if key == "client_secret" and _origin(new.get("token_url")) != _origin(old.get("token_url")):
+        if key == "client_secret" and url_origin(new.get("token_url")) != url_origin(old.get("token_url")):
             raise PlaceholderUnmatched(
                 f"auth.{key}: {PLACEHOLDER!r} keeps the stored secret only for a token_url on the "
                 "same scheme, host and port; send the secret itself",
@@ -145,7 +145,7 @@ def restore_auth(new: Mapping[str, Any] | None, old: Mapping[str, Any] | None) -
     return restored
 
 
-def _origin(url: Any) -> tuple[str, str, int | None] | None:
+def url_origin(url: Any) -> tuple[str, str, int | None] | None:
     """A URL's scheme, host and port (the default one filled in), or None if it has none."""
     if not isinstance(url, str):
         return None

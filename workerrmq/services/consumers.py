@@ -12,15 +12,24 @@ from typing import Any
 from workerrmq.broker.control import announce_change
 from workerrmq.broker.management import ManagementClient
 from workerrmq.broker.publisher import Publisher
-from workerrmq.core.consumer import ConsumerSpec, dead_letter_queue_for, redact_auth, restore_auth
+from workerrmq.core.consumer import (
+    AUTH_SECRETS,
+    ConsumerSpec,
+    dead_letter_queue_for,
+    redact_auth,
+    restore_auth,
+    url_origin,
+)
 from workerrmq.core.credentials import (
     PLACEHOLDER,
     PlaceholderUnmatched,
     auth_conflict,
+    looks_secret,
     redact_headers,
     redact_url,
     restore_headers,
     restore_url,
+    secret_headers,
 )
 from workerrmq.core.dead_letters import DeadLetterSelector
 from workerrmq.core.endpoint_auth import AuthInvalid, check_pems, target_conflict
@@ -138,6 +147,7 @@ class ConsumerService:
             del changes["signing_secret"]  # sent back as read: keep the stored secret
         current = self.store.get(ref)
         _check_source_change(current, changes)
+        _check_credentials_stay(current, changes)
         with _placeholders():
             if changes.get("target_url"):
                 changes["target_url"] = restore_url(changes["target_url"], current.target_url)
@@ -401,6 +411,32 @@ def _ref(ref: str) -> str:
     if "\x00" in ref:
         raise NotFound(f"consumer {ref!r} not found")
     return ref
+
+
+def _check_credentials_stay(current: ConsumerSpec, changes: dict[str, Any]) -> None:
+    """Refuse a ``target_url`` on another scheme, host or port that would take stored
+    credentials along without their being sent again: whoever may edit a consumer but not
+    read its secrets would otherwise have the worker send them to a server of theirs."""
+    if not changes.get("target_url") or url_origin(changes["target_url"]) == url_origin(current.target_url):
+        return
+    carried: list[str] = []
+    auth = changes.get("auth", current.auth) or {}
+    kept = "auth" not in changes or any(auth.get(key) == PLACEHOLDER for key in AUTH_SECRETS)
+    # An mtls key never leaves the worker: the new host sees the certificate only.
+    if auth and auth.get("type") != "mtls" and kept:
+        carried.append("auth")
+    if "headers" in changes:
+        headers = changes["headers"] or {}
+        carried += [f"headers {n!r}" for n, v in headers.items() if v == PLACEHOLDER and looks_secret(n)]
+    else:
+        carried += [f"headers {n!r}" for n in secret_headers(current.headers)]
+    if carried:
+        raise InvalidInput(
+            f"target_url moves to another scheme, host or port, and the stored credentials "
+            f"({', '.join(carried)}) do not go along unsent: send them again in the same request, "
+            "or remove them",
+            field="target_url",
+        )
 
 
 @contextlib.contextmanager
