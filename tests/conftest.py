@@ -27,12 +27,17 @@ from tests.workers import EngineThread
 from workerrmq.api import create_app
 from workerrmq.broker.management import ManagementClient
 from workerrmq.errors import NotFound
-from workerrmq.settings import Settings
+from workerrmq.settings import HTTP_CLIENTS, Settings
 from workerrmq.store import Database
 
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 MANAGEMENT_URL = os.environ.get("TEST_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+#: The workers' delivery client in this run (``HTTP_CLIENT=reqwest pytest ...``): every
+#: engine a test starts, on a thread or as a process, delivers with it.
+HTTP_CLIENT = os.environ.get("HTTP_CLIENT", "").strip().lower() or "aiohttp"
+if HTTP_CLIENT not in HTTP_CLIENTS:
+    raise pytest.UsageError(f"HTTP_CLIENT must be {' or '.join(HTTP_CLIENTS)}, got {HTTP_CLIENT!r}")
 
 
 def _reachable(url: str, default_port: int) -> bool:
@@ -84,7 +89,8 @@ def make_settings(tmp_path) -> Callable[..., Settings]:
 
     Building settings (and an app from them) needs no broker: the app's broker routes
     answer 503 without one. A test that talks to the broker takes ``broker`` (or a
-    fixture built on it: ``mgmt``, ``queue_name``, ``amqp``).
+    fixture built on it: ``mgmt``, ``queue_name``, ``amqp``). ``http_client`` is the
+    run's :data:`HTTP_CLIENT` unless a test names one.
     """
 
     def make(**overrides: object) -> Settings:
@@ -95,6 +101,7 @@ def make_settings(tmp_path) -> Callable[..., Settings]:
             "broker_timeout": 3.0,
             # Tests send many bad keys on purpose; the limiter has tests of its own.
             "auth_failure_limit": 100_000,
+            "http_client": HTTP_CLIENT,
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

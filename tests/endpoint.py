@@ -4,6 +4,9 @@ It records every request it receives. What it answers is up to a handler the
 test sets (``endpoint.respond = lambda req: (503, {})``, or ``(200, headers, body)``
 to answer with a body of its own); by default 200. A status of 0 drops the
 connection without answering.
+
+A request's headers are looked up as HTTP names are, whatever their case: the worker's
+reqwest client sends ``X-Workerrmq-Message-Id`` where aiohttp sends the name as written.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ import asyncio
 import dataclasses
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from tests.support import free_port
 
@@ -23,11 +27,16 @@ from tests.support import free_port
 class Received:
     method: str
     path: str
-    headers: dict[str, str]
+    headers: CIMultiDict[str]  # any mapping given is copied into one: names in any case
     body: bytes
     at: float
 
     status: int = 0  # what the endpoint answered; set once it has
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, CIMultiDict):
+            headers: Mapping[str, str] = self.headers
+            self.headers = CIMultiDict(headers)
 
     @property
     def message_id(self) -> str:
@@ -73,7 +82,7 @@ class Endpoint:
 
     async def _handle(self, request: web.Request) -> web.Response:
         received = Received(
-            request.method, request.path, dict(request.headers), await request.read(), time.monotonic()
+            request.method, request.path, CIMultiDict(request.headers), await request.read(), time.monotonic()
         )
         with self._lock:
             self.received.append(received)

@@ -13,7 +13,8 @@ Two things differ and cannot be switched off in pyreqwest 0.15: reqwest adds
 ``Accept: */*`` to every request (the same as sending none, RFC 9110 12.5.1), and header
 names go out in title case (``X-Workerrmq-Message-Id``). HTTP names are case-insensitive,
 but an endpoint that looks them up case-sensitively would no longer find ours: that is
-why engines still deliver through aiohttp unless asked (``Engine(reqwest=True)``).
+why workers still deliver through aiohttp unless ``HTTP_CLIENT=reqwest`` (or
+``Engine(reqwest=True)``) asks for this client.
 
 With the private-address guard on, a named host is resolved here with
 :func:`~workerrmq.guard.public_addresses`, which refuses the host if any address is not
