@@ -48,10 +48,11 @@ SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 #: key, true for every message), as CloudEvents (structured mode: each body wrapped in a JSON
 #: envelope), with endpoint ``auth`` (OAuth2 client credentials against the endpoint's token
 #: route: one token fetched, then the cached one on every request) and on a worker started with
-#: ``ATTEMPT_LOG=false`` (what the attempt log costs is (a) against it), then the plain relay, the
-#: seed's design and the two halves of the floor.
+#: ``ATTEMPT_LOG=false`` (what the attempt log costs is (a) against it) and on a worker started with
+#: ``HTTP_CLIENT=reqwest`` (deliveries through pyreqwest instead of aiohttp), then the plain relay,
+#: the seed's design and the two halves of the floor.
 #: The order is the run's (rotated each run): the contenders that need the worker restarted
-#: (another environment, one engine process) come together, so a size costs three restarts.
+#: (another environment, one engine process) come together, so a size costs four restarts.
 RELAY_CONTENDERS = (
     "workerrmq",
     "workerrmq_defaults",
@@ -61,6 +62,7 @@ RELAY_CONTENDERS = (
     "cloudevents",
     "auth",
     "no_attempt_log",
+    "reqwest",
     "workerrmq_1p",
     "plain",
     "seed",
@@ -79,10 +81,12 @@ WORKER_CONTENDERS: dict[str, int | None] = {
     "cloudevents": None,
     "auth": None,
     "no_attempt_log": None,
+    "reqwest": None,
 }
 #: What a worker contender's ``workerrmq worker`` gets in its environment beyond the run's.
 WORKER_ENV: dict[str, dict[str, str]] = {
     "no_attempt_log": {"ATTEMPT_LOG": "false"},
+    "reqwest": {"HTTP_CLIENT": "reqwest"},
 }
 #: The (a) consumer with a feature on: the (a) consumer's extra fields (see ``feature_fields``)
 #: and the endpoint's route of the same name (``bench/endpoint.py``).
@@ -515,6 +519,9 @@ async def _worker_relay(
             logged = await ctx.api.call("GET", f"/api/v1/consumers/{consumer_id}/attempts")
             if logged["total"]:
                 raise RuntimeError(f"{label}: {logged['total']} attempts logged with ATTEMPT_LOG=false")
+        if contender == "reqwest" and not _pyreqwest_running(worker.pid):
+            # A worker that ignored HTTP_CLIENT (an older one) would measure aiohttp again.
+            raise RuntimeError(f"{label}: no engine process delivered through pyreqwest")
     finally:
         await ctx.drop_consumer(consumer_id, queue)
     if contender == "auth":
@@ -522,6 +529,25 @@ async def _worker_relay(
         # with the cached token.
         result["token_fetches"] = (await ctx.endpoint.stats(bucket)).tokens
     return result
+
+
+def _pyreqwest_running(pid: int) -> bool:
+    """True if *pid* or a descendant runs pyreqwest's thread, which starts with the first
+    pyreqwest client: an engine on ``HTTP_CLIENT=aiohttp`` makes none."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return False
+    for proc in procs:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{proc.pid}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    if (task / "comm").read_text().strip() == "pyreqwest":
+                        return True
+    return False
 
 
 async def _broker_only(ctx: Context, queue: str, n: int, label: str) -> dict[str, Any]:

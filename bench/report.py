@@ -19,6 +19,7 @@ CONTENDER_NAMES = {
     "cloudevents": "(a) as CloudEvents (structured mode)",
     "auth": "(a) with endpoint auth (OAuth2 client credentials, cached token)",
     "no_attempt_log": "(a) on a worker without the attempt log (ATTEMPT_LOG=false)",
+    "reqwest": "(a) on a worker delivering through pyreqwest (HTTP_CLIENT=reqwest)",
     "plain": "(b) plain aio-pika + aiohttp relay",
     "seed": "(c) seed design (pika + requests)",
     "broker_only": "(d) floor: broker only",
@@ -34,6 +35,7 @@ SHORT_NAMES = {
     "cloudevents": "(a) CloudEvents",
     "auth": "(a) auth",
     "no_attempt_log": "(a) no log",
+    "reqwest": "(a) reqwest",
     "plain": "(b) plain",
     "seed": "(c) seed",
     "broker_only": "(d) broker-only",
@@ -679,8 +681,9 @@ def _size(size: int) -> str:
     return f"{size // 1024} KB" if size >= 1024 else f"{size} B"
 
 
-#: The rows of the feature costs table: (a) with one feature on, and (a) without the attempt log.
-FEATURE_CONTENDERS = ("batch", "reply", "filter", "cloudevents", "auth", "no_attempt_log")
+#: The rows of the feature costs table: (a) with one feature on, (a) without the attempt log, and
+#: (a) delivering through pyreqwest.
+FEATURE_CONTENDERS = ("batch", "reply", "filter", "cloudevents", "auth", "no_attempt_log", "reqwest")
 
 
 def _feature_section(results: dict[str, Any]) -> list[str]:
@@ -742,6 +745,12 @@ def _feature_notes(relay: dict[str, Any], measured: Sequence[str]) -> list[str]:
         notes.append(
             "- Without the attempt log: the same consumer on a worker started with "
             "`ATTEMPT_LOG=false`; what the log costs is (a) against this row (see the targets)."
+        )
+    if "reqwest" in measured:
+        notes.append(
+            "- pyreqwest: the same consumer on a worker started with `HTTP_CLIENT=reqwest`, which "
+            "delivers through pyreqwest (Rust reqwest) instead of aiohttp; CPU ÷ (a) below 1 is "
+            "what the other client saves per message."
         )
     for feature, text in (
         ("batch", "Batches: `batch` of at most 100 messages or 50 ms, one JSON-array request each."),
@@ -912,6 +921,7 @@ HISTORY_COLUMNS = (
     ("batch_vs_amqp", "batch ÷ AMQP", "{:.0%}"),
     ("relay_batch_vs_a_200", "(a) batches ÷ (a), 200 B", "×{:.2f}"),
     ("attempt_log_200", "(a) ÷ (a) without attempt log, 200 B", "×{:.2f}"),
+    ("reqwest_cpu_200", "CPU/msg (a) reqwest ÷ (a), 200 B", "×{:.2f}"),
     ("scale_1000", "1,000 consumers", "{}"),
     ("scale_10000", "10,000 consumers", "{}"),
 )
@@ -955,6 +965,7 @@ def history_entry(results: dict[str, Any]) -> dict[str, Any]:
             "batch_vs_amqp": _ratio(pub.get("api_batch"), pub.get("amqp_batch")),
             "relay_batch_vs_a_200": _ratio(relay.get("batch"), relay.get("workerrmq")),
             "attempt_log_200": _ratio(relay.get("workerrmq"), relay.get("no_attempt_log")),
+            "reqwest_cpu_200": _ratio(cpu.get("reqwest"), cpu.get("workerrmq")),
             "scale_processes": (results.get("scale") or {}).get("processes"),
             **{
                 f"scale_{count}": [point.get("consuming_seconds"), point.get("rss_mb")]
@@ -1080,6 +1091,7 @@ COLORS = {
     "cloudevents": "#aec7e8",
     "auth": "#c5b0d5",
     "no_attempt_log": "#ff9896",
+    "reqwest": "#98df8a",
     "plain": "#1f77b4",
     "seed": "#7f7f7f",
     "broker_only": "#2ca02c",

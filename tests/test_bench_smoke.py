@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import report as bench_report
 from bench import run as bench_run
 from workerrmq.broker.management import ManagementClient
 
@@ -104,6 +105,10 @@ def test_quick_benchmark_reports_every_case(tmp_path: Path, broker: str, mgmt: M
     )
     for heading in headings:
         assert f"## {heading}" in report
+    # Each feature's row, (a) without the attempt log and (a) through pyreqwest among them.
+    features = report.split("## Feature costs", 1)[1].split("\n## ", 1)[0]
+    for contender in bench_report.FEATURE_CONTENDERS:
+        assert f"| {bench_report.CONTENDER_NAMES[contender]} |" in features, contender
     assert "| 20 |" in report.split("## Scale curves", 1)[1]
     # A quick run shows the history but adds no row to it.
     assert "`8b6278e`" in report.split("## Across runs", 1)[1]
