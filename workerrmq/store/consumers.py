@@ -8,7 +8,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from workerrmq.core.consumer import DEFAULTS, ConsumerSpec, dead_letter_queue_for, redact_auth
@@ -17,7 +17,7 @@ from workerrmq.core.status import CircuitState, ConsumerState, RunnerStatus
 from workerrmq.errors import Conflict, NotFound
 from workerrmq.store.crypto import Cipher
 from workerrmq.store.db import Database
-from workerrmq.store.models import ConsumerDef, ConsumerStats, as_utc, utcnow
+from workerrmq.store.models import ConsumerDef, ConsumerStats, WorkerRecord, as_utc, utcnow
 
 __all__ = ["ConsumerStore", "StatsReport", "STATS_FRESH_FOR"]
 
@@ -106,6 +106,19 @@ class StatsReport:
     last_error_at: dt.datetime | None = None
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
+
+
+#: A report's columns in ``consumer_stats``, besides the keys and ``updated_at``.
+_STATS_COLUMNS = tuple(f.name for f in dataclasses.fields(StatsReport) if f.name != "consumer_id")
+
+
+def _row_values(report: StatsReport) -> dict[str, Any]:
+    """*report* as the values of its row; enums (statuses, circuit states) as their text."""
+    values = {name: getattr(report, name) for name in _STATS_COLUMNS}
+    values["consumer_id"] = report.consumer_id
+    for name in ("status", "circuit"):
+        values[name] = str(values[name])
+    return values
 
 
 _EDITABLE = {f.name for f in dataclasses.fields(ConsumerSpec)} - {
@@ -198,6 +211,29 @@ class ConsumerStore:
             ).one()
             return tuple(row)
 
+    def versions(self) -> dict[str, tuple[int, dt.datetime]]:
+        """Each definition's version and update time, by id, oldest first (as :meth:`list`):
+        every change of a definition moves both, so a worker reads (and decrypts) again only
+        the definitions whose pair moved (:meth:`some`)."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(ConsumerDef.id, ConsumerDef.version, ConsumerDef.updated_at).order_by(
+                    ConsumerDef.created_at, ConsumerDef.id
+                )
+            )
+            return {cid: (version, as_utc(updated_at)) for cid, version, updated_at in rows}
+
+    def some(self, ids: Iterable[str]) -> dict[str, ConsumerSpec]:
+        """The definitions of *ids*, by id; those that do not exist are left out."""
+        wanted = builtins.list(ids)
+        found: dict[str, ConsumerSpec] = {}
+        with self.db.session() as session:
+            for first in range(0, len(wanted), _CHUNK):
+                chunk = wanted[first : first + _CHUNK]
+                for row in session.scalars(select(ConsumerDef).where(ConsumerDef.id.in_(chunk))):
+                    found[row.id] = _spec(row, self.cipher)
+        return found
+
     def update(self, ref: str, changes: Mapping[str, Any]) -> ConsumerSpec:
         """Apply *changes* and bump the version, so running workers pick them up; changes
         that leave every value as it was bump nothing (and restart nothing)."""
@@ -236,49 +272,84 @@ class ConsumerStore:
     # -- statistics ---------------------------------------------------------------------
 
     def report(self, worker_id: str, reports: Iterable[StatsReport]) -> None:
-        """Store *worker_id*'s current figures (running totals since it started)."""
+        """Store *worker_id*'s current figures (running totals since it started) for the
+        consumers of *reports*; those of consumers deleted meanwhile are dropped.
+
+        A worker sends only the consumers whose figures changed: its heartbeat (see
+        :meth:`stats_of`) keeps the rows of the others live. The rows are written with one
+        UPDATE and one INSERT for all (executemany), not an ORM object each.
+        """
+        reports = builtins.list(reports)
+        if not reports:
+            return
         now = utcnow()
-        reports = list(reports)
         ids = [report.consumer_id for report in reports]
         with self.db.session() as session:
-            # Only the rows of *reports* are read: a worker with thousands of consumers
-            # sends the few whose figures changed.
-            known: set[str] = set()
-            mine: dict[str, ConsumerStats] = {}
+            known: set[str] = set()  # consumers that still exist
+            present: set[str] = set()  # and of those, the ones this worker has a row for
             for first in range(0, len(ids), _CHUNK):
-                chunk = ids[first : first + _CHUNK]
-                known.update(session.scalars(select(ConsumerDef.id).where(ConsumerDef.id.in_(chunk))))
-                mine.update(
-                    (row.consumer_id, row)
-                    for row in session.scalars(
-                        select(ConsumerStats).where(
-                            ConsumerStats.worker_id == worker_id, ConsumerStats.consumer_id.in_(chunk)
-                        )
-                    )
+                mine = and_(ConsumerStats.consumer_id == ConsumerDef.id, ConsumerStats.worker_id == worker_id)
+                found = session.execute(
+                    select(ConsumerDef.id, ConsumerStats.consumer_id)
+                    .outerjoin(ConsumerStats, mine)
+                    .where(ConsumerDef.id.in_(ids[first : first + _CHUNK]))
                 )
+                for consumer_id, row_of in found:
+                    known.add(consumer_id)
+                    if row_of is not None:
+                        present.add(consumer_id)
+            updates: builtins.list[dict[str, Any]] = []
+            inserts: builtins.list[dict[str, Any]] = []
             for report in reports:
                 if report.consumer_id not in known:
-                    continue  # deleted meanwhile
-                row = mine.get(report.consumer_id)
-                if row is None:
-                    row = ConsumerStats(worker_id=worker_id, consumer_id=report.consumer_id)
-                    session.add(row)
-                for key, value in dataclasses.asdict(report).items():
-                    setattr(row, key, value)
-                row.updated_at = now
+                    continue
+                values = _row_values(report)
+                values["updated_at"] = now
+                if report.consumer_id in present:
+                    updates.append(values)
+                else:
+                    values["worker_id"] = worker_id
+                    inserts.append(values)
+            # Executed as plain SQL on the session's connection: a list of parameters makes
+            # each statement one executemany.
+            connection = session.connection()
+            if updates:
+                for values in updates:
+                    values["_consumer"] = values.pop("consumer_id")
+                # SET takes the columns of the parameters (every one but the key).
+                statement = update(ConsumerStats).where(
+                    ConsumerStats.worker_id == worker_id, ConsumerStats.consumer_id == bindparam("_consumer")
+                )
+                connection.execute(statement, updates)
+            if inserts:
+                connection.execute(insert(ConsumerStats), inserts)
+
+    def mark_stopped(self, worker_id: str) -> None:
+        """Record that *worker_id* runs none of its consumers any more (it stops): every row
+        of it in one statement, however many consumers it ran."""
+        with self.db.session() as session:
+            session.execute(
+                update(ConsumerStats)
+                .where(ConsumerStats.worker_id == worker_id)
+                .values(status=RunnerStatus.STOPPED.value, in_flight=0, updated_at=utcnow())
+            )
 
     def stats(self, consumer_id: str) -> dict[str, Any]:
         """Figures for one consumer, summed over every worker that ran it.
 
-        Totals count every worker that ever reported; in-flight counts, circuit
-        state and latency only come from workers that reported recently.
+        Totals count every worker that ever reported; in-flight counts, status, circuit
+        state and latency only come from live rows: those written recently, and those of a
+        worker whose heartbeat is recent and that has not stopped (a worker writes a
+        consumer's row only when its figures change, so an idle consumer's row stays as it
+        was).
         """
         return self.stats_of([consumer_id])[consumer_id]
 
     def stats_of(self, consumer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """:meth:`stats` for many consumers, in one query."""
-        wanted = list(consumer_ids)
-        rows: dict[str, list[ConsumerStats]] = {cid: [] for cid in wanted}
+        """:meth:`stats` for many consumers, in two queries."""
+        wanted = builtins.list(consumer_ids)
+        rows: dict[str, builtins.list[ConsumerStats]] = {cid: [] for cid in wanted}
+        now = utcnow()
         with self.db.session() as session:
             query = select(ConsumerStats)
             if len(wanted) <= 500:
@@ -286,8 +357,8 @@ class ConsumerStore:
             for row in session.scalars(query):
                 if row.consumer_id in rows:
                     rows[row.consumer_id].append(row)
-        now = utcnow()
-        return {cid: summarize(found, now) for cid, found in rows.items()}
+            alive = _alive(session, now)
+        return {cid: summarize(found, now, alive) for cid, found in rows.items()}
 
     @staticmethod
     def _check_name(session: Any, row: ConsumerDef) -> None:
@@ -310,8 +381,21 @@ class ConsumerStore:
         return row
 
 
-def summarize(rows: list[ConsumerStats], now: dt.datetime) -> dict[str, Any]:
-    live = [r for r in rows if now - as_utc(r.updated_at) <= STATS_FRESH_FOR]
+def _alive(session: Any, now: dt.datetime) -> frozenset[str]:
+    """The workers whose heartbeat is within :data:`STATS_FRESH_FOR` and that have not stopped."""
+    since = now - STATS_FRESH_FOR
+    beating = session.execute(
+        select(WorkerRecord.id, WorkerRecord.last_heartbeat).where(WorkerRecord.stopped_at.is_(None))
+    )
+    return frozenset(worker_id for worker_id, heartbeat in beating if as_utc(heartbeat) >= since)
+
+
+def summarize(
+    rows: list[ConsumerStats], now: dt.datetime, alive: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """*rows* (one consumer's, one per worker) summed up; a row is live if it was written
+    within :data:`STATS_FRESH_FOR` or its worker is among *alive*."""
+    live = [r for r in rows if r.worker_id in alive or now - as_utc(r.updated_at) <= STATS_FRESH_FOR]
     running = sorted(r.worker_id for r in live if r.status != RunnerStatus.STOPPED)
     errors = [r for r in rows if r.last_error_at is not None]
     last = max(errors, key=lambda r: as_utc(r.last_error_at), default=None)  # type: ignore[arg-type]

@@ -117,6 +117,13 @@ class Link:
         raise NoCapacity(f"connection {self.index} is full ({self.channel_max} channels)")
 
     async def close(self) -> None:
+        """Close the connection, and with it every channel it carries, in one exchange with
+        the broker. Frames handed to the connection before (acks among them) go out first:
+        closing drops what is still queued, so the answer to one more method, which the
+        connection sends after them, is waited for."""
+        if self.alive:
+            with contextlib.suppress(Exception):
+                await self.republisher.channel.basic_qos(prefetch_count=0, timeout=self.timeout)
         with contextlib.suppress(Exception):
             await self.connection.close()
 
@@ -171,6 +178,27 @@ class ConnectionPool:
                     link = await self._grow_by_one()
         return link, await link.open_channel()
 
+    async def reserve(self, channels: int) -> None:
+        """Open, at once, the connections that *channels* more channels will need (within
+        ``max_connections``), rather than one at a time as each fills up: a broker opens a
+        connection's channels one after another, so thousands of consumers start sooner
+        spread over all their connections from the first. A refusal is remembered as in
+        :meth:`open_channel`, which then says why."""
+        async with self._grow:
+            self.prune()
+            held = self._refused is not None and time.monotonic() - self._refused[0] < _REFUSAL_HOLD
+            if not self.links or held:
+                return
+            room = sum(link.free for link in self.links)
+            per_link = self.links[0].channel_max - 1  # a new link's republisher takes one
+            more = min(-(-(channels - room) // per_link), self.max_connections - len(self.links))
+            if more <= 0:
+                return
+            opened = await asyncio.gather(*(self._open() for _ in range(more)), return_exceptions=True)
+            failed = [exc for exc in opened if isinstance(exc, BaseException)]
+            if failed:
+                self._note_refusal(failed[0])
+
     def prune(self) -> None:
         """Forget the links that were lost (their consumers are restarted elsewhere)."""
         lost = [link for link in self.links if not link.alive]
@@ -184,8 +212,14 @@ class ConnectionPool:
         await asyncio.gather(*(link.close() for link in links))
 
     def _roomiest(self) -> Link | None:
-        """The first link with room: filling links in turn keeps the count of links low."""
-        return next((link for link in self.links if link.free > 0), None)
+        """The link with the most room, None if all are full: consumers started together are
+        spread over the links (whose count grows only when all are full)."""
+        best, room = None, 0
+        for link in self.links:
+            free = link.free
+            if free > room:
+                best, room = link, free
+        return best
 
     async def _grow_by_one(self) -> Link:
         self.prune()
@@ -199,17 +233,23 @@ class ConnectionPool:
         try:
             return await self._open()
         except Exception as exc:  # noqa: BLE001 - any refusal means the same to the consumer
-            reason = f"broker refused connection {len(self.links) + 1}: {type(exc).__name__}: {exc}"
-            self._refused = (time.monotonic(), reason[:480])
-            log.warning("%s", reason)
-            raise NoCapacity(reason) from None
+            raise NoCapacity(self._note_refusal(exc)) from None
+
+    def _note_refusal(self, exc: BaseException) -> str:
+        """Remember that the broker refused another connection (see :data:`_REFUSAL_HOLD`);
+        the reason, for the consumers that cannot run."""
+        reason = f"broker refused connection {len(self.links) + 1}: {type(exc).__name__}: {exc}"
+        self._refused = (time.monotonic(), reason[:480])
+        log.warning("%s", reason)
+        return reason
 
     async def _open(self) -> Link:
         self._opened += 1
-        connection = await connect_first(self.urls, timeout=self.timeout, name=f"{self.name} #{self._opened}")
+        index = self._opened  # several may be opening at once (reserve)
+        connection = await connect_first(self.urls, timeout=self.timeout, name=f"{self.name} #{index}")
         try:
             republisher = await Republisher.open(connection)
-            link = Link(connection, republisher, self._opened, timeout=self.timeout)
+            link = Link(connection, republisher, index, timeout=self.timeout)
         except BaseException:
             with contextlib.suppress(Exception):
                 await connection.close()

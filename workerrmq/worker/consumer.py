@@ -141,8 +141,14 @@ class ConsumerRunner:
         self.stats.last_error = f"cannot run: {reason}"[:500]
         self.stats.last_error_at = dt.datetime.now(dt.UTC)
 
-    async def stop(self, *, grace: float | None = None) -> None:
-        """Stop taking messages, let in-flight deliveries finish (up to *grace* s), close."""
+    async def stop(self, *, grace: float | None = None, close_channel: bool = True) -> None:
+        """Stop taking messages, let in-flight deliveries finish (up to *grace* s), close.
+
+        With *close_channel* False the channel is left open for its connection's close, which
+        closes all its channels in one exchange with the broker (the engine's stop: closing
+        10,000 channels one by one took most of half a minute); the acks and requeues of the
+        deliveries are handed to the connection all the same.
+        """
         self._status = RunnerStatus.STOPPING
         if self._reopen is not None:
             self._reopen.cancel()
@@ -152,8 +158,13 @@ class ConsumerRunner:
             # take the messages behind it.
             self._accepting = False
             self._halt.set()
-        else:
+        elif close_channel or self._tasks:
             await self._cancel_consumer()
+        else:
+            # Idle, and the connection's close comes next, which cancels every consumer on
+            # it (a Basic.Cancel each took seconds with thousands): a message that arrives
+            # meanwhile is held, and that close hands it back to its queue.
+            self._accepting = False
         if self._batcher is not None:
             self._batcher.flush()  # a partial batch goes now, not after its wait
         if self._tasks:
@@ -164,7 +175,7 @@ class ConsumerRunner:
         if self._settler is not None:
             with contextlib.suppress(Exception):
                 await self._settler.flush()
-        if self._channel is not None and not self._channel.is_closed:
+        if close_channel and self._channel is not None and not self._channel.is_closed:
             with contextlib.suppress(Exception):
                 await self._channel.close()
 
@@ -275,8 +286,10 @@ class ConsumerRunner:
         assert settler is not None and tag is not None
         settler.track(tag)
         if not self._accepting:
-            if self.spec.ordered and self._status is RunnerStatus.STOPPING:
-                return  # still holding the queue: the channel's close hands it back, in place
+            if self._status is RunnerStatus.STOPPING and (self.spec.ordered or self._tag is not None):
+                # Still subscribed (an ordered consumer, or a stop that leaves the cancel to
+                # the connection's close): the channel's close hands it back, in place.
+                return
             # Arrived after we stopped consuming: hand it back once, untouched.
             settler.requeue(tag)
             return
