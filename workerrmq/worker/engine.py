@@ -25,6 +25,7 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
@@ -64,6 +65,7 @@ __all__ = ["Engine"]
 log = logging.getLogger(__name__)
 _STARTS_IN_FLIGHT = 200  # consumers being started at once (each a few round trips to the broker)
 _FULL_READ_EVERY = 60.0  # seconds: definitions are read in full at least this often
+_SETTLE_WAIT = 120.0  # seconds the health watch waits at most for the consumers' start
 #: The worker process's garbage collector thresholds (Python's: 700, 10, 10). Each consumer
 #: is a few hundred long-lived objects; at the default the collector walked the whole growing
 #: heap twenty times while 10,000 consumers started (12 of 25 s of the worker's CPU), and
@@ -146,6 +148,7 @@ class Engine:
         # Each definition of the last placement with what it placed here (None: nothing).
         self._placements: dict[str, tuple[ConsumerSpec, ConsumerSpec | None]] = {}
         self.connected = asyncio.Event()
+        self._settled = asyncio.Event()  # set once a round has started every consumer placed here
         self.health_port: int | None = None
         # The dashboard's 15 minutes of statistics, one sample every *history_step* seconds.
         management = ManagementClient(
@@ -205,7 +208,7 @@ class Engine:
             reporter = asyncio.create_task(self._report_forever())
             # The attempt log's writer: deliveries only append to its buffer.
             writer = asyncio.create_task(self.attempt_log.run()) if self.attempt_log else None
-            watch = asyncio.create_task(self.health_watch.run())
+            watch = asyncio.create_task(self._after_start(self.health_watch.run))
             sampler = asyncio.create_task(self.history.run())
             # They only look on: they stop first, before the connections they use close under
             # them (a look cut short by a closing connection fails with a bare Exception).
@@ -237,6 +240,14 @@ class Engine:
         with contextlib.suppress(WorkerRMQError):
             await asyncio.to_thread(self.registry.stopped, self.worker_id)
         log.info("worker %s stopped", self.worker_id)
+
+    async def _after_start(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run *work* once the consumers have started (at most :data:`_SETTLE_WAIT` seconds
+        on): the health watch's look is a passive declare of every dead-letter queue, each
+        missing one costing a channel, which slowed thousands of consumers' start."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), _SETTLE_WAIT)
+        await work()
 
     async def _cancel_on_stop(self, *tasks: asyncio.Task[None]) -> None:
         assert self._stopping is not None
@@ -306,6 +317,7 @@ class Engine:
         try:
             while True:
                 await self._reconcile()
+                self._settled.set()
                 poke = asyncio.ensure_future(self._poke.wait())
                 await asyncio.wait(
                     {control, stopping, poke},
