@@ -121,11 +121,13 @@ class Link:
         the broker. Frames handed to the connection before (acks among them) go out first:
         closing drops what is still queued, so the answer to one more method, which the
         connection sends after them, is waited for."""
-        if self.alive:
+        try:
+            if self.alive:
+                with contextlib.suppress(Exception):
+                    await self.republisher.channel.basic_qos(prefetch_count=0, timeout=self.timeout)
+        finally:
             with contextlib.suppress(Exception):
-                await self.republisher.channel.basic_qos(prefetch_count=0, timeout=self.timeout)
-        with contextlib.suppress(Exception):
-            await self.connection.close()
+                await self.connection.close()
 
 
 class ConnectionPool:
