@@ -147,7 +147,7 @@ def _server_context(ca: trustme.CA, *, require_client: bool = True) -> ssl.SSLCo
     return context
 
 
-def _mtls(cert: trustme.LeafCert, ca: trustme.CA | None) -> dict[str, str]:
+def _mtls(cert: trustme.LeafCert, ca: trustme.CA | None = None) -> dict[str, str]:
     auth = {
         "type": "mtls",
         "cert_pem": b"".join(blob.bytes() for blob in cert.cert_chain_pems).decode(),

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from sqlalchemy import select, update
 
 from tests.chaos import ConfirmedPublisher, Tally
 from tests.support import wait_for
-from tests.workers import stop_processes
+from tests.workers import stop_processes, worker_process
 from workerrmq.settings import Settings
 from workerrmq.store import Database
 from workerrmq.store.models import ConsumerStats, WorkerRecord
@@ -37,17 +35,7 @@ _CONNECTED = re.compile(r"worker \S+ connected")  # its log line once it listens
 
 def control_only_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     """A worker process configured like *settings* that reconciles on control messages only."""
-    environ = {
-        **os.environ,
-        "WORKER_BIND": "127.0.0.1:0",
-        "RABBITMQ_URL": settings.rabbitmq_url,
-        "RABBITMQ_MANAGEMENT_URL": settings.rabbitmq_management_url,
-        "DATABASE_URL": settings.database_url,
-    }
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-c", CONTROL_ONLY_WORKER], env=environ, stdout=out, stderr=subprocess.STDOUT
-        )
+    return worker_process(settings, log, argv=["-c", CONTROL_ONLY_WORKER])
 
 
 @pytest.fixture

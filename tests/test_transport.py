@@ -25,6 +25,7 @@ from aiohttp import web
 
 from tests.endpoint import Endpoint
 from tests.support import wait_for
+from tests.test_endpoint_auth import _mtls
 from workerrmq.core.consumer import ConsumerSpec
 from workerrmq.guard import TargetBlocked
 from workerrmq.worker.delivery import REPLY_MAX, USER_AGENT, Attempt, DeliveryResult, Target
@@ -403,28 +404,17 @@ class TlsEndpoint(Endpoint):
         return await self._handle(request)
 
 
-def mtls(cert: trustme.LeafCert, ca: trustme.CA | None = None) -> dict[str, str]:
-    auth = {
-        "type": "mtls",
-        "cert_pem": b"".join(blob.bytes() for blob in cert.cert_chain_pems).decode(),
-        "key_pem": cert.private_key_pem.bytes().decode(),
-    }
-    if ca is not None:
-        auth["ca_pem"] = ca.cert_pem.bytes().decode()
-    return auth
-
-
 def test_mtls_presents_the_consumers_certificate(ca: trustme.CA):
     trusted = (ca.cert_pem.bytes(),)
     with TlsEndpoint(ca) as server:
         cert = ca.issue_cert("client@workerrmq.test")
         results = deliver(
-            server.url, times=2, auth=mtls(cert), transport=lambda s: Transport(s, trust=trusted)
+            server.url, times=2, auth=_mtls(cert), transport=lambda s: Transport(s, trust=trusted)
         )
         assert [r.status for r in results] == [200, 200]
         assert server.subjects[0] == (("email", "client@workerrmq.test"),)
         # Without the server's CA among the trusted ones, its certificate is refused.
-        (untrusted,) = deliver(server.url, auth=mtls(cert))
+        (untrusted,) = deliver(server.url, auth=_mtls(cert))
         assert untrusted.error == "connection"
         # Without a client certificate the server refuses the handshake.
         (anonymous,) = deliver(server.url, transport=lambda s: Transport(s, trust=trusted))
@@ -435,10 +425,10 @@ def test_mtls_presents_the_consumers_certificate(ca: trustme.CA):
 def test_mtls_with_its_own_ca_goes_through_aiohttp_trusting_that_ca_alone(ca: trustme.CA):
     with TlsEndpoint(ca) as server:
         cert = ca.issue_cert("client@workerrmq.test")
-        (result,) = deliver(server.url, auth=mtls(cert, ca))
+        (result,) = deliver(server.url, auth=_mtls(cert, ca))
         assert result.status == 200
         elsewhere = trustme.CA()
-        (refused,) = deliver(server.url, auth=mtls(cert, elsewhere))
+        (refused,) = deliver(server.url, auth=_mtls(cert, elsewhere))
         assert refused.error == "connection"
         assert server.count() == 1
 

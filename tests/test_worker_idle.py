@@ -13,7 +13,6 @@ import asyncio
 import datetime as dt
 import os
 import tempfile
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,7 +22,8 @@ import pytest
 from sqlalchemy import select, update
 
 from tests.support import wait_for
-from tests.test_worker_scale import TuneProxy, _define, _in_bulk, _publish_one_each, _via
+from tests.test_worker_scale import TuneProxy, _define, _publish_one_each, _via
+from tests.test_worker_scale import many_queues as many_queues  # the fixture, used by queues
 from tests.workers import EngineThread
 from workerrmq.store import Database
 from workerrmq.store.consumers import ConsumerStore
@@ -32,21 +32,10 @@ from workerrmq.store.models import ConsumerStats, WorkerRecord, as_utc, utcnow
 
 
 @pytest.fixture
-def queues(broker: str) -> Iterator[Callable[[int], list[str]]]:
-    """Declare *n* queues (and one dead-letter queue they share); all deleted afterwards.
-    Taken before ``start_engine``, so the worker has stopped before they go."""
-    made: list[str] = []
-
-    def make(n: int) -> list[str]:
-        prefix = f"idle-{uuid.uuid4().hex[:8]}"
-        names = [f"{prefix}-{i}" for i in range(n)]
-        made.extend([*names, f"{prefix}.dlq"])
-        asyncio.run(_in_bulk(broker, [*names, f"{prefix}.dlq"], declare=True))
-        return names
-
-    yield make
-    if made:
-        asyncio.run(_in_bulk(broker, made, declare=False))
+def queues(request: pytest.FixtureRequest) -> Callable[[int], list[str]]:
+    """*n* queues named idle-*, made and deleted by test_worker_scale's ``many_queues``."""
+    make = request.getfixturevalue("many_queues")
+    return lambda n: make(n, "idle")
 
 
 @pytest.fixture

@@ -105,15 +105,15 @@ def small_channel_max(broker: str) -> Iterator[Callable[[int], str]]:
 
 
 @pytest.fixture
-def many_queues(broker: str) -> Iterator[Callable[[int], list[str]]]:
+def many_queues(broker: str) -> Iterator[Callable[..., list[str]]]:
     """Declare *n* queues (and one dead-letter queue they share); all deleted afterwards.
 
     Take it before ``start_engine``: then the worker has stopped before its queues go.
     """
     made: list[str] = []
 
-    def make(n: int) -> list[str]:
-        prefix = f"scale-{uuid.uuid4().hex[:8]}"
+    def make(n: int, kind: str = "scale") -> list[str]:
+        prefix = f"{kind}-{uuid.uuid4().hex[:8]}"
         names = [f"{prefix}-{i}" for i in range(n)]
         made.extend([*names, f"{prefix}.dlq"])
         asyncio.run(_in_bulk(broker, [*names, f"{prefix}.dlq"], declare=True))

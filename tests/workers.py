@@ -77,8 +77,11 @@ class EngineThread:
             raise self.error
 
 
-def worker_process(settings: Settings, log: Path, **env: str) -> subprocess.Popen[bytes]:
-    """``workerrmq worker`` as a child process configured like *settings*, logging to *log*."""
+def worker_process(
+    settings: Settings, log: Path, *, argv: list[str] | None = None, **env: str
+) -> subprocess.Popen[bytes]:
+    """``workerrmq worker`` as a child process configured like *settings*, logging to *log*
+    (*argv*: another Python command line run with that configuration instead)."""
     environ = {
         **os.environ,
         "WORKER_BIND": "127.0.0.1:0",
@@ -87,13 +90,9 @@ def worker_process(settings: Settings, log: Path, **env: str) -> subprocess.Pope
         "DATABASE_URL": settings.database_url,
         **env,
     }
+    command = argv or ["-m", "workerrmq.cli", "worker", "--processes", "1"]
     with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "workerrmq.cli", "worker", "--processes", "1"],
-            env=environ,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        return subprocess.Popen([sys.executable, *command], env=environ, stdout=out, stderr=subprocess.STDOUT)
 
 
 def stop_processes(*processes: subprocess.Popen[bytes], timeout: float = 30) -> None:
