@@ -99,6 +99,7 @@ class PeriodicLog:
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._stop = threading.Event()  # each thread has its own
+        self.thread: threading.Thread | None = None
 
     @property
     def watched(self) -> list[WorkerRegistry]:
@@ -115,9 +116,10 @@ class PeriodicLog:
             if self._pid != os.getpid():
                 self._pid = os.getpid()
                 self._stop = threading.Event()
-                threading.Thread(
+                self.thread = threading.Thread(
                     target=self._run, args=(self._stop,), name="workerrmq-no-worker-log", daemon=True
-                ).start()
+                )
+                self.thread.start()
 
     def stop(self) -> None:
         """End the thread (tests; a process's own log lives as long as the process)."""
