@@ -177,6 +177,43 @@ def test_sqlite_is_written_on_the_loop_and_a_lock_held_elsewhere_loses_nothing(t
     db.dispose()
 
 
+def test_a_big_sqlite_flush_lets_deliveries_go_on_between_its_rows(tmp_path):
+    """The rows of a SQLite flush are converted and inserted a few at a time, the loop's other
+    work running in between: a task on the loop gets its turns while 3,000 rows are written
+    (not after), and they are all written, in one transaction."""
+    db = Database(f"sqlite:///{tmp_path}/a.sqlite3")
+    db.migrate()
+    log = AttemptLog(AttemptStore(db), worker="w1", batch=10_000, interval=3600)
+    turns_during: list[int] = []
+
+    async def scenario() -> None:
+        turns = 0
+        for n in range(3000):
+            _note(log, n, outcome="retry" if n % 7 == 0 else "delivered", response="no" * (n % 3))
+
+        async def other_work() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(other_work())
+        await asyncio.sleep(0)
+        before = turns
+        await log.flush()
+        turns_during.append(turns - before)
+        other.cancel()
+
+    asyncio.run(scenario())
+    assert turns_during[0] > 1
+    assert (log.written, log.dropped, log.waiting) == (3000, 0, 0)
+    items, total = AttemptStore(db).page(AttemptFilter(consumer_id="c1"), limit=3000)
+    assert total == 3000
+    assert {i["message_id"] for i in items} == {f"m-{n}" for n in range(3000)}
+    assert sum(i["outcome"] == "retry" for i in items) == len(range(0, 3000, 7))
+    db.dispose()
+
+
 def test_database_down_never_blocks_and_the_buffer_stays_bounded():
     # Nothing listens on port 1: every write fails at once.
     store = AttemptStore(Database("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2"))
