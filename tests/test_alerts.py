@@ -21,14 +21,18 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.endpoint import Endpoint, Received
 from tests.support import wait_for
+from workerrmq.broker.management import ManagementClient
 from workerrmq.core.health import HealthRecord, assess, event, event_id
 from workerrmq.core.status import Health
 from workerrmq.errors import ConfigError
 from workerrmq.settings import Settings
 from workerrmq.store.consumers import ConsumerStore
 from workerrmq.store.crypto import Cipher
-from workerrmq.store.health import Claim, HealthStore
-from workerrmq.worker.alerts import Notifier, leads
+from workerrmq.store.db import Database
+from workerrmq.store.health import Claim, HealthStore, Watched
+from workerrmq.store.workers import WorkerRegistry
+from workerrmq.worker.alerts import HealthWatch, Notifier, leads
+from workerrmq.worker.connections import ConnectionPool
 
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 FAST_RETRY = {"initial_delay": 0.05, "max_delay": 0.5, "max_attempts": 100}
@@ -425,3 +429,67 @@ def test_dead_letters_that_grow_degrade_without_notify_url(
     assert client.post(f"/api/v1/queues/{queue}.dlq/purge", headers=admin).status_code == 204
     view = wait_for(lambda: health_of(client, admin, quick["id"], "ok"), timeout=20)
     assert view["degraded_reason"] is None and view["degraded_since"] is None
+
+
+# -- the depths a look reads ------------------------------------------------------------------------
+
+
+def watched_on(dlq: str, record: HealthRecord) -> Watched:
+    return Watched(
+        id=f"id-{dlq}",
+        name=dlq,
+        dead_letter_queue=dlq,
+        degraded_after=300.0,
+        running=True,
+        circuit_closed=True,
+        delivered=0,
+        last_error=None,
+        record=record,
+        version=None,
+    )
+
+
+def test_depths_come_from_the_management_api_and_live_where_they_matter(settings, mgmt, queue_name, amqp):
+    empty, full, replayed, missing = (queue_name("dl") for _ in range(4))
+    for name in (empty, full, replayed):
+        mgmt.declare_queue(name, durable=True, arguments={})
+    for n in range(2):
+        publish(amqp, full, b"{}", f"m-{n}")
+    watched = [
+        watched_on(empty, HealthRecord()),
+        watched_on(full, HealthRecord()),
+        watched_on(replayed, HealthRecord(dead_letters=3)),  # emptied since: its fall is read live
+        watched_on(missing, HealthRecord()),
+    ]
+    db = Database(settings.database_url)
+
+    async def depths(management: ManagementClient, *, broker: bool) -> dict[str, int]:
+        pool = ConnectionPool(settings.rabbitmq_urls, timeout=10, name="test-depths", max_connections=1)
+        if broker:
+            await pool.any_link()
+        watch = HealthWatch(
+            worker_id="w",
+            db=db,
+            registry=WorkerRegistry(db),
+            pool=lambda: pool if broker else None,
+            notifier=None,
+            management=management,
+        )
+        watch.declares_at_most = 0  # as with thousands of dead-letter queues
+        try:
+            return await watch._depths(watched)
+        finally:
+            await pool.close()
+
+    wait_for(lambda: mgmt.queue_depths().get(empty) is not None, what="the empty queue's first figure")
+    try:
+        # Without a broker connection, the management API's figures alone: the empty queue's
+        # zero; the full one's figure may lag and the emptied one's zero may be stale, so
+        # neither is taken from it; the missing queue is unknown.
+        assert asyncio.run(depths(mgmt, broker=False)) == {empty: 0}
+        assert asyncio.run(depths(mgmt, broker=True)) == {empty: 0, full: 2, replayed: 0}
+        # The management API away: every queue is read live, as without one.
+        away = ManagementClient("http://guest:guest@127.0.0.1:9", "/", timeout=2)
+        assert asyncio.run(depths(away, broker=True)) == {empty: 0, full: 2, replayed: 0}
+    finally:
+        db.dispose()

@@ -69,6 +69,19 @@ class ManagementClient:
         self._raise_for(response)
         return response.json()
 
+    def queue_depths(self, *, timeout: float = 60.0) -> dict[str, int | None]:
+        """Every queue of the virtual host with its ready messages (None where the broker has
+        no figure yet, e.g. a queue declared moments ago), in one request: the name and the
+        figure alone, without the per-queue statistics (``disable_stats``), which keeps the
+        answer small and the broker's work light with thousands of queues (the paged listing
+        takes 500 a page at most). The figures lag by up to the statistics interval. *timeout*
+        (seconds, at least the client's own) is longer than other requests': the answer of a
+        virtual host with tens of thousands of queues took over 5 s on a busy broker."""
+        params = {"columns": "name,messages_ready", "disable_stats": "true", "enable_queue_totals": "true"}
+        path = f"/api/queues/{_q(self.vhost)}"
+        rows = self._call("GET", path, params=params, timeout=max(timeout, self.timeout))
+        return {row["name"]: row.get("messages_ready") for row in rows}
+
     def get_queue(self, name: str) -> dict[str, Any]:
         return self._call("GET", self._queue_path(name), missing=f"queue {name!r} not found")
 
@@ -208,7 +221,7 @@ class ManagementClient:
             base, auth = self._endpoints[index]
             try:
                 response = self._http.request(
-                    method, base + path, auth=auth, timeout=self.timeout, verify=self._verify, **kwargs
+                    method, base + path, auth=auth, verify=self._verify, **{"timeout": self.timeout, **kwargs}
                 )
             except requests.RequestException as exc:
                 failure = failure_reason(exc)

@@ -2,8 +2,13 @@
 
 Every few seconds one worker looks at every consumer (:func:`leads`: the same one for
 all workers, picked from the alive ones as placement picks a consumer's worker): the
-circuit states the workers reported, and each dead-letter queue's depth, read live with
-a passive declare. :func:`workerrmq.core.health.assess` says whether the consumer is
+circuit states the workers reported, and each dead-letter queue's depth. A few queues
+(:attr:`HealthWatch.declares_at_most`) are read live with a passive declare each; more come
+from one request to the management API for every queue (:meth:`ManagementClient.queue_depths`),
+whose figures lag by up to the broker's statistics interval, and a queue is then read live
+only where that figure could change an assessment (not zero, none yet, or a consumer whose
+dead letters are above zero or grew); every queue is when the API does not answer or the
+worker has none. :func:`workerrmq.core.health.assess` says whether the consumer is
 degraded; the result is stored with a compare-and-set (:mod:`workerrmq.store.health`),
 so even two workers that both believe they lead (while the alive list changes) record
 each change once.
@@ -22,7 +27,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import aiohttp
 import aiormq
@@ -34,6 +40,9 @@ from workerrmq.core.health import HealthRecord, assess, event, event_id
 from workerrmq.core.signing import secret_bytes, signature_headers
 from workerrmq.core.status import Health
 from workerrmq.errors import WorkerRMQError
+
+if TYPE_CHECKING:
+    from workerrmq.broker.management import ManagementClient
 from workerrmq.store.db import Database
 from workerrmq.store.health import Claim, HealthStore, Watched
 from workerrmq.store.models import utcnow
@@ -117,6 +126,11 @@ class Notifier:
 class HealthWatch:
     """One worker's part: look every *interval* seconds if it leads, and notify."""
 
+    #: Up to this many dead-letter queues are read live, each with a passive declare, rather
+    #: than from the management API: quicker than its answer of every queue of the virtual
+    #: host, which takes seconds when it holds thousands.
+    declares_at_most = 200
+
     def __init__(
         self,
         *,
@@ -126,8 +140,11 @@ class HealthWatch:
         pool: Callable[[], ConnectionPool | None],
         notifier: Notifier | None,
         interval: float = 2.0,
+        management: ManagementClient | None = None,
     ) -> None:
+        """*management* gives each look every queue's depth in one request (see the module)."""
         self.worker_id = worker_id
+        self.management = management
         self.store = HealthStore(db)
         self.registry = registry
         self.notifier = notifier
@@ -146,9 +163,10 @@ class HealthWatch:
             try:
                 took = 0.0
                 while True:
-                    # With thousands of consumers a look takes a while (a passive declare
-                    # each: about 2 s for 10,000): rest ten times that long, so the watch
-                    # stays under a tenth of the time of an otherwise idle worker. A
+                    # With thousands of consumers a look takes a while (one management API
+                    # answer of every queue, and a passive declare for each without its
+                    # figure): rest ten times that long, so the watch stays under a tenth of
+                    # the time of an otherwise idle worker. A
                     # consumer is degraded after minutes (degraded_after, 300 s by
                     # default), so a look every 20 s at that scale still sees it in time.
                     await asyncio.sleep(max(self.interval, _REST * took))
@@ -176,7 +194,7 @@ class HealthWatch:
         if not leads(self.worker_id, alive):
             return
         watched = await asyncio.to_thread(self.store.watched)
-        depths = await self._depths(sorted({w.dead_letter_queue for w in watched}))
+        depths = await self._depths(watched)
         now = utcnow()
         changes = []
         for item in watched:
@@ -234,8 +252,44 @@ class HealthWatch:
             # The claim stays: once it lapses the event is sent again, with the same webhook-id.
             log.debug("health watch: %s", exc.message)
 
-    async def _depths(self, queues: list[str]) -> dict[str, int]:
-        """The live depth of each of *queues* that exists (none without a broker connection)."""
+    async def _depths(self, watched: list[Watched]) -> dict[str, int]:
+        """The depth of each dead-letter queue of *watched* that exists (none without a
+        broker connection). Past :attr:`declares_at_most` queues, the management API's figure
+        where it is zero and no consumer of that queue has dead letters on record; else, and
+        for every queue when the API does not answer, read live."""
+        queues = sorted({w.dead_letter_queue for w in watched})
+        listed = await self._listed() if len(queues) > self.declares_at_most else None
+        if listed is None:
+            return await self._declared(queues)
+        # Figures that lag could hide a fall (a replay) or the last of a growth: read those live.
+        live = {
+            w.dead_letter_queue for w in watched if w.record.dead_letters or w.record.dead_letters_grew_since
+        }
+        depths: dict[str, int] = {}
+        unsure = []
+        for name in queues:
+            if name not in listed:
+                continue  # no such queue (yet): unknown, as a failed passive declare says
+            depth = listed[name]
+            if depth == 0 and name not in live:
+                depths[name] = 0
+            else:
+                unsure.append(name)
+        return depths | await self._declared(unsure)
+
+    async def _listed(self) -> dict[str, int | None] | None:
+        """Every queue's depth from the management API, None without one or an answer."""
+        if self.management is None:
+            return None
+        try:
+            return await asyncio.to_thread(self.management.queue_depths)
+        except WorkerRMQError as exc:
+            log.debug("health watch: management API: %s; reading the queues one by one", exc.message)
+            return None
+
+    async def _declared(self, queues: Iterable[str]) -> dict[str, int]:
+        """The live depth of each of *queues* that exists, through passive declares (none
+        without a broker connection)."""
         pool = self._pool()
         depths: dict[str, int] = {}
         if pool is None:
