@@ -43,6 +43,7 @@ from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.workers import gasgi
 
 from workerrmq.broker.publisher import Publisher
+from workerrmq.loop import settle_heap
 from workerrmq.settings import Settings
 
 __all__ = ["ApiWorker", "BufferedWSGI", "Gunicorn", "gunicorn_options", "seed_options"]
@@ -390,6 +391,7 @@ class ApiWorker(gasgi.ASGIWorker):
         )
         if "workerrmq" in getattr(app, "extensions", {}):
             self._publisher = app.extensions["workerrmq"].publisher
+        settle_heap()  # this process serves the app from now on
 
 
 def _publish_lane(app: Any, loop: asyncio.AbstractEventLoop) -> NativeHandler | None:

@@ -19,8 +19,6 @@ the same access-log line and request metrics (:mod:`workerrmq.api.access`).
 
 from __future__ import annotations
 
-import gc
-import os
 import re
 import time
 from collections.abc import Callable
@@ -42,13 +40,6 @@ __all__ = ["PublishLane"]
 #: The publish routes' paths (the rule's ``<name>`` takes anything but a slash).
 _PATH = re.compile(r"/api/v1/(queues|exchanges)/([^/]+)/messages")
 _JSON_HEADERS = [(b"content-type", b"application/json")]
-#: The API process's garbage collector thresholds (Python's: 700, 10, 10). A batch of 500
-#: messages allocates some hundred thousand objects (tasks, futures, frames) that live until
-#: the broker confirms: at the default thresholds the collector ran hundreds of times a
-#: batch and walked the whole app's heap (Flask, SQLAlchemy, marshmallow) often enough to
-#: take half of the process's CPU while publishing batches.
-_GC_THRESHOLDS = (50_000, 10, 10)
-_settled_in: int | None = None  # the process whose heap _settle_heap settled
 
 
 class _Route:
@@ -66,7 +57,6 @@ class PublishLane:
     docstring); call :meth:`serve` with each request whose body is read."""
 
     def __init__(self, app: Flask) -> None:
-        _settle_heap()
         self.app = app
         self.services: Services = app.extensions["workerrmq"]
         self.prefix = self.services.settings.url_prefix.rstrip("/")
@@ -148,17 +138,3 @@ class PublishLane:
             response = handle_domain_error(exc) if domain else handle_unexpected(exc)  # type: ignore[arg-type]
             headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
             return response.status_code, headers, response.get_data()
-
-
-def _settle_heap() -> None:
-    """Keep the garbage collector off the loaded app, once per process (the first lane
-    made): everything alive then (the app, its modules and settings) lives as long as the
-    process, so it is frozen out of the collector's walks, and young objects are collected
-    in larger steps (_GC_THRESHOLDS)."""
-    global _settled_in
-    if _settled_in == os.getpid():
-        return
-    _settled_in = os.getpid()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*_GC_THRESHOLDS)
