@@ -19,10 +19,19 @@ from workerrmq import metrics
 from workerrmq.api.native import PublishLane
 from workerrmq.loop import new_event_loop
 from workerrmq.server import BufferedWSGI
+from workerrmq.store import keys
 
 Answer = tuple[int, dict[str, str], bytes]
 UNKNOWN = "Bearer wrmq_nope"
 _ID = re.compile(rb'"message_id":"[0-9a-f]{32}"')
+
+
+@pytest.fixture(autouse=True)
+def _keys_remembered_for_the_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lane uses only keys remembered within keys.CACHE_SECONDS (2 s); on a loaded
+    machine a test can take longer than that between remembering a key and offering the
+    lane its request, which then goes to Flask. Revocations still clear it at once."""
+    monkeypatch.setattr(keys, "CACHE_SECONDS", 300.0)
 
 
 @pytest.fixture
