@@ -96,6 +96,9 @@ class ConsumerRunner:
         self._accepting = False
         self._ledger: AttemptLedger | None = None  # an ordered consumer's, opened at first use
         self._halt = asyncio.Event()  # set at stop: an ordered consumer's wait ends early
+        # Set once start() has declared the dead-letter queue, which it does after the consume:
+        # a delivery waits for it, so that no message is dead-lettered before its queue exists.
+        self._ready = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()  # deliveries in flight
         self._background: set[asyncio.Task[None]] = set()
         self._reopen: asyncio.TimerHandle | None = None
@@ -103,6 +106,7 @@ class ConsumerRunner:
         self.stats = stats or StatsReport(consumer_id=spec.id)
         self._metrics: _Metrics | None = None  # made at the first delivery: idle consumers cost none
         self._latencies: collections.deque[float] | None = None  # made at the first delivery
+        self._latencies_new = False  # a latency was added since report() last read them
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -116,22 +120,33 @@ class ConsumerRunner:
         failed messages through *republisher*; False (status ``queue_missing``) if the queue
         is absent."""
         self._republisher = republisher
-        try:
-            await channel.queue_declare(self.spec.queue, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            self._status = RunnerStatus.QUEUE_MISSING
-            return False
-        if self.spec.dead_letter_queue not in republisher.unavailable:
-            try:
-                await channel.queue_declare(self.spec.dead_letter_queue, durable=True)
-            except aiormq.exceptions.ChannelNotFoundEntity as exc:
-                republisher.note_unavailable(self.spec.dead_letter_queue, exc)  # its node is down
-                raise
         channel.on_consumer_cancel_callbacks.add(self._on_broker_cancel)
-        channel.closing.add_done_callback(self._on_channel_closed)
         self._channel = channel
         self._settler = Settler(channel)
-        await self._consume(self._prefetch)
+        try:
+            # No passive declare of the queue first: the consume fails on a queue that does
+            # not exist (and closes the channel, as the declare did), and the dead-letter queue
+            # is declared after it, so none is made for a missing queue. One round trip and one
+            # broker operation less per consumer, which count with thousands at start.
+            try:
+                await self._consume(self._prefetch)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                self._accepting = False
+                self._status = RunnerStatus.QUEUE_MISSING
+                return False
+            dlq = self.spec.dead_letter_queue
+            if dlq not in republisher.unavailable:
+                try:
+                    await channel.queue_declare(dlq, durable=True)
+                except aiormq.exceptions.ChannelNotFoundEntity as exc:
+                    republisher.note_unavailable(dlq, exc)  # its node is down
+                    raise
+        except BaseException:
+            self._accepting = False  # the deliveries held meanwhile are not made: the broker has them back
+            raise
+        finally:
+            self._ready.set()
+        channel.closing.add_done_callback(self._on_channel_closed)
         return True
 
     def refuse(self, reason: str) -> None:
@@ -222,7 +237,9 @@ class ConsumerRunner:
             self._metrics.circuit_open.set(0 if self._circuit.state is CircuitState.CLOSED else 1)
         self.stats.circuit = self._circuit.state.value
         self.stats.status = self._status
-        if self._latencies:
+        if self._latencies and self._latencies_new:
+            # Only when something was delivered since: an idle consumer's figures stand.
+            self._latencies_new = False
             ordered = sorted(self._latencies)
             self.stats.latency_p50_ms = statistics.median(ordered) * 1000
             self.stats.latency_p99_ms = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
@@ -285,6 +302,8 @@ class ConsumerRunner:
         settler, tag = self._settler, message.delivery_tag
         assert settler is not None and tag is not None
         settler.track(tag)
+        if not self._ready.is_set():
+            await self._ready.wait()  # start() declares the dead-letter queue after the consume
         if not self._accepting:
             if self._status is RunnerStatus.STOPPING and (self.spec.ordered or self._tag is not None):
                 # Still subscribed (an ordered consumer, or a stop that leaves the cancel to
@@ -559,6 +578,7 @@ class ConsumerRunner:
             if self._latencies is None:
                 self._latencies = collections.deque(maxlen=2048)
             self._latencies.append(result.seconds)
+            self._latencies_new = True
             self._series().duration.observe(result.seconds)
         return result
 
